@@ -68,7 +68,7 @@ proto: $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 	  --go_out=. --go_opt=paths=source_relative \
 	  --go-grpc_out=. --go-grpc_opt=paths=source_relative \
 	  mixer/v1/attributes.proto mixer/v1/mixer.proto
-	@if [ -n "$$(git status --porcelain -- proto/)" ]; then git status --short -- proto/; echo "generated code differs from the committed code: commit it"; exit 1; fi
+	@if [ -n "$$(git status --porcelain -- 'proto/*.pb.go')" ]; then git status --short -- 'proto/*.pb.go'; echo "generated code differs from the committed code: commit it"; exit 1; fi
 
 $(BIN)/protoc-gen-go:
 	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)

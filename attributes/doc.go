@@ -1,0 +1,11 @@
+// Package attributes holds Istio's attribute model: typed attribute bags,
+// the attribute vocabulary, the Mixer global dictionary, and the compressed
+// wire form used by istio.mixer.v1 Check and Report.
+//
+// A Bag is an immutable, sorted set of named, typed values, cheap to copy
+// and safe for concurrent reads. A Builder collects values for one bag and
+// is not safe for concurrent use. Bags enter from the sidecar's request
+// path (a Builder filled by the mixer filter), from the wire (Decompress,
+// DecodeReport, DecodeForwarded) and leave to the wire (Compress,
+// ReportEncoder, EncodeForwarded) or to the policy engine.
+package attributes

@@ -1,0 +1,226 @@
+package attributes
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"net/netip"
+	"strconv"
+	"time"
+)
+
+// Kind is the type of an attribute value. The names follow Istio's
+// ValueType; DNS names, URIs and e-mail addresses travel as strings.
+type Kind uint8
+
+const (
+	KindInvalid Kind = iota
+	KindString
+	KindInt64
+	KindDouble
+	KindBool
+	KindBytes
+	KindTimestamp
+	KindDuration
+	KindStringMap
+	KindIPAddress
+)
+
+var kindNames = [...]string{"INVALID", "STRING", "INT64", "DOUBLE", "BOOL", "BYTES", "TIMESTAMP", "DURATION", "STRING_MAP", "IP_ADDRESS"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "Kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Value is one typed attribute value. The zero Value is invalid (no value).
+// Values are immutable: byte slices and string maps given to a constructor
+// are owned by the Value afterwards, and those returned by accessors must
+// not be modified.
+type Value struct {
+	kind  Kind
+	nanos int32   // Timestamp: nanoseconds within the second
+	n     int64   // Int64, Bool (0/1), Duration (ns), Timestamp (Unix seconds), Double (bits)
+	s     string  // String
+	b     []byte  // Bytes, IPAddress (4 or 16 bytes)
+	m     []KV    // StringMap, sorted by key
+}
+
+// String returns a string value.
+func String(s string) Value { return Value{kind: KindString, s: s} }
+
+// Int64 returns an integer value.
+func Int64(n int64) Value { return Value{kind: KindInt64, n: n} }
+
+// Double returns a floating-point value.
+func Double(f float64) Value { return Value{kind: KindDouble, n: int64(math.Float64bits(f))} }
+
+// Bool returns a boolean value.
+func Bool(b bool) Value {
+	v := Value{kind: KindBool}
+	if b {
+		v.n = 1
+	}
+	return v
+}
+
+// Bytes returns a bytes value. The Value takes ownership of b.
+func Bytes(b []byte) Value { return Value{kind: KindBytes, b: b} }
+
+// Timestamp returns a point in time (monotonic clock and location dropped).
+func Timestamp(t time.Time) Value {
+	return Value{kind: KindTimestamp, n: t.Unix(), nanos: int32(t.Nanosecond())}
+}
+
+// Duration returns a duration value.
+func Duration(d time.Duration) Value { return Value{kind: KindDuration, n: int64(d)} }
+
+// StringMapValue returns a string-map value.
+func StringMapValue(m StringMap) Value { return Value{kind: KindStringMap, m: m.kvs} }
+
+// IPAddress returns an IP address value; an IPv4-mapped IPv6 address is
+// stored as IPv4, as Envoy reports it.
+func IPAddress(ip netip.Addr) Value {
+	return Value{kind: KindIPAddress, b: ip.Unmap().AsSlice()}
+}
+
+// ipFromBytes returns an IP address value over raw 4- or 16-byte b.
+func ipFromBytes(b []byte) (Value, bool) {
+	if len(b) != 4 && len(b) != 16 {
+		return Value{}, false
+	}
+	return Value{kind: KindIPAddress, b: b}, true
+}
+
+// Kind reports the value's type; KindInvalid for the zero Value.
+func (v Value) Kind() Kind { return v.kind }
+
+// IsValid reports whether v holds a value.
+func (v Value) IsValid() bool { return v.kind != KindInvalid }
+
+// StringValue returns the string of a KindString value, "" otherwise.
+func (v Value) StringValue() string { return v.s }
+
+// Int64Value returns the integer of a KindInt64 value, 0 otherwise.
+func (v Value) Int64Value() int64 {
+	if v.kind != KindInt64 {
+		return 0
+	}
+	return v.n
+}
+
+// DoubleValue returns the number of a KindDouble value, 0 otherwise.
+func (v Value) DoubleValue() float64 {
+	if v.kind != KindDouble {
+		return 0
+	}
+	return math.Float64frombits(uint64(v.n))
+}
+
+// BoolValue returns the boolean of a KindBool value, false otherwise.
+func (v Value) BoolValue() bool { return v.kind == KindBool && v.n != 0 }
+
+// BytesValue returns the bytes of a KindBytes or KindIPAddress value.
+func (v Value) BytesValue() []byte { return v.b }
+
+// TimeValue returns the time of a KindTimestamp value (UTC), zero otherwise.
+func (v Value) TimeValue() time.Time {
+	if v.kind != KindTimestamp {
+		return time.Time{}
+	}
+	return time.Unix(v.n, int64(v.nanos)).UTC()
+}
+
+// DurationValue returns the duration of a KindDuration value, 0 otherwise.
+func (v Value) DurationValue() time.Duration {
+	if v.kind != KindDuration {
+		return 0
+	}
+	return time.Duration(v.n)
+}
+
+// StringMapValue returns the map of a KindStringMap value (empty otherwise).
+func (v Value) StringMapValue() StringMap { return StringMap{kvs: v.m} }
+
+// IPValue returns the address of a KindIPAddress value.
+func (v Value) IPValue() (netip.Addr, bool) {
+	if v.kind != KindIPAddress {
+		return netip.Addr{}, false
+	}
+	return netip.AddrFromSlice(v.b)
+}
+
+// Equal reports whether v and o have the same kind and value. Doubles
+// compare by bits, so NaN equals itself (a cache key needs that).
+func (v Value) Equal(o Value) bool {
+	if v.kind != o.kind || v.n != o.n || v.nanos != o.nanos || v.s != o.s {
+		return false
+	}
+	switch v.kind {
+	case KindBytes, KindIPAddress:
+		return bytes.Equal(v.b, o.b)
+	case KindStringMap:
+		return StringMap{kvs: v.m}.Equal(StringMap{kvs: o.m})
+	}
+	return true
+}
+
+// AppendKey appends an unambiguous binary encoding of v to dst: equal
+// values give equal encodings and different values different ones. Check
+// caches use it to build keys; it allocates nothing when dst has room.
+func (v Value) AppendKey(dst []byte) []byte {
+	dst = append(dst, byte(v.kind))
+	switch v.kind {
+	case KindString:
+		dst = appendLenString(dst, v.s)
+	case KindInt64, KindDouble, KindBool, KindDuration:
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(v.n))
+	case KindTimestamp:
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(v.n))
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(v.nanos))
+	case KindBytes, KindIPAddress:
+		dst = binary.AppendUvarint(dst, uint64(len(v.b)))
+		dst = append(dst, v.b...)
+	case KindStringMap:
+		dst = binary.AppendUvarint(dst, uint64(len(v.m)))
+		for _, kv := range v.m {
+			dst = appendLenString(dst, kv.Key)
+			dst = appendLenString(dst, kv.Value)
+		}
+	}
+	return dst
+}
+
+func appendLenString(dst []byte, s string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(s)))
+	return append(dst, s...)
+}
+
+// String renders v for humans (logs, debugging); it is not a wire format.
+func (v Value) String() string {
+	switch v.kind {
+	case KindString:
+		return strconv.Quote(v.s)
+	case KindInt64:
+		return strconv.FormatInt(v.n, 10)
+	case KindDouble:
+		return strconv.FormatFloat(v.DoubleValue(), 'g', -1, 64)
+	case KindBool:
+		return strconv.FormatBool(v.BoolValue())
+	case KindBytes:
+		return fmt.Sprintf("%x", v.b)
+	case KindTimestamp:
+		return v.TimeValue().Format(time.RFC3339Nano)
+	case KindDuration:
+		return v.DurationValue().String()
+	case KindStringMap:
+		return StringMap{kvs: v.m}.String()
+	case KindIPAddress:
+		ip, _ := v.IPValue()
+		return ip.String()
+	}
+	return "<invalid>"
+}
