@@ -42,11 +42,11 @@ func (k Kind) String() string {
 // not be modified.
 type Value struct {
 	kind  Kind
-	nanos int32   // Timestamp: nanoseconds within the second
-	n     int64   // Int64, Bool (0/1), Duration (ns), Timestamp (Unix seconds), Double (bits)
-	s     string  // String
-	b     []byte  // Bytes, IPAddress (4 or 16 bytes)
-	m     []KV    // StringMap, sorted by key
+	nanos int32  // Timestamp: nanoseconds within the second
+	n     int64  // Int64, Bool (0/1), Duration (ns), Timestamp (Unix seconds), Double (bits)
+	s     string // String
+	b     []byte // Bytes, IPAddress (4 or 16 bytes)
+	m     []KV   // StringMap, sorted by key
 }
 
 // String returns a string value.

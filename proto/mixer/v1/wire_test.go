@@ -245,7 +245,7 @@ func TestEveryMessageBothWays(t *testing.T) {
 	tests := []struct {
 		name    string
 		ours    proto.Message
-		istio   func() gogoMessage        // a new empty Istio message
+		istio   func() gogoMessage // a new empty Istio message
 		toOurs  func(gogoMessage) proto.Message
 		toIstio func(proto.Message) gogoMessage
 	}{
@@ -271,8 +271,13 @@ func TestEveryMessageBothWays(t *testing.T) {
 			func(m gogoMessage) proto.Message { return directiveToOurs(m.(*istio.RouteDirective)) },
 			func(m proto.Message) gogoMessage { return directiveToIstio(m.(*ours.RouteDirective)) }},
 		{"HeaderOperation", &ours.HeaderOperation{Name: "n", Value: "v", Operation: ours.HeaderOperation_APPEND}, func() gogoMessage { return &istio.HeaderOperation{} },
-			func(m gogoMessage) proto.Message { return opsToOurs([]istio.HeaderOperation{*m.(*istio.HeaderOperation)})[0] },
-			func(m proto.Message) gogoMessage { o := opsToIstio([]*ours.HeaderOperation{m.(*ours.HeaderOperation)})[0]; return &o }},
+			func(m gogoMessage) proto.Message {
+				return opsToOurs([]istio.HeaderOperation{*m.(*istio.HeaderOperation)})[0]
+			},
+			func(m proto.Message) gogoMessage {
+				o := opsToIstio([]*ours.HeaderOperation{m.(*ours.HeaderOperation)})[0]
+				return &o
+			}},
 		{"ReportRequest", fullReportRequest(), func() gogoMessage { return &istio.ReportRequest{} },
 			func(m gogoMessage) proto.Message { return reportRequestToOurs(m.(*istio.ReportRequest)) },
 			func(m proto.Message) gogoMessage { return reportRequestToIstio(m.(*ours.ReportRequest)) }},
