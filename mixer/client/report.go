@@ -1,0 +1,296 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/remora-mesh/remora/attributes"
+	mixerv1 "github.com/remora-mesh/remora/proto/mixer/v1"
+)
+
+// record is one queued report bag and its approximate size.
+type record struct {
+	bag  attributes.Bag
+	size int
+}
+
+// batcher collects report bags into batches and delivers them. Records
+// wait in a FIFO queue bounded in records and bytes (counting the batch
+// being sent); the sender goroutine takes the oldest records, up to
+// max_batch_entries, once their batch is complete (by size or timer) and
+// retries a failed batch until it is delivered or the client closes. add
+// never blocks; when the queue is full the oldest waiting records are
+// dropped and counted.
+type batcher struct {
+	cfg ReportConfig
+	rpc mixerv1.MixerClient
+	m   *metrics
+	log *zap.Logger
+	sem mixerv1.ReportRequest_RepeatedAttributesSemantics
+
+	mu    sync.Mutex
+	queue []record // waiting records are queue[head:], oldest first
+	head  int
+	bytes int // of the waiting records
+	// ready counts the waiting records that belong to closed batches:
+	// the sender may take them. The others wait for their batch to fill
+	// up or for the timer.
+	ready                   int
+	inflight, inflightBytes int         // the batch being sent
+	timer                   *time.Timer // runs while an open batch has records
+	closing                 bool
+
+	// delivered, when set (by tests), is called after each delivered batch.
+	delivered func(records int)
+
+	wake chan struct{} // capacity 1: something is ready, or closing
+	done chan struct{} // closed when the sender exits
+	stop context.CancelFunc
+	ctx  context.Context
+}
+
+func newBatcher(cfg ReportConfig, rpc mixerv1.MixerClient, m *metrics, log *zap.Logger) *batcher {
+	b := &batcher{cfg: cfg, rpc: rpc, m: m, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	if cfg.Encoding == EncodingIndependent {
+		b.sem = mixerv1.ReportRequest_INDEPENDENT_ENCODING
+	}
+	b.ctx, b.stop = context.WithCancel(context.Background())
+	go b.run()
+	return b
+}
+
+// recordSize approximates the memory a bag holds.
+func recordSize(bag attributes.Bag) int {
+	n := 64
+	for name, v := range bag.All() {
+		n += len(name) + 48
+		switch v.Kind() {
+		case attributes.KindString:
+			n += len(v.StringValue())
+		case attributes.KindBytes, attributes.KindIPAddress:
+			n += len(v.BytesValue())
+		case attributes.KindStringMap:
+			for _, kv := range v.StringMapValue().Entries() {
+				n += len(kv.Key) + len(kv.Value) + 32
+			}
+		}
+	}
+	return n
+}
+
+// waiting is the number of records waiting. Called with mu held.
+func (b *batcher) waiting() int { return len(b.queue) - b.head }
+
+// add queues bag, dropping the oldest waiting records if the queue is full.
+func (b *batcher) add(bag attributes.Bag) {
+	size := recordSize(bag)
+	b.mu.Lock()
+	if b.closing {
+		b.mu.Unlock()
+		b.m.reportRecordsDropped.Inc()
+		return
+	}
+	b.queue = append(b.queue, record{bag: bag, size: size})
+	b.bytes += size
+	b.makeRoom()
+	open := b.waiting() - b.ready
+	switch {
+	case open >= b.cfg.MaxBatchEntries:
+		b.ready = b.waiting()
+		b.m.reportFlushBySize.Inc()
+		b.stopTimer()
+		b.signal()
+	case open == 1:
+		b.startTimer()
+	}
+	b.updateGauges()
+	b.mu.Unlock()
+}
+
+// makeRoom drops the oldest waiting records until the queue and the batch
+// in flight fit the bounds. Called with mu held.
+func (b *batcher) makeRoom() {
+	dropped := 0
+	for b.waiting() > 0 && (b.waiting()+b.inflight > b.cfg.MaxQueueEntries || b.bytes+b.inflightBytes > b.cfg.MaxQueueBytes) {
+		b.bytes -= b.queue[b.head].size
+		b.queue[b.head] = record{}
+		b.head++
+		if b.ready > 0 {
+			b.ready--
+		}
+		dropped++
+	}
+	if dropped > 0 {
+		b.m.reportRecordsDropped.Add(float64(dropped))
+	}
+	b.compact()
+}
+
+// compact reclaims the consumed front of the queue. Called with mu held.
+func (b *batcher) compact() {
+	switch {
+	case b.head == len(b.queue):
+		b.queue, b.head = b.queue[:0], 0
+	case b.head > 1024 && b.head > len(b.queue)/2:
+		n := copy(b.queue, b.queue[b.head:])
+		clear(b.queue[n:])
+		b.queue, b.head = b.queue[:n], 0
+	}
+}
+
+func (b *batcher) startTimer() {
+	if b.timer == nil {
+		b.timer = time.AfterFunc(b.cfg.MaxBatchTime.D(), b.timerFired)
+		return
+	}
+	b.timer.Reset(b.cfg.MaxBatchTime.D())
+}
+
+func (b *batcher) stopTimer() {
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+}
+
+func (b *batcher) timerFired() {
+	if b.closeBatch() {
+		b.m.reportFlushByTimer.Inc()
+	}
+}
+
+// closeBatch makes the open batch ready to send, reporting whether it had
+// records.
+func (b *batcher) closeBatch() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ready == b.waiting() {
+		return false
+	}
+	b.ready = b.waiting()
+	b.signal()
+	return true
+}
+
+func (b *batcher) signal() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (b *batcher) updateGauges() {
+	b.m.reportQueueRecords.Set(float64(b.waiting() + b.inflight))
+	b.m.reportQueueBytes.Set(float64(b.bytes + b.inflightBytes))
+}
+
+// run is the sender goroutine.
+func (b *batcher) run() {
+	defer close(b.done)
+	for {
+		b.mu.Lock()
+		n := min(b.ready, b.cfg.MaxBatchEntries)
+		if n == 0 {
+			closing := b.closing
+			b.mu.Unlock()
+			if closing {
+				return
+			}
+			select {
+			case <-b.wake:
+			case <-b.ctx.Done():
+				return
+			}
+			continue
+		}
+		bags := make([]attributes.Bag, n)
+		size := 0
+		for i := range bags {
+			r := &b.queue[b.head+i]
+			bags[i], size = r.bag, size+r.size
+			*r = record{}
+		}
+		b.head += n
+		b.ready -= n
+		b.bytes -= size
+		b.inflight, b.inflightBytes = n, size
+		b.compact()
+		b.mu.Unlock()
+
+		delivered := b.send(bags)
+		b.mu.Lock()
+		if delivered {
+			b.inflight, b.inflightBytes = 0, 0
+			b.m.reportRecordsSent.Add(float64(n))
+			b.m.reportBatchesSent.Inc()
+		}
+		b.updateGauges()
+		hook := b.delivered
+		b.mu.Unlock()
+		if delivered && hook != nil {
+			hook(n)
+		}
+		if !delivered {
+			return // stopped while retrying; close counts what is left
+		}
+	}
+}
+
+// send delivers one batch, retrying with backoff until it succeeds or the
+// batcher is stopped. It reports whether the batch was delivered.
+func (b *batcher) send(bags []attributes.Bag) bool {
+	req := attributes.EncodeReport(bags, b.sem, attributes.GlobalWordCount())
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.Timeout.D())
+		// WaitForReady: while the server restarts, wait for the
+		// connection instead of failing at once.
+		_, err := b.rpc.Report(ctx, req, grpc.WaitForReady(true))
+		cancel()
+		if err == nil {
+			return true
+		}
+		b.m.reportSendFailures.Inc()
+		if b.ctx.Err() != nil {
+			return false
+		}
+		b.log.Debug("report failed, will retry", zap.Int("records", len(bags)), zap.Int("attempt", attempt), zap.Error(err))
+		if !wait(b.ctx, backoffWait(attempt, b.cfg.BaseRetryWait.D(), b.cfg.MaxRetryWait.D())) {
+			return false
+		}
+	}
+}
+
+// close flushes: every waiting record becomes ready, and the sender drains
+// the queue until ctx ends. Whatever is still undelivered then is counted
+// as dropped.
+func (b *batcher) close(ctx context.Context) error {
+	b.mu.Lock()
+	b.closing = true
+	b.ready = b.waiting()
+	b.stopTimer()
+	b.signal()
+	b.mu.Unlock()
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		b.stop()
+		<-b.done
+	}
+	b.stop()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if left := b.waiting() + b.inflight; left > 0 {
+		b.m.reportRecordsDropped.Add(float64(left))
+		b.queue, b.head, b.bytes, b.ready, b.inflight, b.inflightBytes = nil, 0, 0, 0, 0, 0
+		b.updateGauges()
+		return fmt.Errorf("mixer client: %d report records undelivered at close", left)
+	}
+	return nil
+}
+
+// flush closes the open batch now, as if its timer had fired.
+func (b *batcher) flush() { b.closeBatch() }
