@@ -153,27 +153,23 @@ type cacheEntry struct {
 // checkCache holds decisions keyed by the values of their referenced
 // attributes. It is safe for concurrent use.
 type checkCache struct {
-	mu        sync.Mutex
-	max       int
-	now       func() time.Time
-	nextID    uint32
-	refSets   []*refSet // most recently added last
-	entries   map[string]*cacheEntry
-	head      cacheEntry // sentinel: head.next is the most recently used
-	keyPool   sync.Pool
-	hits      func()
-	misses    func()
-	evictions func()
+	mu      sync.Mutex
+	max     int
+	now     func() time.Time
+	nextID  uint32
+	refSets []*refSet // most recently added last
+	entries map[string]*cacheEntry
+	head    cacheEntry // sentinel: head.next is the most recently used
+	keyPool sync.Pool
+	m       *metrics
 }
 
 func newCheckCache(max int, now func() time.Time, m *metrics) *checkCache {
 	c := &checkCache{
-		max:       max,
-		now:       now,
-		entries:   make(map[string]*cacheEntry, min(max, 1024)),
-		hits:      m.cacheHits.Inc,
-		misses:    m.cacheMisses.Inc,
-		evictions: m.cacheEvictions.Inc,
+		max:     max,
+		now:     now,
+		entries: make(map[string]*cacheEntry, min(max, 1024)),
+		m:       m,
 	}
 	c.head.next, c.head.prev = &c.head, &c.head
 	c.keyPool.New = func() any { b := make([]byte, 0, 512); return &b }
@@ -208,10 +204,10 @@ func (c *checkCache) lookup(bag attributes.Bag) (Result, bool) {
 		} else {
 			c.moveToFront(e)
 		}
-		c.hits()
+		c.m.cacheHits.Inc()
 		return e.result, true
 	}
-	c.misses()
+	c.m.cacheMisses.Inc()
 	return Result{}, false
 }
 
@@ -240,10 +236,11 @@ func (c *checkCache) insert(bag attributes.Bag, ra *mixerv1.ReferencedAttributes
 	e := &cacheEntry{key: string(key), result: result, expires: now.Add(validFor), usesLeft: uses}
 	e.result.CacheHit = true
 	c.entries[e.key] = e
+	c.m.cacheEntries.Inc()
 	c.moveToFront(e)
 	for len(c.entries) > c.max {
 		c.remove(c.head.prev)
-		c.evictions()
+		c.m.cacheEvictions.Inc()
 	}
 	return nil
 }
@@ -279,11 +276,5 @@ func (c *checkCache) remove(e *cacheEntry) {
 	e.prev.next, e.next.prev = e.next, e.prev
 	e.prev, e.next = nil, nil
 	delete(c.entries, e.key)
-}
-
-// len is the number of cached decisions.
-func (c *checkCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.entries)
+	c.m.cacheEntries.Dec()
 }

@@ -137,19 +137,12 @@ func New(cfg Config, opts Options) (*Client, error) {
 		return nil, fmt.Errorf("mixer client: %w", err)
 	}
 	c := &Client{cfg: cfg, log: log.Named("mixer_client"), conn: conn, rpc: mixerv1.NewMixerClient(conn)}
-	var cacheLen func() float64
-	if cfg.Check.CacheEntries > 0 {
-		cacheLen = func() float64 { return float64(c.cache.len()) }
-	} else {
-		cacheLen = func() float64 { return 0 }
-	}
-	c.m = newMetrics(cacheLen)
-	if cfg.Check.CacheEntries > 0 {
-		c.cache = newCheckCache(cfg.Check.CacheEntries, now, c.m)
-	}
-	if err := c.m.register(opts.Registry); err != nil {
+	if c.m, err = newMetrics(opts.Registry); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("mixer client: metrics: %w", err)
+	}
+	if cfg.Check.CacheEntries > 0 {
+		c.cache = newCheckCache(cfg.Check.CacheEntries, now, c.m)
 	}
 	var seed [8]byte
 	if _, err := cryptorand.Read(seed[:]); err != nil {

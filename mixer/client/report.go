@@ -157,23 +157,20 @@ func (b *batcher) stopTimer() {
 	}
 }
 
-func (b *batcher) timerFired() {
-	if b.closeBatch() {
-		b.m.reportFlushByTimer.Inc()
-	}
-}
+func (b *batcher) timerFired() { b.closeBatch(true) }
 
-// closeBatch makes the open batch ready to send, reporting whether it had
-// records.
-func (b *batcher) closeBatch() bool {
+// closeBatch makes the open batch ready to send.
+func (b *batcher) closeBatch(byTimer bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.ready == b.waiting() {
-		return false
+		return
+	}
+	if byTimer {
+		b.m.reportFlushByTimer.Inc()
 	}
 	b.ready = b.waiting()
 	b.signal()
-	return true
 }
 
 func (b *batcher) signal() {
@@ -293,4 +290,4 @@ func (b *batcher) close(ctx context.Context) error {
 }
 
 // flush closes the open batch now, as if its timer had fired.
-func (b *batcher) flush() { b.closeBatch() }
+func (b *batcher) flush() { b.closeBatch(false) }

@@ -104,4 +104,14 @@ func TestStreamInfoDynamicMetadata(t *testing.T) {
 	if _, ok := s.DynamicMetadata("ns", "k"); ok {
 		t.Fatal("Reset kept metadata")
 	}
+	s.SetFilterState("a", 1)
+	s.SetFilterState("b", 2)
+	s.SetFilterState("a", 3)
+	if s.FilterState("a") != 3 || s.FilterState("b") != 2 || s.FilterState("c") != nil {
+		t.Fatalf("filter state: %v %v %v", s.FilterState("a"), s.FilterState("b"), s.FilterState("c"))
+	}
+	s.Reset()
+	if s.FilterState("a") != nil {
+		t.Fatal("Reset kept filter state")
+	}
 }

@@ -74,6 +74,38 @@ type StreamInfo struct {
 
 	// dynamicMetadata holds values set by filters, by namespace then key.
 	dynamicMetadata map[string]map[string]any
+	// filterState holds per-stream objects by key; see SetFilterState.
+	filterState []filterStateEntry
+}
+
+type filterStateEntry struct {
+	key   string
+	value any
+}
+
+// SetFilterState stores a per-stream object under key, replacing any
+// earlier one. It is how a filter hands state to later filters and to its
+// own access-log handler (Envoy's filter state); keys are prefixed by the
+// filter's name. The object lives until the stream's access-log handlers
+// have run.
+func (s *StreamInfo) SetFilterState(key string, value any) {
+	for i := range s.filterState {
+		if s.filterState[i].key == key {
+			s.filterState[i].value = value
+			return
+		}
+	}
+	s.filterState = append(s.filterState, filterStateEntry{key, value})
+}
+
+// FilterState returns the object stored under key, nil if none.
+func (s *StreamInfo) FilterState(key string) any {
+	for i := range s.filterState {
+		if s.filterState[i].key == key {
+			return s.filterState[i].value
+		}
+	}
+	return nil
 }
 
 // SetDynamicMetadata records a value under namespace and key, replacing
@@ -110,9 +142,11 @@ func (s *StreamInfo) SetResponseFlag(f ResponseFlags) { s.ResponseFlags |= f }
 // zero before the stream has finished.
 func (s *StreamInfo) Duration() time.Duration { return s.LastDownstreamTxByteSent }
 
-// Reset clears the StreamInfo for reuse, keeping its metadata storage.
+// Reset clears the StreamInfo for reuse, keeping its metadata and filter
+// state storage.
 func (s *StreamInfo) Reset() {
-	md := s.dynamicMetadata
+	md, fs := s.dynamicMetadata, s.filterState
 	clear(md)
-	*s = StreamInfo{dynamicMetadata: md}
+	clear(fs)
+	*s = StreamInfo{dynamicMetadata: md, filterState: fs[:0]}
 }
