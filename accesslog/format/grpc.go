@@ -45,6 +45,12 @@ func GRPCStatus(info *filter.StreamInfo) (code uint64, ok bool) {
 	if !IsGRPCRequest(info.RequestHeaders) {
 		return 0, false
 	}
+	return GRPCResponseStatus(info)
+}
+
+// GRPCResponseStatus is GRPCStatus without the check that the request was
+// a gRPC request (Envoy's grpc_status_filter does not check it).
+func GRPCResponseStatus(info *filter.StreamInfo) (code uint64, ok bool) {
 	if c, ok := parseGRPCStatus(info.ResponseTrailers); ok {
 		return c, true
 	}
