@@ -77,6 +77,9 @@ type GRPCConfig struct {
 	AdditionalRequestHeadersToLog   []string `yaml:"additional_request_headers_to_log,omitempty"`
 	AdditionalResponseHeadersToLog  []string `yaml:"additional_response_headers_to_log,omitempty"`
 	AdditionalResponseTrailersToLog []string `yaml:"additional_response_trailers_to_log,omitempty"`
+	// MetadataNamespaces lists the dynamic-metadata namespaces copied into
+	// the entries' common_properties.metadata.
+	MetadataNamespaces []string `yaml:"metadata_namespaces,omitempty"`
 	// BufferFlushInterval sends buffered entries at least this often
 	// (default 1s); BufferSizeBytes sends as soon as this many bytes of
 	// entries are buffered (default 16 KiB).

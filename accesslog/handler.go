@@ -2,7 +2,6 @@ package accesslog
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -28,9 +27,10 @@ type Options struct {
 	// onFlush, for tests, is called by a sink's goroutine after each
 	// write or send attempt, with whether the timer triggered it.
 	onFlush func(byTimer bool)
+	// onState, for tests, is called by a gRPC sink's goroutine when a
+	// stream opens (true) or ends (false).
+	onState func(connected bool)
 }
-
-var errGRPCPending = errors.New("the grpc sink is not built yet")
 
 // sink is where a handler sends the streams its filter accepts.
 type sink interface {
@@ -76,7 +76,7 @@ func New(cfg Config, opts Options) (*Handler, error) {
 	case cfg.File != nil:
 		h.sink, err = newFileSink(cfg.Name, cfg.File, opts)
 	case cfg.GRPC != nil:
-		err = errGRPCPending
+		h.sink, err = newGRPCSink(cfg.Name, cfg.GRPC, opts)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("accesslog: %s: %w", cfg.Name, err)
