@@ -327,8 +327,9 @@ func BenchmarkGRPCSinkLog(b *testing.B) {
 	a := &alsServer{msgs: make(chan *alsv3.StreamAccessLogsMessage, 1<<16)}
 	alsv3.RegisterAccessLogServiceServer(srv, a)
 	go srv.Serve(lis)
-	defer srv.Stop()
+	drained := make(chan struct{})
 	go func() {
+		defer close(drained)
 		for range a.msgs {
 		}
 	}()
@@ -337,7 +338,12 @@ func BenchmarkGRPCSinkLog(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer h.Close(context.Background())
+	defer func() {
+		h.Close(context.Background())
+		srv.Stop()
+		close(a.msgs)
+		<-drained
+	}()
 	info := fullStream()
 	b.ReportAllocs()
 	for b.Loop() {

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	datav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
@@ -54,8 +55,9 @@ func HTTPEntry(info *filter.StreamInfo, opts *EntryOptions) *datav3.HTTPAccessLo
 	if opts == nil {
 		opts = &EntryOptions{}
 	}
+	a := newArena(arenaSize(info))
 	e := &datav3.HTTPAccessLogEntry{
-		CommonProperties: Common(info, opts.MetadataNamespaces),
+		CommonProperties: common(info, opts.MetadataNamespaces, a),
 		ProtocolVersion:  httpVersion(info.Protocol),
 	}
 	req := &datav3.HTTPRequestProperties{
@@ -63,16 +65,16 @@ func HTTPEntry(info *filter.StreamInfo, opts *EntryOptions) *datav3.HTTPAccessLo
 	}
 	if h := info.RequestHeaders; h != nil {
 		req.RequestMethod = method(h.Method())
-		req.Scheme = clone(h.Scheme())
-		req.Authority = clone(h.Authority())
-		req.Path = clone(h.Path())
-		req.UserAgent = clone(h.Value("user-agent"))
-		req.Referer = clone(h.Value("referer"))
-		req.ForwardedFor = clone(h.Value("x-forwarded-for"))
-		req.RequestId = clone(h.Value("x-request-id"))
-		req.OriginalPath = clone(h.Value("x-envoy-original-path"))
+		req.Scheme = a.str(h.Scheme())
+		req.Authority = a.str(h.Authority())
+		req.Path = a.str(h.Path())
+		req.UserAgent = a.str(h.Value("user-agent"))
+		req.Referer = a.str(h.Value("referer"))
+		req.ForwardedFor = a.str(h.Value("x-forwarded-for"))
+		req.RequestId = a.str(h.Value("x-request-id"))
+		req.OriginalPath = a.str(h.Value("x-envoy-original-path"))
 		req.RequestHeadersBytes = headerBytes(h)
-		req.RequestHeaders = headerMap(h, opts.RequestHeaders)
+		req.RequestHeaders = headerMap(h, opts.RequestHeaders, a)
 		if port, ok := authorityPort(h.Authority()); ok {
 			req.Port = wrapperspb.UInt32(port)
 		}
@@ -80,17 +82,17 @@ func HTTPEntry(info *filter.StreamInfo, opts *EntryOptions) *datav3.HTTPAccessLo
 	e.Request = req
 	resp := &datav3.HTTPResponseProperties{
 		ResponseBodyBytes:   info.BytesSent,
-		ResponseCodeDetails: clone(info.ResponseCodeDetails),
+		ResponseCodeDetails: a.str(info.ResponseCodeDetails),
 	}
 	if info.ResponseCode != 0 {
 		resp.ResponseCode = wrapperspb.UInt32(uint32(info.ResponseCode))
 	}
 	if h := info.ResponseHeaders; h != nil {
 		resp.ResponseHeadersBytes = headerBytes(h)
-		resp.ResponseHeaders = headerMap(h, opts.ResponseHeaders)
+		resp.ResponseHeaders = headerMap(h, opts.ResponseHeaders, a)
 	}
 	if h := info.ResponseTrailers; h != nil {
-		resp.ResponseTrailers = headerMap(h, opts.ResponseTrailers)
+		resp.ResponseTrailers = headerMap(h, opts.ResponseTrailers, a)
 	}
 	e.Response = resp
 	return e
@@ -98,16 +100,20 @@ func HTTPEntry(info *filter.StreamInfo, opts *EntryOptions) *datav3.HTTPAccessLo
 
 // Common converts the properties shared by HTTP and TCP entries.
 func Common(info *filter.StreamInfo, metadataNamespaces []string) *datav3.AccessLogCommon {
+	return common(info, metadataNamespaces, newArena(arenaSize(info)))
+}
+
+func common(info *filter.StreamInfo, metadataNamespaces []string, a *arena) *datav3.AccessLogCommon {
 	c := &datav3.AccessLogCommon{
 		SampleRate:                     1,
 		DownstreamRemoteAddress:        socketAddress(info.DownstreamRemoteAddress),
 		DownstreamLocalAddress:         socketAddress(info.DownstreamLocalAddress),
 		DownstreamDirectRemoteAddress:  socketAddress(info.DownstreamDirectRemoteAddress),
-		UpstreamRemoteAddress:          parseAddress(info.UpstreamHost),
-		UpstreamLocalAddress:           parseAddress(info.UpstreamLocalAddress),
-		UpstreamCluster:                clone(info.UpstreamCluster),
-		UpstreamTransportFailureReason: clone(info.UpstreamTransportFailureReason),
-		RouteName:                      clone(info.RouteName),
+		UpstreamRemoteAddress:          parseAddress(info.UpstreamHost, a),
+		UpstreamLocalAddress:           parseAddress(info.UpstreamLocalAddress, a),
+		UpstreamCluster:                a.str(info.UpstreamCluster),
+		UpstreamTransportFailureReason: a.str(info.UpstreamTransportFailureReason),
+		RouteName:                      a.str(info.RouteName),
 		TimeToLastRxByte:               dur(info.LastDownstreamRxByteReceived),
 		TimeToFirstUpstreamTxByte:      dur(info.FirstUpstreamTxByteSent),
 		TimeToLastUpstreamTxByte:       dur(info.LastUpstreamTxByteSent),
@@ -122,11 +128,11 @@ func Common(info *filter.StreamInfo, metadataNamespaces []string) *datav3.Access
 		c.StartTime = timestamppb.New(info.StartTime)
 	}
 	if info.DownstreamTLS {
-		tls := &datav3.TLSProperties{TlsSniHostname: clone(info.RequestedServerName)}
+		tls := &datav3.TLSProperties{TlsSniHostname: a.str(info.RequestedServerName)}
 		if info.DownstreamPeerURISAN != "" {
 			tls.PeerCertificateProperties = &datav3.TLSProperties_CertificateProperties{
 				SubjectAltName: []*datav3.TLSProperties_CertificateProperties_SubjectAltName{
-					{San: &datav3.TLSProperties_CertificateProperties_SubjectAltName_Uri{Uri: clone(info.DownstreamPeerURISAN)}},
+					{San: &datav3.TLSProperties_CertificateProperties_SubjectAltName_Uri{Uri: a.str(info.DownstreamPeerURISAN)}},
 				},
 			}
 		}
@@ -215,9 +221,38 @@ func method(m string) corev3.RequestMethod {
 	return corev3.RequestMethod_METHOD_UNSPECIFIED
 }
 
-// clone copies s so that the entry does not pin (or see changes to) the
-// stream's reused header storage.
-func clone(s string) string { return strings.Clone(s) }
+// arena copies the strings an entry takes from the StreamInfo into one
+// allocation, so that the entry neither pins nor sees the stream's reused
+// header storage. Its buffer is sized up front and never grows, so the
+// strings it hands out stay valid and immutable.
+type arena struct{ b []byte }
+
+func newArena(n int) *arena { return &arena{b: make([]byte, 0, n)} }
+
+func (a *arena) str(s string) string {
+	if s == "" {
+		return ""
+	}
+	if len(a.b)+len(s) > cap(a.b) {
+		return strings.Clone(s) // not sized for it: copy on its own
+	}
+	start := len(a.b)
+	a.b = append(a.b, s...)
+	return unsafe.String(&a.b[start], len(s))
+}
+
+// arenaSize bounds the bytes HTTPEntry copies from info.
+func arenaSize(info *filter.StreamInfo) int {
+	n := len(info.ResponseCodeDetails) + len(info.UpstreamCluster) + len(info.UpstreamTransportFailureReason) +
+		len(info.RouteName) + len(info.RequestedServerName) + len(info.DownstreamPeerURISAN) +
+		len(info.UpstreamHost) + len(info.UpstreamLocalAddress)
+	for _, h := range []*filter.HeaderMap{info.RequestHeaders, info.ResponseHeaders, info.ResponseTrailers} {
+		for _, f := range h.Fields() {
+			n += len(f.Value) + 1 // values, and a separator when joined
+		}
+	}
+	return n
+}
 
 func dur(d time.Duration) *durationpb.Duration {
 	if d <= 0 {
@@ -238,14 +273,14 @@ func socketAddress(ap netip.AddrPort) *corev3.Address {
 
 // parseAddress converts "ip:port"; anything else is carried as the
 // address with no port.
-func parseAddress(s string) *corev3.Address {
+func parseAddress(s string, a *arena) *corev3.Address {
 	if s == "" {
 		return nil
 	}
 	if ap, err := netip.ParseAddrPort(s); err == nil {
 		return socketAddress(ap)
 	}
-	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: clone(s)}}}
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: a.str(s)}}}
 }
 
 // headerBytes is Envoy's HeaderMap::byteSize: the sum of names and values.
@@ -257,7 +292,7 @@ func headerBytes(h *filter.HeaderMap) uint64 {
 	return n
 }
 
-func headerMap(h *filter.HeaderMap, names []string) map[string]string {
+func headerMap(h *filter.HeaderMap, names []string, a *arena) map[string]string {
 	if len(names) == 0 {
 		return nil
 	}
@@ -271,7 +306,11 @@ func headerMap(h *filter.HeaderMap, names []string) map[string]string {
 		if m == nil {
 			m = make(map[string]string, len(names))
 		}
-		m[n] = strings.Join(vals, ",") // copies
+		if len(vals) == 1 {
+			m[n] = a.str(vals[0])
+		} else {
+			m[n] = strings.Join(vals, ",") // copies
+		}
 	}
 	return m
 }

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+	"unsafe"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	datav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
@@ -155,6 +156,29 @@ func TestHTTPEntry(t *testing.T) {
 	}
 }
 
+// TestHTTPEntryCopies builds header values over a mutable buffer, as a
+// zero-copy codec would, and overwrites it after the conversion.
+func TestHTTPEntryCopies(t *testing.T) {
+	buf := []byte("/path/aaaaGET-agentxyz")
+	view := func(i, j int) string { return unsafe.String(&buf[i], j-i) }
+	info := &filter.StreamInfo{
+		UpstreamCluster: view(0, 5),
+		RequestHeaders: filter.NewHeaderMap(
+			filter.HeaderField{Name: ":path", Value: view(0, 10)},
+			filter.HeaderField{Name: "user-agent", Value: view(13, 19)},
+			filter.HeaderField{Name: "x-extra", Value: view(19, 22)},
+		),
+	}
+	e := HTTPEntry(info, NewEntryOptions([]string{"x-extra"}, nil, nil, nil))
+	for i := range buf {
+		buf[i] = '#'
+	}
+	if e.Request.Path != "/path/aaaa" || e.Request.UserAgent != "-agent" || e.CommonProperties.UpstreamCluster != "/path" ||
+		e.Request.RequestHeaders["x-extra"] != "xyz" {
+		t.Errorf("entry aliases the stream's buffer: %v", e)
+	}
+}
+
 func TestHTTPEntryEmpty(t *testing.T) {
 	got := HTTPEntry(&filter.StreamInfo{}, nil)
 	want := &datav3.HTTPAccessLogEntry{
@@ -203,7 +227,7 @@ func TestMethodsAndAuthority(t *testing.T) {
 			t.Errorf("authorityPort(%q) = %d, %v", a, p, ok)
 		}
 	}
-	if a := parseAddress("unix:/x"); a.GetSocketAddress().GetAddress() != "unix:/x" {
+	if a := parseAddress("unix:/x", newArena(0)); a.GetSocketAddress().GetAddress() != "unix:/x" {
 		t.Errorf("parseAddress kept %v", a)
 	}
 }
