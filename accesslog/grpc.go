@@ -51,14 +51,15 @@ type grpcSink struct {
 	cancel  context.CancelFunc // cancels the sender's context
 
 	// Owned by the sender goroutine.
-	stream    alsv3.AccessLogService_StreamAccessLogsClient
-	broken    chan struct{} // closed when the current stream ends
-	sendIdent bool
-	retry     time.Duration // current backoff
-	nextTry   time.Time
-	limiter   logLimiter
-	onFlush   func(byTimer bool)
-	onState   func(connected bool)
+	stream       alsv3.AccessLogService_StreamAccessLogsClient
+	streamCancel context.CancelFunc
+	broken       chan struct{} // closed when the current stream ends
+	sendIdent    bool
+	retry        time.Duration // current backoff
+	nextTry      time.Time
+	limiter      logLimiter
+	onFlush      func(byTimer bool)
+	onState      func(connected bool)
 }
 
 func newGRPCSink(name string, cfg *GRPCConfig, opts Options) (*grpcSink, error) {
@@ -259,7 +260,7 @@ func (s *grpcSink) ensureStream(ctx context.Context) error {
 		s.backoff(err)
 		return errNotConnected
 	}
-	s.stream, s.sendIdent = st, true
+	s.stream, s.streamCancel, s.sendIdent = st, cancel, true
 	broken := make(chan struct{})
 	s.broken = broken
 	go func() {
@@ -281,6 +282,7 @@ func (s *grpcSink) streamEnded(err error) {
 	if s.stream == nil {
 		return
 	}
+	s.streamCancel() // ends the receiving goroutine if it still waits
 	s.stream = nil
 	s.m.streamsFailed.Inc()
 	if err == nil {
