@@ -35,7 +35,8 @@ type ComparisonFilter struct {
 	Comparison Comparison `yaml:"comparison,omitempty"`
 }
 
-// Comparison is `op: EQ|NE|GE|LE` and `value: N`. As in Envoy the value may
+// Comparison is `op: EQ|NE|GE|LE` (EQ when omitted, as in Envoy) and
+// `value: N`. As in Envoy the value may
 // also be written `value: {default_value: N}` (a runtime_key is accepted and
 // ignored: Remora has no runtime).
 type Comparison struct {
@@ -111,14 +112,27 @@ type HeaderFilter struct {
 // Matching looks at the first value of the header. InvertMatch negates the
 // result, including for an absent header.
 type HeaderMatcher struct {
-	Name           string      `yaml:"name,omitempty"`
-	ExactMatch     *string     `yaml:"exact_match,omitempty"`
-	PrefixMatch    *string     `yaml:"prefix_match,omitempty"`
-	SuffixMatch    *string     `yaml:"suffix_match,omitempty"`
-	ContainsMatch  *string     `yaml:"contains_match,omitempty"`
-	SafeRegexMatch *RegexMatch `yaml:"safe_regex_match,omitempty"`
-	PresentMatch   *bool       `yaml:"present_match,omitempty"`
-	InvertMatch    bool        `yaml:"invert_match,omitempty"`
+	Name           string         `yaml:"name,omitempty"`
+	ExactMatch     *string        `yaml:"exact_match,omitempty"`
+	PrefixMatch    *string        `yaml:"prefix_match,omitempty"`
+	SuffixMatch    *string        `yaml:"suffix_match,omitempty"`
+	ContainsMatch  *string        `yaml:"contains_match,omitempty"`
+	SafeRegexMatch *RegexMatch    `yaml:"safe_regex_match,omitempty"`
+	PresentMatch   *bool          `yaml:"present_match,omitempty"`
+	StringMatch    *StringMatcher `yaml:"string_match,omitempty"`
+	InvertMatch    bool           `yaml:"invert_match,omitempty"`
+}
+
+// StringMatcher is Envoy's type.matcher.v3.StringMatcher: exactly one of
+// exact, prefix, suffix, contains and safe_regex; IgnoreCase applies to
+// all but safe_regex.
+type StringMatcher struct {
+	Exact      *string     `yaml:"exact,omitempty"`
+	Prefix     *string     `yaml:"prefix,omitempty"`
+	Suffix     *string     `yaml:"suffix,omitempty"`
+	Contains   *string     `yaml:"contains,omitempty"`
+	SafeRegex  *RegexMatch `yaml:"safe_regex,omitempty"`
+	IgnoreCase bool        `yaml:"ignore_case,omitempty"`
 }
 
 // RegexMatch is a regular expression (Go RE2 syntax) that must match the
@@ -140,7 +154,7 @@ type ListFilter struct {
 	Filters []FilterConfig `yaml:"filters,omitempty"`
 }
 
-var comparisonOps = map[string]bool{"EQ": true, "NE": true, "GE": true, "LE": true}
+var comparisonOps = map[string]bool{"": true, "EQ": true, "NE": true, "GE": true, "LE": true}
 
 var denominators = map[string]uint64{"": 100, "HUNDRED": 100, "TEN_THOUSAND": 10_000, "MILLION": 1_000_000}
 
@@ -253,8 +267,26 @@ func (h *HeaderMatcher) validate(path string, errs *[]error) {
 			*errs = append(*errs, fmt.Errorf("%s.safe_regex_match.regex: %w", path, err))
 		}
 	}
+	if sm := h.StringMatch; sm != nil {
+		n++
+		k := 0
+		for _, p := range []*string{sm.Exact, sm.Prefix, sm.Suffix, sm.Contains} {
+			if p != nil {
+				k++
+			}
+		}
+		if sm.SafeRegex != nil {
+			k++
+			if _, err := regexp.Compile(sm.SafeRegex.Regex); err != nil {
+				*errs = append(*errs, fmt.Errorf("%s.string_match.safe_regex.regex: %w", path, err))
+			}
+		}
+		if k != 1 {
+			*errs = append(*errs, fmt.Errorf("%s.string_match: exactly one of exact, prefix, suffix, contains and safe_regex must be set", path))
+		}
+	}
 	if n > 1 {
-		*errs = append(*errs, fmt.Errorf("%s: at most one of exact_match, prefix_match, suffix_match, contains_match, safe_regex_match, present_match may be set", path))
+		*errs = append(*errs, fmt.Errorf("%s: at most one of exact_match, prefix_match, suffix_match, contains_match, safe_regex_match, string_match, present_match may be set", path))
 	}
 }
 
@@ -329,7 +361,7 @@ type comparison struct {
 }
 
 func cmp(c Comparison) comparison {
-	ops := map[string]byte{"EQ": '=', "NE": '!', "GE": '>', "LE": '<'}
+	ops := map[string]byte{"": '=', "EQ": '=', "NE": '!', "GE": '>', "LE": '<'}
 	return comparison{op: ops[c.Op], value: uint64(c.Value.Value)}
 }
 
@@ -417,6 +449,7 @@ type headerFilter struct {
 	re      *regexp.Regexp
 	present bool // for hPresent: whether presence (true) or absence (false) matches
 	invert  bool
+	fold    bool // ignore_case: value is lower-case, compare case-insensitively
 }
 
 func newHeaderFilter(m *HeaderMatcher) headerFilter {
@@ -434,6 +467,24 @@ func newHeaderFilter(m *HeaderMatcher) headerFilter {
 		f.kind, f.re = hRegex, regexp.MustCompile("^(?:"+m.SafeRegexMatch.Regex+")$")
 	case m.PresentMatch != nil:
 		f.present = *m.PresentMatch
+	case m.StringMatch != nil:
+		sm := m.StringMatch
+		f.fold = sm.IgnoreCase
+		switch {
+		case sm.Exact != nil:
+			f.kind, f.value = hExact, *sm.Exact
+		case sm.Prefix != nil:
+			f.kind, f.value = hPrefix, *sm.Prefix
+		case sm.Suffix != nil:
+			f.kind, f.value = hSuffix, *sm.Suffix
+		case sm.Contains != nil:
+			f.kind, f.value = hContains, *sm.Contains
+		default:
+			f.kind, f.re, f.fold = hRegex, regexp.MustCompile("^(?:"+sm.SafeRegex.Regex+")$"), false
+		}
+		if f.fold {
+			f.value = strings.ToLower(f.value)
+		}
 	}
 	return f
 }
@@ -446,6 +497,18 @@ func (f headerFilter) match(info *filter.StreamInfo) bool {
 	v, ok := info.RequestHeaders.Get(f.name)
 	if !ok {
 		return f.kind == hPresent && !f.present
+	}
+	if f.fold {
+		switch f.kind {
+		case hExact:
+			return strings.EqualFold(v, f.value)
+		case hPrefix:
+			return len(v) >= len(f.value) && strings.EqualFold(v[:len(f.value)], f.value)
+		case hSuffix:
+			return len(v) >= len(f.value) && strings.EqualFold(v[len(v)-len(f.value):], f.value)
+		case hContains:
+			return containsFold(v, f.value)
+		}
 	}
 	switch f.kind {
 	case hPresent:
@@ -461,6 +524,17 @@ func (f headerFilter) match(info *filter.StreamInfo) bool {
 	default:
 		return f.re.MatchString(v)
 	}
+}
+
+// containsFold reports whether lower-case sub occurs in s, ignoring ASCII
+// case, without allocating.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
 }
 
 type grpcStatusFilter struct {

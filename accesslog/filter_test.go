@@ -118,6 +118,31 @@ func TestFilters(t *testing.T) {
 			{filter.StreamInfo{RequestHeaders: hdrs(":path", "/api")}, true},
 			{filter.StreamInfo{}, true},
 		}},
+		{"header string_match ignore_case", `header_filter: {header: {name: user-agent, string_match: {contains: BOT, ignore_case: true}}}`, []probe{
+			{filter.StreamInfo{RequestHeaders: hdrs("user-agent", "GoogleBot/2")}, true},
+			{filter.StreamInfo{RequestHeaders: hdrs("user-agent", "curl")}, false},
+		}},
+		{"header string_match prefix", `header_filter: {header: {name: ":path", string_match: {prefix: /API, ignore_case: true}}}`, []probe{
+			{filter.StreamInfo{RequestHeaders: hdrs(":path", "/api/x")}, true},
+			{filter.StreamInfo{RequestHeaders: hdrs(":path", "/ap")}, false},
+		}},
+		{"header string_match suffix exact regex", `
+or_filter:
+  filters:
+  - header_filter: {header: {name: a, string_match: {suffix: .PNG, ignore_case: true}}}
+  - header_filter: {header: {name: b, string_match: {exact: X}}}
+  - header_filter: {header: {name: c, string_match: {safe_regex: {regex: "[0-9]+"}}}}
+`, []probe{
+			{filter.StreamInfo{RequestHeaders: hdrs("a", "x.png")}, true},
+			{filter.StreamInfo{RequestHeaders: hdrs("b", "X")}, true},
+			{filter.StreamInfo{RequestHeaders: hdrs("b", "x")}, false},
+			{filter.StreamInfo{RequestHeaders: hdrs("c", "123")}, true},
+			{filter.StreamInfo{RequestHeaders: hdrs("c", "12a")}, false},
+		}},
+		{"status op omitted is EQ", `status_code_filter: {comparison: {value: 204}}`, []probe{
+			{filter.StreamInfo{ResponseCode: 204}, true},
+			{filter.StreamInfo{ResponseCode: 200}, false},
+		}},
 		{"grpc status", `grpc_status_filter: {statuses: [UNAVAILABLE, INTERNAL]}`, []probe{
 			{filter.StreamInfo{RequestHeaders: grpcReq, ResponseTrailers: hdrs("grpc-status", "14")}, true},
 			{filter.StreamInfo{RequestHeaders: grpcReq, ResponseTrailers: hdrs("grpc-status", "0")}, false},
@@ -223,6 +248,8 @@ func TestFilterValidate(t *testing.T) {
 		{"header no name", `header_filter: {header: {exact_match: x}}`, []string{"filter.header_filter.header.name: required"}},
 		{"header two kinds", `header_filter: {header: {name: a, exact_match: x, prefix_match: y}}`, []string{"at most one of"}},
 		{"bad regex", `header_filter: {header: {name: a, safe_regex_match: {regex: "("}}}`, []string{"filter.header_filter.header.safe_regex_match.regex: error parsing regexp"}},
+		{"string_match empty", `header_filter: {header: {name: a, string_match: {ignore_case: true}}}`, []string{"filter.header_filter.header.string_match: exactly one of"}},
+		{"string_match bad regex", `header_filter: {header: {name: a, string_match: {safe_regex: {regex: "[" }}}}`, []string{"filter.header_filter.header.string_match.safe_regex.regex: error parsing regexp"}},
 		{"grpc empty", `grpc_status_filter: {}`, []string{"filter.grpc_status_filter.statuses: must list at least one status"}},
 		{"grpc bad", `grpc_status_filter: {statuses: [OK, NOPE]}`, []string{`filter.grpc_status_filter.statuses[1]: unknown gRPC status "NOPE"`}},
 		{"and one", `and_filter: {filters: [{not_health_check_filter: {}}]}`, []string{"filter.and_filter.filters: needs at least two filters"}},
