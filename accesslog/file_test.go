@@ -51,7 +51,7 @@ func readLines(t *testing.T, path string) []string {
 
 // idStream is a stream whose x-request-id is id.
 func idStream(id string) *filter.StreamInfo {
-	return &filter.StreamInfo{ResponseCode: 200, RequestHeaders: filter.NewHeaderMap(filter.HeaderField{Name: "x-request-id", Value: id})}
+	return &filter.StreamInfo{Protocol: filter.ProtocolHTTP11, ResponseCode: 200, RequestHeaders: filter.NewHeaderMap(filter.HeaderField{Name: "x-request-id", Value: id})}
 }
 
 func newFileHandler(t *testing.T, fc FileConfig, opts Options) (*Handler, *Metrics) {

@@ -39,8 +39,7 @@ type grpcSink struct {
 	client   alsv3.AccessLogServiceClient
 
 	mu           sync.Mutex
-	pending      []*datav3.HTTPAccessLogEntry
-	sizes        []int // proto size of each pending entry
+	pending      []pendingEntry
 	pendingBytes int
 	closed       bool
 
@@ -60,6 +59,14 @@ type grpcSink struct {
 	limiter      logLimiter
 	onFlush      func(byTimer bool)
 	onState      func(connected bool)
+}
+
+// pendingEntry is a buffered HTTP entry, or a TCP entry for a stream
+// without an HTTP protocol (tcp_proxy), with its protobuf size.
+type pendingEntry struct {
+	http *datav3.HTTPAccessLogEntry
+	tcp  *datav3.TCPAccessLogEntry
+	size int
 }
 
 func newGRPCSink(name string, cfg *GRPCConfig, opts Options) (*grpcSink, error) {
@@ -106,8 +113,15 @@ func newGRPCSink(name string, cfg *GRPCConfig, opts Options) (*grpcSink, error) 
 }
 
 func (s *grpcSink) log(info *filter.StreamInfo) {
-	e := als.HTTPEntry(info, s.entryOpt)
-	n := proto.Size(e)
+	var e pendingEntry
+	if info.Protocol == filter.ProtocolTCP {
+		e.tcp = als.TCPEntry(info, s.entryOpt)
+		e.size = proto.Size(e.tcp)
+	} else {
+		e.http = als.HTTPEntry(info, s.entryOpt)
+		e.size = proto.Size(e.http)
+	}
+	n := e.size
 	s.mu.Lock()
 	if s.closed || s.pendingBytes+n > s.cfg.MaxBufferBytes {
 		s.mu.Unlock()
@@ -115,7 +129,6 @@ func (s *grpcSink) log(info *filter.StreamInfo) {
 		return
 	}
 	s.pending = append(s.pending, e)
-	s.sizes = append(s.sizes, n)
 	s.pendingBytes += n
 	full := s.pendingBytes >= s.cfg.BufferSizeBytes
 	s.mu.Unlock()
@@ -197,13 +210,25 @@ func (s *grpcSink) hasPending() bool {
 func (s *grpcSink) sendAll(ctx context.Context) (bool, error) {
 	sent := false
 	for {
+		// A message carries HTTP or TCP entries: take the leading run of
+		// one kind, up to the message size limit.
 		s.mu.Lock()
 		n, bytes := 0, 0
-		for n < len(s.pending) && (n == 0 || bytes+s.sizes[n] <= DefaultGRPCMaxMessageBytes) {
-			bytes += s.sizes[n]
+		var httpBatch []*datav3.HTTPAccessLogEntry
+		var tcpBatch []*datav3.TCPAccessLogEntry
+		for n < len(s.pending) && (n == 0 || bytes+s.pending[n].size <= DefaultGRPCMaxMessageBytes) {
+			e := &s.pending[n]
+			if n > 0 && (e.http == nil) != (s.pending[0].http == nil) {
+				break
+			}
+			if e.http != nil {
+				httpBatch = append(httpBatch, e.http)
+			} else {
+				tcpBatch = append(tcpBatch, e.tcp)
+			}
+			bytes += e.size
 			n++
 		}
-		batch := s.pending[:n:n]
 		s.mu.Unlock()
 		if n == 0 {
 			return sent, nil
@@ -211,10 +236,15 @@ func (s *grpcSink) sendAll(ctx context.Context) (bool, error) {
 		if err := s.ensureStream(ctx); err != nil {
 			return sent, err
 		}
-		msg := &alsv3.StreamAccessLogsMessage{
-			LogEntries: &alsv3.StreamAccessLogsMessage_HttpLogs{
-				HttpLogs: &alsv3.StreamAccessLogsMessage_HTTPAccessLogEntries{LogEntry: batch},
-			},
+		msg := &alsv3.StreamAccessLogsMessage{}
+		if httpBatch != nil {
+			msg.LogEntries = &alsv3.StreamAccessLogsMessage_HttpLogs{
+				HttpLogs: &alsv3.StreamAccessLogsMessage_HTTPAccessLogEntries{LogEntry: httpBatch},
+			}
+		} else {
+			msg.LogEntries = &alsv3.StreamAccessLogsMessage_TcpLogs{
+				TcpLogs: &alsv3.StreamAccessLogsMessage_TCPAccessLogEntries{LogEntry: tcpBatch},
+			}
 		}
 		if s.sendIdent {
 			msg.Identifier = s.ident
@@ -230,11 +260,9 @@ func (s *grpcSink) sendAll(ctx context.Context) (bool, error) {
 		s.mu.Lock()
 		clear(s.pending[:n])
 		s.pending = s.pending[n:]
-		s.sizes = s.sizes[n:]
 		s.pendingBytes -= bytes
 		if len(s.pending) == 0 {
-			// Let the consumed backing arrays go.
-			s.pending, s.sizes = s.pending[:0:0], s.sizes[:0:0]
+			s.pending = nil // let the consumed backing array go
 		}
 		s.mu.Unlock()
 		s.m.bufferedBytes.Sub(float64(bytes))
@@ -333,7 +361,7 @@ func (s *grpcSink) shutdown(ctx context.Context, waiters []chan error) {
 	}
 	s.mu.Lock()
 	left, bytes := len(s.pending), s.pendingBytes
-	s.pending, s.sizes, s.pendingBytes = nil, nil, 0
+	s.pending, s.pendingBytes = nil, 0
 	s.mu.Unlock()
 	if left > 0 {
 		s.m.logsDropped.Add(float64(left))

@@ -16,6 +16,7 @@ import (
 
 	"github.com/remora-mesh/remora/accesslog/als"
 	"github.com/remora-mesh/remora/internal/config"
+	"github.com/remora-mesh/remora/proxy/filter"
 )
 
 // alsServer is an in-process Envoy access-log service that forwards every
@@ -348,5 +349,53 @@ func BenchmarkGRPCSinkLog(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		h.Log(info)
+	}
+}
+
+// TestGRPCSinkTCPEntries checks that streams without an HTTP protocol are
+// sent as TCP entries, in order, in messages of a single kind.
+func TestGRPCSinkTCPEntries(t *testing.T) {
+	ctx := testCtx(t)
+	msgs := make(chan *alsv3.StreamAccessLogsMessage, 100)
+	srv := startALS(t, "127.0.0.1:0", msgs)
+	h, _ := newGRPCHandler(t, GRPCConfig{Address: srv.addr, BufferFlushInterval: config.Duration(time.Hour)}, Options{})
+	tcp := func(cluster string) *filter.StreamInfo {
+		return &filter.StreamInfo{Protocol: filter.ProtocolTCP, UpstreamCluster: cluster, BytesReceived: 10, BytesSent: 20}
+	}
+	web := func(cluster string) *filter.StreamInfo {
+		info := idStream(cluster)
+		info.Protocol, info.UpstreamCluster = filter.ProtocolHTTP11, cluster
+		return info
+	}
+	for _, info := range []*filter.StreamInfo{web("h1"), web("h2"), tcp("t1"), web("h3")} {
+		h.Log(info)
+	}
+	if err := h.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// One description per message: its kind and its entries' clusters.
+	var got []string
+	for entries := 0; entries < 4; {
+		select {
+		case m := <-msgs:
+			desc := ""
+			for _, e := range m.GetHttpLogs().GetLogEntry() {
+				desc += " http:" + e.GetCommonProperties().GetUpstreamCluster()
+				entries++
+			}
+			for _, e := range m.GetTcpLogs().GetLogEntry() {
+				if e.GetConnectionProperties().GetReceivedBytes() != 10 || e.GetConnectionProperties().GetSentBytes() != 20 {
+					t.Errorf("tcp entry %v", e)
+				}
+				desc += " tcp:" + e.GetCommonProperties().GetUpstreamCluster()
+				entries++
+			}
+			got = append(got, desc)
+		case <-ctx.Done():
+			t.Fatalf("got %q", got)
+		}
+	}
+	if fmt.Sprint(got) != "[ http:h1 http:h2  tcp:t1  http:h3]" {
+		t.Errorf("messages %q", got)
 	}
 }

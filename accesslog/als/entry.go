@@ -98,6 +98,23 @@ func HTTPEntry(info *filter.StreamInfo, opts *EntryOptions) *datav3.HTTPAccessLo
 	return e
 }
 
+// TCPEntry converts a finished TCP proxy connection (a StreamInfo without
+// an HTTP protocol) into an Envoy TCP access-log entry. opts may be nil;
+// only its MetadataNamespaces apply. The result shares no memory with info.
+func TCPEntry(info *filter.StreamInfo, opts *EntryOptions) *datav3.TCPAccessLogEntry {
+	var ns []string
+	if opts != nil {
+		ns = opts.MetadataNamespaces
+	}
+	return &datav3.TCPAccessLogEntry{
+		CommonProperties: common(info, ns, newArena(arenaSize(info))),
+		ConnectionProperties: &datav3.ConnectionProperties{
+			ReceivedBytes: info.BytesReceived,
+			SentBytes:     info.BytesSent,
+		},
+	}
+}
+
 // Common converts the properties shared by HTTP and TCP entries.
 func Common(info *filter.StreamInfo, metadataNamespaces []string) *datav3.AccessLogCommon {
 	return common(info, metadataNamespaces, newArena(arenaSize(info)))

@@ -240,3 +240,37 @@ func BenchmarkHTTPEntry(b *testing.B) {
 		HTTPEntry(info, opts)
 	}
 }
+
+func TestTCPEntry(t *testing.T) {
+	info := &filter.StreamInfo{
+		StartTime:               time.Unix(1700000000, 0),
+		BytesReceived:           10,
+		BytesSent:               20,
+		UpstreamCluster:         "db",
+		UpstreamHost:            "10.0.0.9:5432",
+		DownstreamRemoteAddress: netip.MustParseAddrPort("192.0.2.1:4000"),
+		ResponseFlags:           filter.UpstreamConnectionFailure,
+	}
+	info.SetDynamicMetadata("ns", "k", "v")
+	got := TCPEntry(info, &EntryOptions{MetadataNamespaces: []string{"ns"}})
+	want := &datav3.TCPAccessLogEntry{
+		CommonProperties: &datav3.AccessLogCommon{
+			SampleRate:              1,
+			StartTime:               timestamppb.New(time.Unix(1700000000, 0)),
+			UpstreamCluster:         "db",
+			UpstreamRemoteAddress:   sock("10.0.0.9", 5432),
+			DownstreamRemoteAddress: sock("192.0.2.1", 4000),
+			ResponseFlags:           &datav3.ResponseFlags{UpstreamConnectionFailure: true},
+			Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+				"ns": {Fields: map[string]*structpb.Value{"k": structpb.NewStringValue("v")}},
+			}},
+		},
+		ConnectionProperties: &datav3.ConnectionProperties{ReceivedBytes: 10, SentBytes: 20},
+	}
+	if !proto.Equal(got, want) {
+		t.Errorf("TCPEntry:\n got %s\nwant %s", prototext.Format(got), prototext.Format(want))
+	}
+	if e := TCPEntry(&filter.StreamInfo{}, nil); e.GetConnectionProperties() == nil {
+		t.Error("TCPEntry(nil opts) lost connection properties")
+	}
+}
