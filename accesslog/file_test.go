@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/remora-mesh/remora/internal/config"
 	"github.com/remora-mesh/remora/proxy/filter"
@@ -303,6 +305,48 @@ func TestFileSinkWriteFailure(t *testing.T) {
 	}
 	if got := counter(t, m, m.logsWritten, "test"); got != 0 {
 		t.Errorf("logs_written = %d", got)
+	}
+}
+
+// TestFileSinkFailureLogRateLimited checks that repeated write failures
+// are logged once per interval, with the sink's fields.
+func TestFileSinkFailureLogRateLimited(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full on this system")
+	}
+	core, logs := observer.New(zap.DebugLevel)
+	h, m := newFileHandler(t, FileConfig{Path: "/dev/full", Format: "x\n"}, Options{Logger: zap.New(core)})
+	for range 5 {
+		h.Log(idStream("1"))
+		if err := h.Flush(testCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := counter(t, m, m.writeFailed, "test"); got != 5 {
+		t.Errorf("write_failed = %d, want 5", got)
+	}
+	warns := logs.FilterMessage("access log write failed").All()
+	if len(warns) != 1 {
+		t.Fatalf("%d warnings logged, want 1 (rate-limited)", len(warns))
+	}
+	if f := warns[0].ContextMap(); f["sink"] != "test" || f["path"] != "/dev/full" || warns[0].LoggerName != "accesslog" {
+		t.Errorf("warning fields %v, logger %q", f, warns[0].LoggerName)
+	}
+}
+
+func TestLogLimiter(t *testing.T) {
+	l := logLimiter{every: 10 * time.Second}
+	t0 := time.Unix(1000, 0)
+	if ok, n := l.allow(t0); !ok || n != 0 {
+		t.Errorf("first = %v, %d", ok, n)
+	}
+	for i := 1; i <= 3; i++ {
+		if ok, _ := l.allow(t0.Add(time.Duration(i) * time.Second)); ok {
+			t.Errorf("allowed within the interval")
+		}
+	}
+	if ok, n := l.allow(t0.Add(10 * time.Second)); !ok || n != 3 {
+		t.Errorf("after the interval = %v, %d suppressed; want true, 3", ok, n)
 	}
 }
 
