@@ -11,6 +11,7 @@ import (
 
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
@@ -397,5 +398,26 @@ func TestGRPCSinkTCPEntries(t *testing.T) {
 	}
 	if fmt.Sprint(got) != "[ http:h1 http:h2  tcp:t1  http:h3]" {
 		t.Errorf("messages %q", got)
+	}
+}
+
+// TestGRPCBackoff checks the reconnect delays: doubling from the base to
+// the maximum, each jittered between half and all of the interval.
+func TestGRPCBackoff(t *testing.T) {
+	s := &grpcSink{
+		cfg:     &GRPCConfig{ReconnectBaseInterval: config.Duration(10 * time.Millisecond), ReconnectMaxInterval: config.Duration(80 * time.Millisecond)},
+		logger:  zap.NewNop(),
+		limiter: logLimiter{every: time.Hour},
+	}
+	for i, want := range []time.Duration{10, 20, 40, 80, 80} {
+		want *= time.Millisecond
+		before := time.Now()
+		s.backoff(errors.New("down"))
+		if s.retry != want {
+			t.Errorf("attempt %d: interval %v, want %v", i, s.retry, want)
+		}
+		if wait := s.nextTry.Sub(before); wait < want/2 || wait > want+time.Second {
+			t.Errorf("attempt %d: waits %v, want within [%v, %v]", i, wait, want/2, want)
+		}
 	}
 }
