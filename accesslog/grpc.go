@@ -142,8 +142,6 @@ func (s *grpcSink) log(info *filter.StreamInfo) {
 	}
 }
 
-var errNotConnected = errors.New("accesslog: access log service unreachable")
-
 func (s *grpcSink) run(ctx context.Context) {
 	defer close(s.done)
 	ticker := time.NewTicker(s.cfg.BufferFlushInterval.D())

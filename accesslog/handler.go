@@ -20,12 +20,13 @@ type Options struct {
 	// NodeID and NodeCluster identify this proxy to access-log services.
 	NodeID      string
 	NodeCluster string
-	// DialOptions are added when dialling an access-log service; without
-	// transport credentials among them the connection is plaintext.
+	// DialOptions are used when dialling an access-log service. When
+	// empty the connection is plaintext; when set they must include the
+	// transport credentials (grpc.WithTransportCredentials).
 	DialOptions []grpc.DialOption
 
-	// onFlush, for tests, is called by a sink's goroutine after each
-	// write or send attempt, with whether the timer triggered it.
+	// onFlush, for tests, is called by a sink's goroutine after a flush
+	// that wrote or sent something, with whether the timer triggered it.
 	onFlush func(byTimer bool)
 	// onState, for tests, is called by a gRPC sink's goroutine when a
 	// stream opens (true) or ends (false).
