@@ -2,6 +2,7 @@ package format
 
 import (
 	"errors"
+	"sort"
 	"strings"
 	"time"
 
@@ -94,13 +95,14 @@ var operators = map[string]opSpec{
 	"GRPC_STATUS_NUMBER":                            {opGRPCStatusNumber, commandOnly},
 }
 
-// OperatorNames returns the supported operator names, for documentation
-// and tests.
+// OperatorNames returns the supported operator names, sorted, for
+// documentation and tests.
 func OperatorNames() []string {
 	names := make([]string, 0, len(operators))
 	for n := range operators {
 		names = append(names, n)
 	}
+	sort.Strings(names)
 	return names
 }
 
