@@ -21,7 +21,7 @@ func init() {
 // mixerFlags are the quick overrides of the configuration file.
 type mixerFlags struct {
 	config, policy, grpcAddr, monAddr, logLevel string
-	printConfig                                bool
+	printConfig                                 bool
 }
 
 func runMixer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
