@@ -122,8 +122,11 @@ func (w *refWalker) notCacheable(format string, args ...any) {
 // rules at each prefix of its constant part (they may produce it whole)
 // and every rule below it.
 func (w *refWalker) dataRef(ref ast.Ref) {
-	node := w.c.RuleTree
-	for _, t := range ref {
+	node := w.c.RuleTree.Child(ref[0].Value)
+	if node == nil {
+		return
+	}
+	for _, t := range ref[1:] {
 		if !t.IsGround() {
 			break
 		}

@@ -26,9 +26,10 @@ type Options struct {
 	Logger *zap.Logger
 	// Registry receives the engine's metrics. Nil means unregistered.
 	Registry prometheus.Registerer
-	// OnReload, when set, is called after every reload attempt made by the
-	// watcher or by Reload, with its error (nil on success). Tests use it
-	// to wait for a reload; it must not block for long.
+	// OnReload, when set, is called after every load attempt — the first
+	// one in New, then each one made by the watcher or by Reload — with its
+	// error (nil on success). Tests use it to wait for a reload; it must
+	// not block for long.
 	OnReload func(error)
 }
 
