@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -81,6 +82,22 @@ func FuzzReport(f *testing.F) {
 			return
 		}
 		if _, err := m.Report(context.Background(), &req); !allowedCode(err) {
+			t.Fatalf("unexpected status %v", err)
+		}
+	})
+}
+
+func FuzzExtAuthzCheck(f *testing.F) {
+	s := fuzzServer(f)
+	a := &authzService{s: s}
+	b, _ := proto.Marshal(authzRequest("GET", "/public/x?a=b", map[string]string{"x-role": "admin", "content-type": "application/json"}))
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req authv3.CheckRequest
+		if err := proto.Unmarshal(data, &req); err != nil {
+			return
+		}
+		if _, err := a.Check(context.Background(), &req); !allowedCode(err) {
 			t.Fatalf("unexpected status %v", err)
 		}
 	})
