@@ -187,6 +187,7 @@ func (c *Config) Validate(prefix string) error {
 // attrRef names an attribute, or one entry of a string-map attribute.
 type attrRef struct {
 	name string
+	slot int // index into resolved.vals, set by New
 	key  string
 	// hasKey distinguishes "m[]" (an empty key) from "m".
 	hasKey bool

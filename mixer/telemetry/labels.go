@@ -37,7 +37,7 @@ type labelSet struct {
 }
 
 // appendKey appends the record's label values, each followed by labelSep.
-func (ls *labelSet) appendKey(dst []byte, b attributes.Bag) []byte {
+func (ls *labelSet) appendKey(dst []byte, b *resolved) []byte {
 	for i := range ls.labels {
 		l := &ls.labels[i]
 		switch l.kind {
@@ -63,8 +63,8 @@ func (ls *labelSet) appendKey(dst []byte, b attributes.Bag) []byte {
 
 // reporter follows Istio: "source" for an outbound (client-side) report,
 // otherwise "destination".
-func reporter(b attributes.Bag) string {
-	if v, ok := b.Get(attributes.ContextReporterKind); ok && v.StringValue() == attributes.ReporterOutbound {
+func reporter(b *resolved) string {
+	if v, ok := b.get(b.reporter); ok && v.StringValue() == attributes.ReporterOutbound {
 		return "source"
 	}
 	return "destination"
@@ -73,11 +73,11 @@ func reporter(b attributes.Bag) string {
 // securityPolicy follows Istio: a client cannot know what its server
 // required, so outbound reports say "unknown"; inbound ones say
 // "mutual_tls" when connection.mtls is true and "none" otherwise.
-func securityPolicy(b attributes.Bag) string {
+func securityPolicy(b *resolved) string {
 	if reporter(b) == "source" {
 		return "unknown"
 	}
-	if v, ok := b.Get(attributes.ConnectionMTLS); ok && v.BoolValue() {
+	if v, ok := b.get(b.mtls); ok && v.BoolValue() {
 		return "mutual_tls"
 	}
 	return "none"
@@ -85,8 +85,8 @@ func securityPolicy(b attributes.Bag) string {
 
 // appendAttr appends the value r names, reporting whether it was present
 // and printable.
-func appendAttr(dst []byte, b attributes.Bag, r attrRef) ([]byte, bool) {
-	v, ok := b.Get(r.name)
+func appendAttr(dst []byte, b *resolved, r attrRef) ([]byte, bool) {
+	v, ok := b.get(r.slot)
 	if !ok {
 		return dst, false
 	}
@@ -142,12 +142,12 @@ type valueFunc struct {
 }
 
 // get returns the value, and false when the record has none.
-func (f valueFunc) get(b attributes.Bag) (float64, bool) {
+func (f valueFunc) get(b *resolved) (float64, bool) {
 	if f.one {
 		return 1, true
 	}
 	for _, r := range f.refs {
-		v, ok := b.Get(r.name)
+		v, ok := b.get(r.slot)
 		if !ok {
 			continue
 		}
@@ -180,4 +180,38 @@ func (f valueFunc) get(b attributes.Bag) (float64, bool) {
 		}
 	}
 	return 0, f.hasDef
+}
+
+// resolved holds one record's values of every attribute the metrics use,
+// indexed by slot, so that each attribute is looked up once per record
+// however many labels and metrics use it.
+type resolved struct {
+	names []string           // sorted attribute names, by slot
+	vals  []attributes.Value // by slot; the zero Value means absent
+
+	proto, event, reporter, mtls int // slots of the attributes the matchers and built-in labels read
+}
+
+func (r *resolved) get(slot int) (attributes.Value, bool) {
+	v := r.vals[slot]
+	return v, v.IsValid()
+}
+
+// fill resolves b in one merge of two sorted lists: the bag's attributes
+// and the names the metrics use.
+func (r *resolved) fill(b attributes.Bag) {
+	clear(r.vals)
+	i, names := 0, r.names
+	for name, v := range b.All() {
+		for i < len(names) && names[i] < name {
+			i++
+		}
+		if i == len(names) {
+			return
+		}
+		if names[i] == name {
+			r.vals[i] = v
+			i++
+		}
+	}
 }

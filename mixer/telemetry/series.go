@@ -3,6 +3,7 @@ package telemetry
 import (
 	"hash/maphash"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -77,7 +78,7 @@ func newMetric(name, help string, k kind, buckets []float64, labels *labelSet, v
 		kind:    k,
 		buckets: buckets,
 		labels:  labels,
-		value:   value,
+		value:   valueFunc{one: value.one, hasDef: value.hasDef, refs: slices.Clone(value.refs)},
 		limit:   limit,
 		seed:    seed,
 	}

@@ -55,12 +55,15 @@ type Telemetry struct {
 	now     func() time.Time
 	log     *zap.Logger
 	scratch sync.Pool
+	slots   resolved // names and fixed slots; vals unused
 
 	seriesDesc, overflowDesc, expiredDesc *prometheus.Desc
 }
 
-// scratch holds one record's keys, one per label set.
+// scratch holds one record's resolved attributes and keys, one per label
+// set.
 type scratch struct {
+	rec  resolved
 	keys [][]byte
 	done []bool
 }
@@ -150,8 +153,10 @@ func New(cfg Config, opts Options) (*Telemetry, error) {
 		m := newMetric(mc.Name, help, k, buckets, newSet(labels), vf, limit, seed)
 		t.metrics = append(t.metrics, boundMetric{m, matcher{protocols: mc.Protocols}})
 	}
+	t.resolveSlots()
 	t.scratch.New = func() any {
-		s := &scratch{keys: make([][]byte, t.sets), done: make([]bool, t.sets)}
+		s := &scratch{rec: t.slots, keys: make([][]byte, t.sets), done: make([]bool, t.sets)}
+		s.rec.vals = make([]attributes.Value, len(t.slots.names))
 		for i := range s.keys {
 			s.keys[i] = make([]byte, 0, 512)
 		}
@@ -159,6 +164,33 @@ func New(cfg Config, opts Options) (*Telemetry, error) {
 	}
 	t.log.Debug("telemetry metrics built", zap.Int("metrics", len(t.metrics)))
 	return t, nil
+}
+
+// resolveSlots gives every attribute the metrics read a slot in resolved.
+func (t *Telemetry) resolveSlots() {
+	var refs []*attrRef
+	for _, m := range t.metrics {
+		for li := range m.labels.labels {
+			for ri := range m.labels.labels[li].refs {
+				refs = append(refs, &m.labels.labels[li].refs[ri])
+			}
+		}
+		for ri := range m.value.refs {
+			refs = append(refs, &m.value.refs[ri])
+		}
+	}
+	fixed := []string{attributes.ContextProtocol, attributes.ConnectionEvent, attributes.ContextReporterKind, attributes.ConnectionMTLS}
+	names := slices.Clone(fixed)
+	for _, r := range refs {
+		names = append(names, r.name)
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	slot := func(n string) int { i, _ := slices.BinarySearch(names, n); return i }
+	for _, r := range refs {
+		r.slot = slot(r.name)
+	}
+	t.slots = resolved{names: names, proto: slot(fixed[0]), event: slot(fixed[1]), reporter: slot(fixed[2]), mtls: slot(fixed[3])}
 }
 
 // Record observes one record in every metric it matches.
@@ -179,12 +211,14 @@ func (t *Telemetry) RecordBatch(bags []attributes.Bag) {
 }
 
 func (t *Telemetry) record(s *scratch, b attributes.Bag, now int64) {
+	rec := &s.rec
+	rec.fill(b)
 	var proto, event string
-	if v, ok := b.Get(attributes.ContextProtocol); ok {
+	if v, ok := rec.get(rec.proto); ok {
 		proto = v.StringValue()
 	}
 	if proto == attributes.ProtocolTCP {
-		if v, ok := b.Get(attributes.ConnectionEvent); ok {
+		if v, ok := rec.get(rec.event); ok {
 			event = v.StringValue()
 		}
 	}
@@ -194,13 +228,13 @@ func (t *Telemetry) record(s *scratch, b attributes.Bag, now int64) {
 		if !m.match(proto, event) {
 			continue
 		}
-		v, ok := m.value.get(b)
+		v, ok := m.value.get(rec)
 		if !ok {
 			continue
 		}
 		id := m.labels.id
 		if !s.done[id] {
-			s.keys[id] = m.labels.appendKey(s.keys[id][:0], b)
+			s.keys[id] = m.labels.appendKey(s.keys[id][:0], rec)
 			s.done[id] = true
 		}
 		m.observe(s.keys[id], v, now)
