@@ -37,7 +37,7 @@ func (a *authzService) Check(ctx context.Context, req *authv3.CheckRequest) (*au
 	}
 	resp, err := authzResponse(d)
 	if err != nil {
-		s.metrics.decisions.WithLabelValues("ext_authz", "error").Inc()
+		s.metrics.decision("ext_authz", "error")
 		return nil, status.Error(codes.Internal, "mixer: ext_authz: "+err.Error())
 	}
 	return resp, nil

@@ -23,6 +23,9 @@ type metrics struct {
 	rejected     *prometheus.CounterVec
 	inflight     prometheus.Gauge
 
+	// decided holds the decision counters by api and result, bound once.
+	decided map[[2]string]prometheus.Counter
+
 	// methods caches the label-bound metrics of each full method name so
 	// the interceptor neither splits strings nor hashes labels per call.
 	methods sync.Map // string -> *methodMetrics
@@ -35,7 +38,7 @@ type methodMetrics struct {
 }
 
 func newMetrics() *metrics {
-	return &metrics{
+	m := &metrics{
 		started: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "grpc_server_started_total", Help: "Total number of RPCs started on the server.",
 		}, []string{"grpc_type", "grpc_service", "grpc_method"}),
@@ -64,8 +67,19 @@ func newMetrics() *metrics {
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "remora_mixer_inflight_requests", Help: "Unary RPCs being handled.",
 		}),
+		decided: map[[2]string]prometheus.Counter{},
 	}
+	for _, api := range []string{"mixer", "ext_authz"} {
+		for _, result := range []string{"allow", "deny", "error"} {
+			m.decided[[2]string{api, result}] = m.decisions.WithLabelValues(api, result)
+		}
+	}
+	return m
 }
+
+// decision counts one decision; api and result must be among those bound
+// in newMetrics.
+func (m *metrics) decision(api, result string) { m.decided[[2]string{api, result}].Inc() }
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.started, m.handled, m.handling, m.decisions, m.decodeErrors, m.records, m.quotas, m.rejected, m.inflight}

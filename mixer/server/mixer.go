@@ -141,7 +141,7 @@ func (s *Server) evaluate(ctx context.Context, api string, bag attributes.Bag) (
 	}
 	d, err := s.eval.Eval(ctx, bag)
 	if err != nil {
-		s.metrics.decisions.WithLabelValues(api, "error").Inc()
+		s.metrics.decision(api, "error")
 		switch {
 		case errors.Is(err, policy.ErrNotReady), errors.Is(err, policy.ErrClosed):
 			return nil, status.Error(codes.Unavailable, "mixer: "+err.Error())
@@ -157,6 +157,6 @@ func (s *Server) evaluate(ctx context.Context, api string, bag attributes.Bag) (
 	if d.Allowed {
 		result = "allow"
 	}
-	s.metrics.decisions.WithLabelValues(api, result).Inc()
+	s.metrics.decision(api, result)
 	return d, nil
 }

@@ -73,6 +73,20 @@ func TestMixerCheckRBAC(t *testing.T) {
 		}
 	}
 	referenced(t, resp.GetPrecondition().GetReferencedAttributes(), 10)
+
+	want := `
+# HELP remora_mixer_check_decisions_total Check decisions by API and result (allow, deny, error).
+# TYPE remora_mixer_check_decisions_total counter
+remora_mixer_check_decisions_total{api="ext_authz",result="allow"} 0
+remora_mixer_check_decisions_total{api="ext_authz",result="deny"} 0
+remora_mixer_check_decisions_total{api="ext_authz",result="error"} 0
+remora_mixer_check_decisions_total{api="mixer",result="allow"} 3
+remora_mixer_check_decisions_total{api="mixer",result="deny"} 2
+remora_mixer_check_decisions_total{api="mixer",result="error"} 0
+`
+	if err := testutil.GatherAndCompare(ts.reg, strings.NewReader(want), "remora_mixer_check_decisions_total"); err != nil {
+		t.Error(err)
+	}
 }
 
 func TestMixerCheckRouteDirective(t *testing.T) {
