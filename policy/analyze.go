@@ -69,7 +69,7 @@ func analyze(c *ast.Compiler, query ast.Ref) *analysis {
 	case w.wholeInput:
 		a.needs = fullInput
 	default:
-		a.needs = inputNeeds{body: w.body, mixerAll: w.mixerAll}
+		a.needs = inputNeeds{leaves: w.leaves, mixerAll: w.mixerAll}
 		if len(w.mixer) > 0 {
 			a.needs.mixer = w.mixer
 		}
@@ -107,7 +107,7 @@ type refWalker struct {
 
 	reason     string // first reason the policy is not cacheable
 	wholeInput bool
-	body       bool
+	leaves     leafSet // input leaves read
 	mixerAll   bool
 	mixer      map[string]bool
 }
@@ -256,15 +256,16 @@ func (w *refWalker) input(terms ast.Ref) {
 		w.mixerRef(path[1:])
 		return
 	}
-	for _, leaf := range inputLeaves {
+	for id, leaf := range inputLeaves {
 		switch {
 		case len(path) <= len(leaf.path) && slices.Equal(path, leaf.path[:len(path)]):
-			w.addLeaf(leaf, leaf.attrs)
+			w.addLeaf(leafID(id), leaf.attrs)
 		case len(path) > len(leaf.path) && slices.Equal(path[:len(leaf.path)], leaf.path):
 			if leaf.mapLeaf() {
+				w.leaves |= 1 << id
 				w.add(attrRef{name: leaf.attrs[0].name, key: path[len(leaf.path)], keyed: true})
 			} else {
-				w.addLeaf(leaf, leaf.attrs)
+				w.addLeaf(leafID(id), leaf.attrs)
 			}
 		}
 	}
@@ -272,10 +273,8 @@ func (w *refWalker) input(terms ast.Ref) {
 	// whatever the bag holds: it references nothing.
 }
 
-func (w *refWalker) addLeaf(leaf inputLeaf, refs []attrRef) {
-	if leaf.path[0] == "parsed_body" || leaf.path[0] == "truncated_body" {
-		w.body = true
-	}
+func (w *refWalker) addLeaf(id leafID, refs []attrRef) {
+	w.leaves |= 1 << id
 	for _, r := range refs {
 		w.add(r)
 	}

@@ -241,7 +241,7 @@ func (e *Engine) compile(ctx context.Context, set *sourceSet) (*compiledPolicy, 
 	pq, err := rego.New(
 		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(e.query)))),
 		rego.Compiler(c),
-		rego.Store(inmem.NewFromObject(l.data)),
+		rego.Store(inmem.NewFromObjectWithOpts(l.data, inmem.OptReturnASTValuesOnRead(true))),
 	).PrepareForEval(ctx)
 	if err != nil {
 		return nil, err

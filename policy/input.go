@@ -58,8 +58,8 @@ var (
 // the reference analysis computes it. The zero value builds the cheap
 // parts only.
 type inputNeeds struct {
-	// body: parsed_body and truncated_body.
-	body bool
+	// leaves are the parts of the document outside mixer_attributes to build.
+	leaves leafSet
 	// mixerAll: the whole bag under mixer_attributes; otherwise only the
 	// attributes named in mixer.
 	mixerAll bool
@@ -67,7 +67,7 @@ type inputNeeds struct {
 }
 
 // fullInput builds every part of the input document.
-var fullInput = inputNeeds{body: true, mixerAll: true}
+var fullInput = inputNeeds{leaves: allLeaves, mixerAll: true}
 
 // BuildInput returns the opa-envoy-plugin compatible input document for
 // bag, built directly as an OPA AST value (docs/policy.md lists every
@@ -79,17 +79,18 @@ func BuildInput(bag attributes.Bag) (ast.Value, error) {
 
 func buildInput(bag attributes.Bag, needs *inputNeeds) (ast.Value, error) {
 	top := make([][2]*ast.Term, 0, 8)
-	if attrs := buildAttributes(bag); attrs != nil {
+	if attrs := buildAttributes(bag, needs.leaves); attrs != nil {
 		top = append(top, ast.Item(kAttributes, attrs))
 	}
-	path := bag.Get
-	pv, _ := path(attributes.RequestPath)
-	segments, query, err := parsePath(pv.StringValue())
-	if err != nil {
-		return nil, err
+	if needs.leaves.has(leafParsedPath) || needs.leaves.has(leafParsedQuery) {
+		pv, _ := bag.Get(attributes.RequestPath)
+		segments, query, err := parsePath(pv.StringValue())
+		if err != nil {
+			return nil, err
+		}
+		top = append(top, ast.Item(kParsedPath, segments), ast.Item(kParsedQuery, query))
 	}
-	top = append(top, ast.Item(kParsedPath, segments), ast.Item(kParsedQuery, query))
-	if needs.body {
+	if needs.leaves.has(leafParsedBody) || needs.leaves.has(leafTruncatedBody) {
 		parsed, truncated, err := parseBody(bag)
 		if err != nil {
 			return nil, err
@@ -103,33 +104,39 @@ func buildInput(bag attributes.Bag, needs *inputNeeds) (ast.Value, error) {
 	return ast.NewObject(top...), nil
 }
 
-// buildAttributes builds input.attributes; nil when the bag has none of
-// its attributes.
-func buildAttributes(bag attributes.Bag) *ast.Term {
+// buildAttributes builds the leaves of input.attributes; nil when the bag
+// has none of them.
+func buildAttributes(bag attributes.Bag, leaves leafSet) *ast.Term {
 	items := make([][2]*ast.Term, 0, 5)
-	var http [][2]*ast.Term
-	addString := func(key *ast.Term, name string) {
+	var httpItems [9][2]*ast.Term
+	http := httpItems[:0]
+	addString := func(id leafID, key *ast.Term, name string) {
+		if !leaves.has(id) {
+			return
+		}
 		if v, ok := bag.Get(name); ok && v.Kind() == attributes.KindString && v.StringValue() != "" {
 			http = append(http, ast.Item(key, ast.StringTerm(v.StringValue())))
 		}
 	}
-	addString(kID, attributes.RequestID)
-	addString(kMethod, attributes.RequestMethod)
-	addString(kPath, attributes.RequestPath)
-	addString(kHost, attributes.RequestHost)
-	addString(kScheme, attributes.RequestScheme)
-	addString(kProtocol, AttrRequestProtocol)
-	if v, ok := bag.Get(attributes.RequestSize); ok && v.Kind() == attributes.KindInt64 && v.Int64Value() != 0 {
+	addString(leafHTTPID, kID, attributes.RequestID)
+	addString(leafHTTPMethod, kMethod, attributes.RequestMethod)
+	addString(leafHTTPPath, kPath, attributes.RequestPath)
+	addString(leafHTTPHost, kHost, attributes.RequestHost)
+	addString(leafHTTPScheme, kScheme, attributes.RequestScheme)
+	addString(leafHTTPProtocol, kProtocol, AttrRequestProtocol)
+	if v, ok := bag.Get(attributes.RequestSize); ok && leaves.has(leafHTTPSize) && v.Kind() == attributes.KindInt64 && v.Int64Value() != 0 {
 		// protojson writes int64 fields as strings; so does the plugin's input.
 		http = append(http, ast.Item(kSize, ast.StringTerm(strconv.FormatInt(v.Int64Value(), 10))))
 	}
-	if t := stringMapTerm(bag, attributes.RequestHeaders); t != nil {
-		http = append(http, ast.Item(kHeaders, t))
+	if leaves.has(leafHTTPHeaders) {
+		if t := stringMapTerm(bag, attributes.RequestHeaders); t != nil {
+			http = append(http, ast.Item(kHeaders, t))
+		}
 	}
-	addString(kBody, AttrRequestBody)
+	addString(leafHTTPBody, kBody, AttrRequestBody)
 
 	var request [][2]*ast.Term
-	if v, ok := bag.Get(attributes.RequestTime); ok && v.Kind() == attributes.KindTimestamp {
+	if v, ok := bag.Get(attributes.RequestTime); ok && leaves.has(leafRequestTime) && v.Kind() == attributes.KindTimestamp {
 		request = append(request, ast.Item(kTime, ast.StringTerm(formatTimestamp(v.TimeValue()))))
 	}
 	if len(http) > 0 {
@@ -138,16 +145,18 @@ func buildAttributes(bag attributes.Bag) *ast.Term {
 	if len(request) > 0 {
 		items = append(items, ast.Item(kRequest, ast.ObjectTerm(request...)))
 	}
-	if t := peerTerm(bag, attributes.SourceIP, attributes.SourcePort, attributes.SourcePrincipal, attributes.SourceLabels); t != nil {
+	if t := peerTerm(bag, leaves, leafSourceIP, attributes.SourceIP, attributes.SourcePort, attributes.SourcePrincipal, attributes.SourceLabels); t != nil {
 		items = append(items, ast.Item(kSource, t))
 	}
-	if t := peerTerm(bag, attributes.DestinationIP, attributes.DestinationPort, attributes.DestinationPrincipal, attributes.DestinationLabels); t != nil {
+	if t := peerTerm(bag, leaves, leafDestinationIP, attributes.DestinationIP, attributes.DestinationPort, attributes.DestinationPrincipal, attributes.DestinationLabels); t != nil {
 		items = append(items, ast.Item(kDestination, t))
 	}
-	if t := stringMapTerm(bag, AttrContextExtensions); t != nil {
-		items = append(items, ast.Item(kContextExt, t))
+	if leaves.has(leafContextExtensions) {
+		if t := stringMapTerm(bag, AttrContextExtensions); t != nil {
+			items = append(items, ast.Item(kContextExt, t))
+		}
 	}
-	if v, ok := bag.Get(attributes.ConnectionRequestedServerName); ok && v.Kind() == attributes.KindString && v.StringValue() != "" {
+	if v, ok := bag.Get(attributes.ConnectionRequestedServerName); ok && leaves.has(leafSNI) && v.Kind() == attributes.KindString && v.StringValue() != "" {
 		items = append(items, ast.Item(kTLSSession, ast.ObjectTerm(ast.Item(kSNI, ast.StringTerm(v.StringValue())))))
 	}
 	if len(items) == 0 {
@@ -156,26 +165,30 @@ func buildAttributes(bag attributes.Bag) *ast.Term {
 	return ast.ObjectTerm(items...)
 }
 
-// peerTerm builds an AttributeContext.Peer object; nil when empty.
-func peerTerm(bag attributes.Bag, ipName, portName, principalName, labelsName string) *ast.Term {
+// peerTerm builds an AttributeContext.Peer object; nil when empty. The
+// peer's four leaves are consecutive from first: ip, port, principal,
+// labels.
+func peerTerm(bag attributes.Bag, leaves leafSet, first leafID, ipName, portName, principalName, labelsName string) *ast.Term {
 	var items [][2]*ast.Term
 	var sock [][2]*ast.Term
-	if v, ok := bag.Get(ipName); ok && v.Kind() == attributes.KindIPAddress {
+	if v, ok := bag.Get(ipName); ok && leaves.has(first) && v.Kind() == attributes.KindIPAddress {
 		if ip, ok := v.IPValue(); ok {
 			sock = append(sock, ast.Item(kAddress, ast.StringTerm(ip.String())))
 		}
 	}
-	if v, ok := bag.Get(portName); ok && v.Kind() == attributes.KindInt64 && v.Int64Value() != 0 {
+	if v, ok := bag.Get(portName); ok && leaves.has(first+1) && v.Kind() == attributes.KindInt64 && v.Int64Value() != 0 {
 		sock = append(sock, ast.Item(kPortValue, ast.IntNumberTerm(int(v.Int64Value()))))
 	}
 	if len(sock) > 0 {
 		items = append(items, ast.Item(kAddress, ast.ObjectTerm(ast.Item(kSocketAddress, ast.ObjectTerm(sock...)))))
 	}
-	if v, ok := bag.Get(principalName); ok && v.Kind() == attributes.KindString && v.StringValue() != "" {
+	if v, ok := bag.Get(principalName); ok && leaves.has(first+2) && v.Kind() == attributes.KindString && v.StringValue() != "" {
 		items = append(items, ast.Item(kPrincipal, ast.StringTerm(v.StringValue())))
 	}
-	if t := stringMapTerm(bag, labelsName); t != nil {
-		items = append(items, ast.Item(kLabels, t))
+	if leaves.has(first + 3) {
+		if t := stringMapTerm(bag, labelsName); t != nil {
+			items = append(items, ast.Item(kLabels, t))
+		}
 	}
 	if len(items) == 0 {
 		return nil

@@ -56,33 +56,72 @@ var bodyDeps = []attrRef{
 	{name: attributes.RequestHeaders, key: "content-length", keyed: true},
 }
 
+// leafID names one entry of inputLeaves.
+type leafID uint8
+
+const (
+	leafHTTPID leafID = iota
+	leafHTTPMethod
+	leafHTTPPath
+	leafHTTPHost
+	leafHTTPScheme
+	leafHTTPProtocol
+	leafHTTPSize
+	leafHTTPHeaders
+	leafHTTPBody
+	leafRequestTime
+	leafSourceIP
+	leafSourcePort
+	leafSourcePrincipal
+	leafSourceLabels
+	leafDestinationIP
+	leafDestinationPort
+	leafDestinationPrincipal
+	leafDestinationLabels
+	leafContextExtensions
+	leafSNI
+	leafParsedPath
+	leafParsedQuery
+	leafParsedBody
+	leafTruncatedBody
+	numLeaves
+)
+
+// leafSet is a set of leaves.
+type leafSet uint32
+
+// allLeaves holds every leaf.
+const allLeaves = leafSet(1)<<numLeaves - 1
+
+func (s leafSet) has(id leafID) bool { return s&(1<<id) != 0 }
+
 // inputLeaves lists every input path the builder fills from the bag, except
 // mixer_attributes, which holds the bag itself.
-var inputLeaves = []inputLeaf{
-	{[]string{"attributes", "request", "http", "id"}, whole(attributes.RequestID)},
-	{[]string{"attributes", "request", "http", "method"}, whole(attributes.RequestMethod)},
-	{[]string{"attributes", "request", "http", "path"}, whole(attributes.RequestPath)},
-	{[]string{"attributes", "request", "http", "host"}, whole(attributes.RequestHost)},
-	{[]string{"attributes", "request", "http", "scheme"}, whole(attributes.RequestScheme)},
-	{[]string{"attributes", "request", "http", "protocol"}, whole(AttrRequestProtocol)},
-	{[]string{"attributes", "request", "http", "size"}, whole(attributes.RequestSize)},
-	{[]string{"attributes", "request", "http", "headers"}, whole(attributes.RequestHeaders)},
-	{[]string{"attributes", "request", "http", "body"}, whole(AttrRequestBody)},
-	{[]string{"attributes", "request", "time"}, whole(attributes.RequestTime)},
-	{[]string{"attributes", "source", "address", "socketAddress", "address"}, whole(attributes.SourceIP)},
-	{[]string{"attributes", "source", "address", "socketAddress", "portValue"}, whole(attributes.SourcePort)},
-	{[]string{"attributes", "source", "principal"}, whole(attributes.SourcePrincipal)},
-	{[]string{"attributes", "source", "labels"}, whole(attributes.SourceLabels)},
-	{[]string{"attributes", "destination", "address", "socketAddress", "address"}, whole(attributes.DestinationIP)},
-	{[]string{"attributes", "destination", "address", "socketAddress", "portValue"}, whole(attributes.DestinationPort)},
-	{[]string{"attributes", "destination", "principal"}, whole(attributes.DestinationPrincipal)},
-	{[]string{"attributes", "destination", "labels"}, whole(attributes.DestinationLabels)},
-	{[]string{"attributes", "contextExtensions"}, whole(AttrContextExtensions)},
-	{[]string{"attributes", "tlsSession", "sni"}, whole(attributes.ConnectionRequestedServerName)},
-	{[]string{"parsed_path"}, whole(attributes.RequestPath)},
-	{[]string{"parsed_query"}, whole(attributes.RequestPath)},
-	{[]string{"parsed_body"}, bodyDeps},
-	{[]string{"truncated_body"}, bodyDeps},
+var inputLeaves = [numLeaves]inputLeaf{
+	leafHTTPID:               {[]string{"attributes", "request", "http", "id"}, whole(attributes.RequestID)},
+	leafHTTPMethod:           {[]string{"attributes", "request", "http", "method"}, whole(attributes.RequestMethod)},
+	leafHTTPPath:             {[]string{"attributes", "request", "http", "path"}, whole(attributes.RequestPath)},
+	leafHTTPHost:             {[]string{"attributes", "request", "http", "host"}, whole(attributes.RequestHost)},
+	leafHTTPScheme:           {[]string{"attributes", "request", "http", "scheme"}, whole(attributes.RequestScheme)},
+	leafHTTPProtocol:         {[]string{"attributes", "request", "http", "protocol"}, whole(AttrRequestProtocol)},
+	leafHTTPSize:             {[]string{"attributes", "request", "http", "size"}, whole(attributes.RequestSize)},
+	leafHTTPHeaders:          {[]string{"attributes", "request", "http", "headers"}, whole(attributes.RequestHeaders)},
+	leafHTTPBody:             {[]string{"attributes", "request", "http", "body"}, whole(AttrRequestBody)},
+	leafRequestTime:          {[]string{"attributes", "request", "time"}, whole(attributes.RequestTime)},
+	leafSourceIP:             {[]string{"attributes", "source", "address", "socketAddress", "address"}, whole(attributes.SourceIP)},
+	leafSourcePort:           {[]string{"attributes", "source", "address", "socketAddress", "portValue"}, whole(attributes.SourcePort)},
+	leafSourcePrincipal:      {[]string{"attributes", "source", "principal"}, whole(attributes.SourcePrincipal)},
+	leafSourceLabels:         {[]string{"attributes", "source", "labels"}, whole(attributes.SourceLabels)},
+	leafDestinationIP:        {[]string{"attributes", "destination", "address", "socketAddress", "address"}, whole(attributes.DestinationIP)},
+	leafDestinationPort:      {[]string{"attributes", "destination", "address", "socketAddress", "portValue"}, whole(attributes.DestinationPort)},
+	leafDestinationPrincipal: {[]string{"attributes", "destination", "principal"}, whole(attributes.DestinationPrincipal)},
+	leafDestinationLabels:    {[]string{"attributes", "destination", "labels"}, whole(attributes.DestinationLabels)},
+	leafContextExtensions:    {[]string{"attributes", "contextExtensions"}, whole(AttrContextExtensions)},
+	leafSNI:                  {[]string{"attributes", "tlsSession", "sni"}, whole(attributes.ConnectionRequestedServerName)},
+	leafParsedPath:           {[]string{"parsed_path"}, whole(attributes.RequestPath)},
+	leafParsedQuery:          {[]string{"parsed_query"}, whole(attributes.RequestPath)},
+	leafParsedBody:           {[]string{"parsed_body"}, bodyDeps},
+	leafTruncatedBody:        {[]string{"truncated_body"}, bodyDeps},
 }
 
 // Top-level keys of the input document.
