@@ -65,7 +65,7 @@ type metric struct {
 	// while a writer replaces its head.
 	series sync.Map // uint64 -> *series
 	mu     sync.Mutex
-	n      int // number of series, guarded by mu
+	n      atomic.Int64 // number of series; changed under mu, read anywhere
 
 	overflow atomic.Uint64
 	expired  atomic.Uint64
@@ -97,6 +97,9 @@ func (m *metric) find(key []byte, now int64) *series {
 			return s
 		}
 	}
+	if m.n.Load() >= int64(m.limit) {
+		return nil // full: do not contend for mu on every overflowing record
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	head = nil
@@ -109,7 +112,7 @@ func (m *metric) find(key []byte, now int64) *series {
 			return s
 		}
 	}
-	if m.n >= m.limit {
+	if m.n.Load() >= int64(m.limit) {
 		return nil
 	}
 	k := string(key)
@@ -119,7 +122,7 @@ func (m *metric) find(key []byte, now int64) *series {
 		s.counts = make([]atomic.Uint64, len(m.buckets)+1)
 	}
 	m.series.Store(h, s)
-	m.n++
+	m.n.Add(1)
 	return s
 }
 
@@ -173,18 +176,14 @@ func (m *metric) expire(cutoff int64) {
 			n++
 		}
 		m.series.Delete(h)
-		m.n -= n
+		m.n.Add(-int64(n))
 		m.expired.Add(uint64(n))
 		return true
 	})
 }
 
 // len returns the number of series.
-func (m *metric) len() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.n
-}
+func (m *metric) len() int { return int(m.n.Load()) }
 
 // collect sends every series as a constant metric, in a stable order.
 func (m *metric) collect(ch chan<- prometheus.Metric) {
