@@ -400,3 +400,37 @@ func TestBagFromCheckRequest(t *testing.T) {
 		t.Error("pipe address became source.ip")
 	}
 }
+
+func TestInputOnlyWhatThePolicyReads(t *testing.T) {
+	e := moduleEngine(t, `package envoy.authz
+allow if {
+	input.attributes.request.http.method == "GET"
+	input.attributes.request.http.headers["x-user"] == "bob"
+	input.mixer_attributes["destination.service.host"] == "api"
+}
+`)
+	a := e.current.Load().analysis
+	if a.needs.leaves != 1<<leafHTTPMethod|1<<leafHTTPHeaders || a.needs.mixerAll || len(a.needs.mixer) != 1 {
+		t.Errorf("needs = %+v", a.needs)
+	}
+	v, err := buildInput(fullBag(), &a.needs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := json.Marshal(astToJSON(t, v))
+	want := `{"attributes":{"request":{"http":{"headers":{"content-length":"15","content-type":"application/json","x-user":"alice"},"method":"POST"}}},` +
+		`"mixer_attributes":{"destination.service.host":"api.shop.svc.cluster.local"},"version":{"encoding":"protojson","ext_authz":"v3"}}`
+	if string(got) != want {
+		t.Errorf("input:\n got %s\nwant %s", got, want)
+	}
+	// The path is not parsed, so a bad one is no error for this policy.
+	bag := mixerBagFor("GET", "/a%zz", map[string]string{"x-user": "bob"})
+	if _, err := e.Eval(context.Background(), bag); err != nil {
+		t.Errorf("Eval with an unparsed bad path: %v", err)
+	}
+	// A policy that reads parsed_path fails on it, as opa-envoy-plugin does.
+	e2 := moduleEngine(t, "package envoy.authz\nallow if input.parsed_path[0] == \"a\"\n")
+	if _, err := e2.Eval(context.Background(), bag); !errors.Is(err, ErrInput) {
+		t.Errorf("Eval with a bad parsed path: %v, want ErrInput", err)
+	}
+}

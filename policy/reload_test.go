@@ -379,3 +379,43 @@ func TestRegoVersions(t *testing.T) {
 		t.Error("mixed v0/v1 modules: GET denied")
 	}
 }
+
+// TestEvalDuringReloads evaluates from several goroutines while the policy
+// is swapped back and forth; run with -race.
+func TestEvalDuringReloads(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "p.rego")
+	writeFile(t, file, allowGET)
+	off := false
+	e := newTestEngine(t, Config{Paths: []string{dir}, Watch: &off}, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			bag := httpBag("GET", "/", nil)
+			for ctx.Err() == nil {
+				if _, err := e.Eval(ctx, bag); err != nil && ctx.Err() == nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for i := range 10 {
+		writeFile(t, file, []string{allowPOST, allowGET}[i%2])
+		if err := e.Reload(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Errorf("Eval during reload: %v", err)
+		}
+	}
+	if !mustEval(t, e, httpBag("GET", "/", nil)).Allowed {
+		t.Error("last policy (GET allowed) not serving")
+	}
+}
