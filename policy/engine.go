@@ -59,6 +59,7 @@ type Engine struct {
 	stop      context.CancelFunc
 	done      chan struct{}
 	closeOnce sync.Once
+	closed    atomic.Bool
 }
 
 // compiledPolicy is one prepared policy and what the analysis found.
@@ -127,10 +128,11 @@ func (e *Engine) unregister() {
 	}
 }
 
-// Close stops the watcher and flushes the decision log. Eval keeps working
-// after Close with the last policy; Close is idempotent.
+// Close stops the watcher and flushes the decision log; Eval returns
+// ErrClosed afterwards. Close is idempotent.
 func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
+		e.closed.Store(true)
 		if e.stop != nil {
 			e.stop()
 			<-e.done
@@ -256,8 +258,13 @@ func (e *Engine) compile(ctx context.Context, set *sourceSet) (*compiledPolicy, 
 
 // Eval evaluates the policy for bag. An undefined decision is a denial;
 // an evaluation failure or an invalid decision value is an error
-// (ErrEval, ErrDecision, ErrInput). It is safe for concurrent use.
+// (ErrEval, ErrDecision, ErrInput; ErrNotReady and ErrClosed when there is
+// nothing to evaluate). It is safe for concurrent use and never waits for
+// a reload.
 func (e *Engine) Eval(ctx context.Context, bag attributes.Bag) (*Decision, error) {
+	if e.closed.Load() {
+		return nil, ErrClosed
+	}
 	p := e.current.Load()
 	if p == nil {
 		return nil, ErrNotReady

@@ -314,6 +314,13 @@ func TestReadyAndNotReady(t *testing.T) {
 	if !ready || !strings.Contains(detail, "1 modules") {
 		t.Errorf("Ready() = %v, %q", ready, detail)
 	}
+	e.Close()
+	if _, err := e.Eval(context.Background(), attributes.Bag{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Eval after Close: %v, want ErrClosed", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
 	var zero Engine
 	if ready, _ := zero.Ready(); ready {
 		t.Error("engine without policy is ready")

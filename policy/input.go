@@ -115,7 +115,7 @@ func buildAttributes(bag attributes.Bag, leaves leafSet) *ast.Term {
 			return
 		}
 		if v, ok := bag.Get(name); ok && v.Kind() == attributes.KindString && v.StringValue() != "" {
-			http = append(http, ast.Item(key, ast.StringTerm(v.StringValue())))
+			http = append(http, ast.Item(key, strTerm(v.StringValue())))
 		}
 	}
 	addString(leafHTTPID, kID, attributes.RequestID)
@@ -157,7 +157,7 @@ func buildAttributes(bag attributes.Bag, leaves leafSet) *ast.Term {
 		}
 	}
 	if v, ok := bag.Get(attributes.ConnectionRequestedServerName); ok && leaves.has(leafSNI) && v.Kind() == attributes.KindString && v.StringValue() != "" {
-		items = append(items, ast.Item(kTLSSession, ast.ObjectTerm(ast.Item(kSNI, ast.StringTerm(v.StringValue())))))
+		items = append(items, ast.Item(kTLSSession, ast.ObjectTerm(ast.Item(kSNI, strTerm(v.StringValue())))))
 	}
 	if len(items) == 0 {
 		return nil
@@ -183,7 +183,7 @@ func peerTerm(bag attributes.Bag, leaves leafSet, first leafID, ipName, portName
 		items = append(items, ast.Item(kAddress, ast.ObjectTerm(ast.Item(kSocketAddress, ast.ObjectTerm(sock...)))))
 	}
 	if v, ok := bag.Get(principalName); ok && leaves.has(first+2) && v.Kind() == attributes.KindString && v.StringValue() != "" {
-		items = append(items, ast.Item(kPrincipal, ast.StringTerm(v.StringValue())))
+		items = append(items, ast.Item(kPrincipal, strTerm(v.StringValue())))
 	}
 	if leaves.has(first + 3) {
 		if t := stringMapTerm(bag, labelsName); t != nil {
@@ -210,7 +210,7 @@ func stringMapObject(m attributes.StringMap) *ast.Term {
 	kvs := m.Entries()
 	items := make([][2]*ast.Term, len(kvs))
 	for i, kv := range kvs {
-		items[i] = ast.Item(ast.StringTerm(kv.Key), ast.StringTerm(kv.Value))
+		items[i] = ast.Item(strTerm(kv.Key), strTerm(kv.Value))
 	}
 	return ast.ObjectTerm(items...)
 }
@@ -302,7 +302,7 @@ func mixerObject(bag attributes.Bag, needs *inputNeeds) *ast.Term {
 func valueTerm(v attributes.Value) *ast.Term {
 	switch v.Kind() {
 	case attributes.KindString:
-		return ast.StringTerm(v.StringValue())
+		return strTerm(v.StringValue())
 	case attributes.KindInt64:
 		return ast.NewTerm(ast.Number(strconv.FormatInt(v.Int64Value(), 10)))
 	case attributes.KindDouble:
