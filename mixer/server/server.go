@@ -103,7 +103,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	if s.tel, err = telemetry.New(cfg.Telemetry, telemetry.Options{Logger: s.log.Named("telemetry"), Now: opts.Now}); err != nil {
 		return nil, fmt.Errorf("mixer: %w", err)
 	}
-	creds, err := serverCredentials(cfg.GRPC.TLS)
+	creds, err := serverCredentials(cfg.GRPC.TLS, s.log.Named("tls"))
 	if err != nil {
 		return nil, err
 	}

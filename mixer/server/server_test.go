@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -12,7 +13,9 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/genproto/googleapis/rpc/code"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -524,5 +527,47 @@ func TestGracefulStopTimeout(t *testing.T) {
 	ts.stop(t)
 	if err := <-inflight; err == nil {
 		t.Fatal("in-flight check survived a hard stop")
+	}
+}
+
+func TestTLSCertificateRotation(t *testing.T) {
+	pki := newPKI(t, "spiffe://cluster.local/ns/default/sa/client")
+	cfg := policyConfig(rbacPolicy)
+	cfg.GRPC.TLS = TLSConfig{CertFile: pki.certFile, KeyFile: pki.keyFile}
+	ts := start(t, cfg, Options{}, &tls.Config{RootCAs: pki.pool, ServerName: "127.0.0.1"})
+	// serial dials a new connection and returns the server certificate's
+	// serial number.
+	serial := func() int64 {
+		t.Helper()
+		var got int64
+		conn, err := grpc.NewClient(ts.grpcAd, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+			RootCAs: pki.pool, ServerName: "127.0.0.1",
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				got = cs.PeerCertificates[0].SerialNumber.Int64()
+				return nil
+			},
+		})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := mixerv1.NewMixerClient(conn).Check(ctxT(t), checkRequest("GET", "/public/x", headers())); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if s := serial(); s != 2 {
+		t.Fatalf("serial %d, want 2", s)
+	}
+	pki.issueServer(3)
+	if s := serial(); s != 3 {
+		t.Fatalf("after rotation: serial %d, want 3", s)
+	}
+	// A broken file keeps the previous certificate in use.
+	if err := os.WriteFile(pki.certFile, []byte("not pem"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s := serial(); s != 3 {
+		t.Fatalf("after a broken rotation: serial %d, want 3", s)
 	}
 }

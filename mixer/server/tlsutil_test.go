@@ -21,6 +21,9 @@ type testPKI struct {
 	caFile, certFile, keyFile string
 	pool                      *x509.CertPool
 	client                    tls.Certificate
+	// issueServer writes a new server certificate with the serial number
+	// into certFile and keyFile.
+	issueServer func(serial int64)
 }
 
 // newPKI writes a CA, a server certificate for 127.0.0.1 and returns a
@@ -54,10 +57,8 @@ func newPKI(t *testing.T, clientID string) *testPKI {
 		}
 		return der, key
 	}
-	srvDER, srvKey := issue(2, &x509.Certificate{Subject: pkix.Name{CommonName: "mixer"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature})
 	u, _ := url.Parse(clientID)
-	cliDER, cliKey := issue(3, &x509.Certificate{Subject: pkix.Name{CommonName: "client"}, URIs: []*url.URL{u},
+	cliDER, cliKey := issue(100, &x509.Certificate{Subject: pkix.Name{CommonName: "client"}, URIs: []*url.URL{u},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature})
 
 	writePEM := func(name, typ string, der []byte) string {
@@ -74,12 +75,22 @@ func newPKI(t *testing.T, clientID string) *testPKI {
 		}
 		return b
 	}
-	p := &testPKI{
-		caFile:   writePEM("ca.pem", "CERTIFICATE", caDER),
-		certFile: writePEM("server.pem", "CERTIFICATE", srvDER),
-		keyFile:  writePEM("server-key.pem", "EC PRIVATE KEY", keyDER(srvKey)),
-		pool:     x509.NewCertPool(),
+	p := &testPKI{caFile: writePEM("ca.pem", "CERTIFICATE", caDER), pool: x509.NewCertPool()}
+	p.issueServer = func(serial int64) {
+		der, key := issue(serial, &x509.Certificate{Subject: pkix.Name{CommonName: "mixer"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature})
+		p.certFile = writePEM("server.pem", "CERTIFICATE", der)
+		p.keyFile = writePEM("server-key.pem", "EC PRIVATE KEY", keyDER(key))
+		// A distinct modification time, whatever the file system's
+		// timestamp granularity.
+		mt := now.Add(time.Duration(serial) * time.Minute)
+		for _, f := range []string{p.certFile, p.keyFile} {
+			if err := os.Chtimes(f, mt, mt); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
+	p.issueServer(2)
 	p.pool.AddCert(ca)
 	p.client = tls.Certificate{Certificate: [][]byte{cliDER}, PrivateKey: cliKey}
 	return p
