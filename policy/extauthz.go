@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/remora-mesh/remora/attributes"
@@ -12,7 +13,8 @@ import (
 // BagFromCheckRequest converts an Envoy ext_authz v3 CheckRequest into the
 // attributes a Mixer Check carries, so that both front doors share one
 // input builder and one policy sees the same document from either. The
-// mapping is listed in docs/policy.md; parts of the request with no
+// mapping is listed in docs/policy.md. Headers come from the headers map,
+// or from header_map when Envoy encodes raw headers. Parts of the request with no
 // attribute (metadata contexts, certificates, raw bodies, non-IP socket
 // addresses) are not carried. A nil request gives an empty bag.
 func BagFromCheckRequest(req *authv3.CheckRequest) attributes.Bag {
@@ -64,6 +66,9 @@ func BagFromCheckRequest(req *authv3.CheckRequest) attributes.Bag {
 		bd.Set(attributes.RequestSize, attributes.Int64(s))
 	}
 	headers := h.GetHeaders()
+	if len(headers) == 0 && len(h.GetHeaderMap().GetHeaders()) > 0 {
+		headers = headersFromMap(h.GetHeaderMap().GetHeaders())
+	}
 	setMap(attributes.RequestHeaders, headers)
 	setString(attributes.RequestUserAgent, headers["user-agent"])
 	setString(AttrRequestBody, h.GetBody())
@@ -77,4 +82,23 @@ func BagFromCheckRequest(req *authv3.CheckRequest) attributes.Bag {
 	setMap(AttrContextExtensions, a.GetContextExtensions())
 	setString(attributes.ConnectionRequestedServerName, a.GetTlsSession().GetSni())
 	return bd.Build()
+}
+
+// headersFromMap flattens the header_map Envoy sends with
+// encode_raw_headers into the headers map form: lower-case names, repeated
+// values joined with ",", raw values taken as strings.
+func headersFromMap(hs []*corev3.HeaderValue) map[string]string {
+	m := make(map[string]string, len(hs))
+	for _, hv := range hs {
+		v := hv.GetValue()
+		if v == "" && len(hv.GetRawValue()) > 0 {
+			v = string(hv.GetRawValue())
+		}
+		k := strings.ToLower(hv.GetKey())
+		if old, ok := m[k]; ok {
+			v = old + "," + v
+		}
+		m[k] = v
+	}
+	return m
 }

@@ -391,6 +391,14 @@ func TestBagFromCheckRequest(t *testing.T) {
 	if !bag.Equal(want) {
 		t.Errorf("bag:\n%s\nwant:\n%s", bag, want)
 	}
+	// Raw header_map (encode_raw_headers) gives the same headers attribute.
+	raw := sampleCheckRequest("GET", "/", nil, "")
+	raw.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+		{Key: "X-User", RawValue: []byte("bob")}, {Key: "accept", Value: "a"}, {Key: "Accept", Value: "b"}}}
+	hv, _ := BagFromCheckRequest(raw).Get(attributes.RequestHeaders)
+	if want := attributes.StringMapOf(map[string]string{"x-user": "bob", "accept": "a,b"}); !hv.StringMapValue().Equal(want) {
+		t.Errorf("headers from header_map = %v, want %v", hv.StringMapValue(), want)
+	}
 	if BagFromCheckRequest(nil).Len() != 0 {
 		t.Error("nil request: want an empty bag")
 	}
