@@ -69,8 +69,11 @@ type TLSConfig struct {
 	KeyFile           string `yaml:"key_file"`
 	ClientCAFile      string `yaml:"client_ca_file"`
 	RequireClientCert bool   `yaml:"require_client_cert"`
-	// PrincipalAttribute receives the URI SAN of a verified client
-	// certificate, overriding whatever the caller sent in it.
+	// PrincipalAttribute is reserved for the caller's verified identity:
+	// the server sets it to the URI SAN of a verified client certificate
+	// and removes any value the caller sent. Default
+	// context.reporter.principal (the caller is usually a sidecar checking
+	// for someone else, so its identity is not source.principal).
 	PrincipalAttribute string `yaml:"principal_attribute"`
 }
 
@@ -103,7 +106,7 @@ func (c *Config) ApplyDefaults() {
 	setDur(&g.Keepalive.Time, DefaultKeepaliveTime)
 	setDur(&g.Keepalive.Timeout, DefaultKeepaliveTimeout)
 	setDur(&g.Keepalive.MinTime, DefaultKeepaliveMinTime)
-	setStr(&g.TLS.PrincipalAttribute, attributes.SourcePrincipal)
+	setStr(&g.TLS.PrincipalAttribute, attributes.ContextReporterPrincipal)
 	setStr(&c.Monitoring.Address, DefaultMonitoringAddress)
 	setStr(&c.Log.Level, DefaultLogLevel)
 	c.Policy.ApplyDefaults()

@@ -44,7 +44,7 @@ func TestConfigDefaultsAndValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.GRPC.Address != ":9091" || c.Monitoring.Address != ":15014" || c.GRPC.ShutdownTimeout.D() != 10*time.Second ||
-		c.GRPC.TLS.PrincipalAttribute != "source.principal" || c.Telemetry.MaxSeriesPerMetric != 10000 {
+		c.GRPC.TLS.PrincipalAttribute != "context.reporter.principal" || c.Telemetry.MaxSeriesPerMetric != 10000 {
 		t.Fatalf("defaults: %+v", c)
 	}
 

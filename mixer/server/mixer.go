@@ -117,20 +117,24 @@ func (m *mixerService) Report(_ context.Context, req *mixerv1.ReportRequest) (*m
 }
 
 // withPeerPrincipal sets the configured principal attribute to the
-// caller's verified certificate identity. The certificate wins over a
-// value the caller sent: a caller must not be able to claim another
+// caller's verified certificate identity, or removes it when there is none:
+// the attribute is the server's to set, so a caller can never claim an
 // identity through its attributes.
 func (s *Server) withPeerPrincipal(ctx context.Context, bag attributes.Bag) attributes.Bag {
 	p := peerPrincipal(ctx)
+	v, sent := bag.Get(s.principalAttr)
+	switch {
+	case p == "" && !sent:
+		return bag
+	case p != "" && sent && v.Kind() == attributes.KindString && v.StringValue() == p:
+		return bag
+	}
+	bd := attributes.NewBuilderFrom(bag, 1)
 	if p == "" {
-		return bag
+		bd.Delete(s.principalAttr)
+	} else {
+		bd.Set(s.principalAttr, attributes.String(p))
 	}
-	if v, ok := bag.Get(s.principa); ok && v.Kind() == attributes.KindString && v.StringValue() == p {
-		return bag
-	}
-	bd := attributes.NewBuilder(bag.Len() + 1)
-	bd.Merge(bag)
-	bd.Set(s.principa, attributes.String(p))
 	return bd.Build()
 }
 

@@ -53,20 +53,20 @@ type Options struct {
 // Server is a configured `remora mixer`. Create it with New, run it with
 // Serve or Run, release it with Close.
 type Server struct {
-	cfg      Config
-	log      *zap.Logger
-	reg      *prometheus.Registry
-	eval     Evaluator
-	engine   *policy.Engine // owned, closed by Close
-	hook     func(context.Context)
-	quotas   *quota.Manager
-	tel      *telemetry.Telemetry
-	metrics  *metrics
-	sem      chan struct{}
-	health   *health.Server
-	grpc     *grpc.Server
-	http     *http.Server
-	principa string
+	cfg           Config
+	log           *zap.Logger
+	reg           *prometheus.Registry
+	eval          Evaluator
+	engine        *policy.Engine // owned, closed by Close
+	hook          func(context.Context)
+	quotas        *quota.Manager
+	tel           *telemetry.Telemetry
+	metrics       *metrics
+	sem           chan struct{}
+	health        *health.Server
+	grpc          *grpc.Server
+	http          *http.Server
+	principalAttr string
 
 	readyMu     sync.Mutex
 	ready       bool
@@ -81,13 +81,13 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("mixer: invalid configuration: %w", err)
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      opts.Logger,
-		reg:      opts.Registry,
-		eval:     opts.Evaluator,
-		hook:     opts.BeforeEval,
-		metrics:  newMetrics(),
-		principa: cfg.GRPC.TLS.PrincipalAttribute,
+		cfg:           cfg,
+		log:           opts.Logger,
+		reg:           opts.Registry,
+		eval:          opts.Evaluator,
+		hook:          opts.BeforeEval,
+		metrics:       newMetrics(),
+		principalAttr: cfg.GRPC.TLS.PrincipalAttribute,
 	}
 	if s.log == nil {
 		s.log = zap.NewNop()

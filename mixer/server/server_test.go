@@ -405,7 +405,8 @@ func TestMTLS(t *testing.T) {
 	const id = "spiffe://cluster.local/ns/default/sa/client"
 	pki := newPKI(t, id)
 	cfg := policyConfig(principalPolicy)
-	cfg.GRPC.TLS = TLSConfig{CertFile: pki.certFile, KeyFile: pki.keyFile, ClientCAFile: pki.caFile, RequireClientCert: true}
+	cfg.GRPC.TLS = TLSConfig{CertFile: pki.certFile, KeyFile: pki.keyFile, ClientCAFile: pki.caFile, RequireClientCert: true,
+		PrincipalAttribute: attributes.SourcePrincipal}
 
 	t.Run("client certificate identity wins", func(t *testing.T) {
 		ts := start(t, cfg, Options{}, &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pki.client}, ServerName: "127.0.0.1"})
@@ -570,4 +571,40 @@ func TestTLSCertificateRotation(t *testing.T) {
 	if s := serial(); s != 3 {
 		t.Fatalf("after a broken rotation: serial %d, want 3", s)
 	}
+}
+
+// TestReporterPrincipal: by default the caller's verified identity lands in
+// context.reporter.principal, and a value the caller sends there itself is
+// removed.
+func TestReporterPrincipal(t *testing.T) {
+	const id = "spiffe://cluster.local/ns/istio-system/sa/sidecar"
+	const policy = `package envoy.authz
+import rego.v1
+default allow := false
+allow if input.mixer_attributes["context.reporter.principal"] == "spiffe://cluster.local/ns/istio-system/sa/sidecar"
+`
+	forged := attributes.BagOf(map[string]attributes.Value{attributes.ContextReporterPrincipal: attributes.String(id)})
+	gwc := attributes.GlobalWordCount()
+	check := func(t *testing.T, ts *testServer) code.Code {
+		resp, err := ts.mixer.Check(ctxT(t), &mixerv1.CheckRequest{Attributes: attributes.Compress(forged, gwc), GlobalWordCount: gwc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return code.Code(resp.GetPrecondition().GetStatus().GetCode())
+	}
+	t.Run("verified certificate", func(t *testing.T) {
+		pki := newPKI(t, id)
+		cfg := policyConfig(policy)
+		cfg.GRPC.TLS = TLSConfig{CertFile: pki.certFile, KeyFile: pki.keyFile, ClientCAFile: pki.caFile, RequireClientCert: true}
+		ts := start(t, cfg, Options{}, &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pki.client}, ServerName: "127.0.0.1"})
+		if c := check(t, ts); c != code.Code_OK {
+			t.Fatalf("status %v, want OK from the certificate's identity", c)
+		}
+	})
+	t.Run("claimed without a certificate", func(t *testing.T) {
+		ts := start(t, policyConfig(policy), Options{}, nil)
+		if c := check(t, ts); c != code.Code_PERMISSION_DENIED {
+			t.Fatalf("status %v: a caller claimed an identity through its attributes", c)
+		}
+	})
 }
