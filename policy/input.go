@@ -129,9 +129,13 @@ func buildAttributes(bag attributes.Bag, leaves leafSet) *ast.Term {
 		http = append(http, ast.Item(kSize, ast.StringTerm(strconv.FormatInt(v.Int64Value(), 10))))
 	}
 	if leaves.has(leafHTTPHeaders) {
-		if t := stringMapTerm(bag, attributes.RequestHeaders); t != nil {
-			http = append(http, ast.Item(kHeaders, t))
+		// Always present, so that aliasing it (h := ...headers) cannot fail
+		// on one bag and succeed on another with the same references.
+		t := stringMapTerm(bag, attributes.RequestHeaders)
+		if t == nil {
+			t = ast.ObjectTerm()
 		}
+		http = append(http, ast.Item(kHeaders, t))
 	}
 	addString(leafHTTPBody, kBody, AttrRequestBody)
 
@@ -139,7 +143,9 @@ func buildAttributes(bag attributes.Bag, leaves leafSet) *ast.Term {
 	if v, ok := bag.Get(attributes.RequestTime); ok && leaves.has(leafRequestTime) && v.Kind() == attributes.KindTimestamp {
 		request = append(request, ast.Item(kTime, ast.StringTerm(formatTimestamp(v.TimeValue()))))
 	}
-	if len(http) > 0 {
+	// The http object exists whenever the policy reads any of it, so that
+	// aliasing it cannot fail on some bags only.
+	if len(http) > 0 || leaves&httpLeaves != 0 {
 		request = append(request, ast.Item(kHTTP, ast.ObjectTerm(http...)))
 	}
 	if len(request) > 0 {
