@@ -187,7 +187,7 @@ func (w *refWalker) rule(r *ast.Rule) {
 // that h["x-user"] references what input.attributes.request.http.headers["x-user"]
 // references instead of the whole map.
 type aliases struct {
-	paths map[ast.Var]ast.Ref  // variable → the input reference it is bound to
+	paths map[ast.Var]ast.Ref   // variable → the input reference it is bound to
 	exprs map[*ast.Expr]ast.Var // the binding expressions
 }
 
