@@ -127,7 +127,7 @@ func (w *refWalker) dataRef(ref ast.Ref) {
 	if node == nil {
 		return
 	}
-	for _, t := range ref[1:] {
+	for i, t := range ref[1:] {
 		if !t.IsGround() {
 			break
 		}
@@ -136,6 +136,19 @@ func (w *refWalker) dataRef(ref ast.Ref) {
 			return
 		}
 		node = child
+		if rest := ref[i+2:]; len(rest) > 0 && len(node.Children) == 0 && len(node.Values) == 1 {
+			if target, ok := ruleAlias(node.Values[0]); ok {
+				// data.pkg.http_request.method where http_request :=
+				// input.attributes.request.http reads input...http.method.
+				w.input(append(target[1:].Copy(), rest...))
+				for _, t := range rest {
+					if !t.IsGround() {
+						w.walk(t)
+					}
+				}
+				return
+			}
+		}
 		for _, r := range node.Values {
 			w.rule(r)
 		}
@@ -179,6 +192,47 @@ func (w *refWalker) rule(r *ast.Rule) {
 		w.walk(r.Body)
 		w.aliases = saved
 	}
+}
+
+// ruleAlias reports whether r is a plain alias of a constant reference
+// into input, p := input.attributes.request.http, compiled as
+// p := __local0__ if __local0__ = input.attributes.request.http, and
+// returns the reference. Reading data.pkg.p.method then reads
+// input.attributes.request.http.method: the rule is the only one at its
+// path, so data.pkg.p.method is undefined exactly when the input path is.
+func ruleAlias(r *ast.Rule) (ast.Ref, bool) {
+	if r.Else != nil || len(r.Head.Args) > 0 || r.Head.Key != nil || r.Default || len(r.Body) != 1 || len(r.Body[0].With) > 0 || r.Body[0].Negated {
+		return nil, false
+	}
+	if len(r.Head.Reference) != 1 || r.Head.Value == nil {
+		return nil, false
+	}
+	e := r.Body[0]
+	if !e.IsCall() || len(e.Operands()) != 2 || (e.Operator().String() != "eq" && e.Operator().String() != "assign") {
+		return nil, false
+	}
+	for _, pair := range [][2]*ast.Term{{e.Operand(0), e.Operand(1)}, {e.Operand(1), e.Operand(0)}} {
+		if !pair[0].Equal(r.Head.Value) {
+			continue
+		}
+		if _, ok := pair[0].Value.(ast.Var); !ok {
+			continue
+		}
+		ref, ok := pair[1].Value.(ast.Ref)
+		if ok && ref[0].Value.Compare(ast.InputRootDocument.Value) == 0 && constantStrings(ref[1:]) {
+			return ref, true
+		}
+	}
+	return nil, false
+}
+
+func constantStrings(ts []*ast.Term) bool {
+	for _, t := range ts {
+		if _, ok := t.Value.(ast.String); !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // aliases are the local variables of one rule bound to a constant

@@ -78,6 +78,23 @@ func TestReferencedAttributesAnalysis(t *testing.T) {
 		{"labels are no alias target",
 			`allow if { l := input.attributes.source.labels; l.app == "a" }`,
 			[]string{"source.labels"}, true, ""},
+		{"rule alias of the http object",
+			`http_request := input.attributes.request.http
+			 allow if { http_request.method == "GET"; http_request.headers["x-user"] == "a" }`,
+			[]string{"request.headers[x-user]", "request.method"}, true, ""},
+		{"rule alias of labels",
+			`labels := input.attributes.source.labels
+			 allow if { labels.app == "web" }`,
+			[]string{"source.labels[app]"}, true, ""},
+		{"rule alias used whole",
+			`labels := input.attributes.source.labels
+			 allow if { labels.app == "web"; count(labels) == 1 }`,
+			[]string{"source.labels"}, true, ""},
+		{"rule alias with a default is walked",
+			`default labels := {}
+			 labels := input.attributes.source.labels
+			 allow if { labels.app == "web" }`,
+			[]string{"source.labels"}, true, ""},
 		{"alias in a helper rule",
 			`allow if user == "alice"
 			 user := u if { h := input.attributes.request.http.headers; u := h["x-user"] }`,
@@ -259,6 +276,16 @@ allow if {
 	r := input.attributes.request.http
 	not r.method
 }
+`}},
+		"rule alias": {Modules: map[string]string{"r.rego": `package envoy.authz
+default allow := false
+http_request := input.attributes.request.http
+labels := input.attributes.source.labels
+allow if {
+	http_request.method == "GET"
+	not http_request.headers["x-user"]
+}
+allow if not labels.app
 `}},
 		"body": {Modules: map[string]string{"b.rego": `package envoy.authz
 default allow := false
