@@ -447,7 +447,7 @@ func (w *refWalker) input(terms ast.Ref) {
 		case len(path) <= len(leaf.path) && slices.Equal(path, leaf.path[:len(path)]):
 			w.addLeaf(leafID(id), leaf.attrs)
 		case len(path) > len(leaf.path) && slices.Equal(path[:len(leaf.path)], leaf.path):
-			if leaf.mapLeaf() {
+			if leaf.mapLeaf() && path[len(leaf.path)] != "" { // "" would read as "whole" on the wire
 				w.leaves |= 1 << id
 				w.add(attrRef{name: leaf.attrs[0].name, key: path[len(leaf.path)], keyed: true})
 			} else {
@@ -477,7 +477,7 @@ func (w *refWalker) mixerRef(path []string) {
 	}
 	name := path[0]
 	w.mixer[name] = true
-	if len(path) > 1 && attributes.Vocabulary[name] == attributes.KindStringMap {
+	if len(path) > 1 && path[1] != "" && attributes.Vocabulary[name] == attributes.KindStringMap {
 		w.add(attrRef{name: name, key: path[1], keyed: true})
 		return
 	}

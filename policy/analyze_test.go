@@ -99,6 +99,9 @@ func TestReferencedAttributesAnalysis(t *testing.T) {
 			`allow if user == "alice"
 			 user := u if { h := input.attributes.request.http.headers; u := h["x-user"] }`,
 			[]string{"request.headers[x-user]"}, true, ""},
+		{"empty header name is the whole map",
+			`allow if input.attributes.request.http.headers[""] == "x"`,
+			[]string{"request.headers"}, true, ""},
 		{"parsed path and query",
 			`allow if { input.parsed_path[0] == "api"; input.parsed_query.page[0] == "1" }`,
 			[]string{"request.path"}, true, ""},
