@@ -183,7 +183,7 @@ func peerTerm(bag attributes.Bag, leaves leafSet, first leafID, ipName, portName
 		}
 	}
 	if v, ok := bag.Get(portName); ok && leaves.has(first+1) && v.Kind() == attributes.KindInt64 && v.Int64Value() != 0 {
-		sock = append(sock, ast.Item(kPortValue, ast.IntNumberTerm(int(v.Int64Value()))))
+		sock = append(sock, ast.Item(kPortValue, ast.InternedTerm(v.Int64Value())))
 	}
 	if len(sock) > 0 {
 		items = append(items, ast.Item(kAddress, ast.ObjectTerm(ast.Item(kSocketAddress, ast.ObjectTerm(sock...)))))
@@ -299,7 +299,7 @@ func mixerObject(bag attributes.Bag, needs *inputNeeds) *ast.Term {
 		if !needs.mixerAll && !needs.mixer[name] {
 			continue
 		}
-		items = append(items, ast.Item(ast.StringTerm(name), valueTerm(v)))
+		items = append(items, ast.Item(strTerm(name), valueTerm(v)))
 	}
 	return ast.ObjectTerm(items...)
 }
@@ -310,7 +310,7 @@ func valueTerm(v attributes.Value) *ast.Term {
 	case attributes.KindString:
 		return strTerm(v.StringValue())
 	case attributes.KindInt64:
-		return ast.NewTerm(ast.Number(strconv.FormatInt(v.Int64Value(), 10)))
+		return ast.InternedTerm(v.Int64Value())
 	case attributes.KindDouble:
 		f := v.DoubleValue()
 		if math.IsNaN(f) || math.IsInf(f, 0) {
