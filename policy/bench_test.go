@@ -44,6 +44,23 @@ func BenchmarkEvalRBAC(b *testing.B) {
 	}
 }
 
+// BenchmarkEvalRBACParallel is BenchmarkEvalRBAC from GOMAXPROCS goroutines.
+func BenchmarkEvalRBACParallel(b *testing.B) {
+	e := benchEngine(b)
+	bag := mixerBagFor("GET", "/api/v1/items?page=2", benchHeaders)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			d, err := e.Eval(ctx, bag)
+			if err != nil || !d.Allowed {
+				b.Error(d, err)
+				return
+			}
+		}
+	})
+}
+
 // BenchmarkEvalRBACMapInput evaluates the same policy with the input built
 // as map[string]any and handed to OPA, which converts it to AST itself.
 func BenchmarkEvalRBACMapInput(b *testing.B) {

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"os"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -19,6 +20,10 @@ func FuzzLoadRego(f *testing.F) {
 	f.Add("package x\np if {\n")
 	f.Add("package envoy.authz\nallow if count(input) > 0\nallow if time.now_ns() > 0\n")
 	f.Add("package envoy.authz\nallow := x if { some k; x := input.mixer_attributes[k] } else := false\n")
+	f.Add("package envoy.authz\nhttp_request := input.attributes.request.http\nallow if http_request.headers.authorization\n")
+	f.Add("package envoy.authz\nallow if { h := input.attributes.request.http.headers; not h[\"x\"]; count(h) > 0 }\n")
+	f.Add(readSeed(f, "testdata/rbac/policy.rego"))
+	f.Add(readSeed(f, "testdata/v0/policy.rego"))
 	f.Add("")
 	q, _ := parseQuery(DefaultQuery)
 	f.Fuzz(func(t *testing.T, src string) {
@@ -42,6 +47,14 @@ func FuzzLoadRego(f *testing.F) {
 			t.Fatal("cacheable although it reads input whole")
 		}
 	})
+}
+
+func readSeed(f *testing.F, name string) string {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		f.Fatal(err)
+	}
+	return string(b)
 }
 
 // FuzzBuildInput builds input documents from arbitrary paths and bodies.

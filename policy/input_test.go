@@ -96,6 +96,17 @@ func pluginInput(t *testing.T, req *authv3.CheckRequest) map[string]any {
 		q[k] = arr
 	}
 	input["parsed_query"] = q
+	// The one deliberate difference: Remora's input always has a headers
+	// object (empty when the request has none), so that a policy may alias
+	// it (h := input.attributes.request.http.headers) without its decision
+	// depending on whether the map exists. Envoy always sends headers.
+	if attrs, ok := input["attributes"].(map[string]any); ok {
+		if req, ok := attrs["request"].(map[string]any); ok {
+			if http, ok := req["http"].(map[string]any); ok && http["headers"] == nil {
+				http["headers"] = map[string]any{}
+			}
+		}
+	}
 	input["parsed_body"] = nil
 	input["truncated_body"] = false
 	if strings.Contains(h.GetHeaders()["content-type"], "application/json") && h.GetBody() != "" {

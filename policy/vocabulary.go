@@ -93,6 +93,9 @@ type leafSet uint32
 // allLeaves holds every leaf.
 const allLeaves = leafSet(1)<<numLeaves - 1
 
+// httpLeaves are the leaves below attributes.request.http.
+const httpLeaves = leafSet(1)<<(leafHTTPBody+1) - 1
+
 func (s leafSet) has(id leafID) bool { return s&(1<<id) != 0 }
 
 // inputLeaves lists every input path the builder fills from the bag, except
