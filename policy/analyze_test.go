@@ -351,7 +351,7 @@ func universe(reader, admin string) map[string][]attributes.Value {
 		attributes.RequestMethod: str("GET", "HEAD", "POST", "DELETE"),
 		attributes.RequestPath:   str("/", "/admin", "/admin/x", "/api/v1/items", "/api/v1/items?debug=1", "/people"),
 		attributes.RequestHost:   str("a", "b"),
-		AttrRequestBody:          str(`{"user":"alice"}`, `{"user":"bob"}`),
+		attributes.RequestBody:   str(`{"user":"alice"}`, `{"user":"bob"}`),
 		attributes.SourcePort:    {attributes.Int64(443), attributes.Int64(80)},
 		attributes.SourceLabels: {
 			attributes.StringMapValue(attributes.StringMapOf(map[string]string{"app": "admin"})),

@@ -171,7 +171,7 @@ func mapInput(bag attributes.Bag) map[string]any {
 	http := map[string]any{}
 	for key, name := range map[string]string{"id": attributes.RequestID, "method": attributes.RequestMethod,
 		"path": attributes.RequestPath, "host": attributes.RequestHost, "scheme": attributes.RequestScheme,
-		"protocol": AttrRequestProtocol, "body": AttrRequestBody} {
+		"protocol": attributes.RequestProtocol, "body": attributes.RequestBody} {
 		if s, ok := str(name); ok {
 			http[key] = s
 		}
@@ -212,7 +212,7 @@ func mapInput(bag attributes.Bag) map[string]any {
 		"source":      peer(attributes.SourceIP, attributes.SourcePort, attributes.SourcePrincipal, attributes.SourceLabels),
 		"destination": peer(attributes.DestinationIP, attributes.DestinationPort, attributes.DestinationPrincipal, attributes.DestinationLabels),
 	}
-	if m, ok := strMap(AttrContextExtensions); ok {
+	if m, ok := strMap(attributes.ContextExtensions); ok {
 		attrs["contextExtensions"] = m
 	}
 	path, _ := str(attributes.RequestPath)

@@ -66,7 +66,7 @@ func FuzzBuildInput(f *testing.F) {
 	f.Fuzz(func(t *testing.T, path, body, contentType, contentLength string) {
 		bag := attributes.BagOf(map[string]attributes.Value{
 			attributes.RequestPath: attributes.String(path),
-			AttrRequestBody:        attributes.String(body),
+			attributes.RequestBody: attributes.String(body),
 			attributes.RequestHeaders: attributes.StringMapValue(attributes.StringMapOf(map[string]string{
 				"content-type": contentType, "content-length": contentLength})),
 		})

@@ -123,7 +123,7 @@ func buildAttributes(bag attributes.Bag, leaves leafSet) *ast.Term {
 	addString(leafHTTPPath, kPath, attributes.RequestPath)
 	addString(leafHTTPHost, kHost, attributes.RequestHost)
 	addString(leafHTTPScheme, kScheme, attributes.RequestScheme)
-	addString(leafHTTPProtocol, kProtocol, AttrRequestProtocol)
+	addString(leafHTTPProtocol, kProtocol, attributes.RequestProtocol)
 	if v, ok := bag.Get(attributes.RequestSize); ok && leaves.has(leafHTTPSize) && v.Kind() == attributes.KindInt64 && v.Int64Value() != 0 {
 		// protojson writes int64 fields as strings; so does the plugin's input.
 		http = append(http, ast.Item(kSize, ast.StringTerm(strconv.FormatInt(v.Int64Value(), 10))))
@@ -137,7 +137,7 @@ func buildAttributes(bag attributes.Bag, leaves leafSet) *ast.Term {
 		}
 		http = append(http, ast.Item(kHeaders, t))
 	}
-	addString(leafHTTPBody, kBody, AttrRequestBody)
+	addString(leafHTTPBody, kBody, attributes.RequestBody)
 
 	var request [][2]*ast.Term
 	if v, ok := bag.Get(attributes.RequestTime); ok && leaves.has(leafRequestTime) && v.Kind() == attributes.KindTimestamp {
@@ -158,7 +158,7 @@ func buildAttributes(bag attributes.Bag, leaves leafSet) *ast.Term {
 		items = append(items, ast.Item(kDestination, t))
 	}
 	if leaves.has(leafContextExtensions) {
-		if t := stringMapTerm(bag, AttrContextExtensions); t != nil {
+		if t := stringMapTerm(bag, attributes.ContextExtensions); t != nil {
 			items = append(items, ast.Item(kContextExt, t))
 		}
 	}
@@ -267,7 +267,7 @@ func parseBody(bag attributes.Bag) (*ast.Term, bool, error) {
 	if !ok || !strings.Contains(ct, "application/json") {
 		return ast.InternedNullTerm, false, nil
 	}
-	bv, _ := bag.Get(AttrRequestBody)
+	bv, _ := bag.Get(attributes.RequestBody)
 	body := bv.StringValue()
 	if body == "" {
 		return ast.InternedNullTerm, false, nil

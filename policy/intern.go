@@ -31,7 +31,7 @@ var commonTerms = func() map[string]*ast.Term {
 	for name := range attributes.Vocabulary {
 		m[name] = ast.StringTerm(name)
 	}
-	for _, name := range []string{AttrRequestProtocol, AttrRequestBody, AttrContextExtensions} {
+	for _, name := range []string{attributes.RequestProtocol, attributes.RequestBody, attributes.ContextExtensions} {
 		m[name] = ast.StringTerm(name)
 	}
 	return m
