@@ -1,0 +1,891 @@
+package hcm
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/bits"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/remora-mesh/remora/proxy/filter"
+	"github.com/remora-mesh/remora/proxy/router"
+)
+
+// stream is one request/response exchange. The handler goroutine drives
+// the request side; the router's goroutine drives the response side; both
+// take mu around filter hooks. Streams are pooled by their Manager.
+type stream struct {
+	m  *Manager
+	w  http.ResponseWriter
+	r  *http.Request
+	rc *http.ResponseController
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	info     filter.StreamInfo
+	reqH     filter.HeaderMap
+	respH    filter.HeaderMap // local replies
+	conn     filter.ConnectionInfo
+	filters  []filter.StreamFilter
+	cbs      []filterCB
+	term     terminalCB
+	rf       *router.Filter
+	dec, enc pipeline
+
+	mu sync.Mutex
+	// Set from any goroutine, processed by whoever holds mu.
+	pmu          sync.Mutex
+	pendingReply *filter.LocalReply
+	replyWaiting atomic.Bool
+	resumeDec    atomic.Uint64
+	resumeEnc    atomic.Uint64
+	wake         chan struct{}
+
+	// Guarded by mu.
+	done         chan struct{}
+	completed    bool
+	localReplied bool
+	headersSent  bool
+	inEncode     bool
+	abort        bool
+	reqDone      bool
+	isGRPC       bool
+	upgrade      bool
+	chunked      bool // response body streamed without a length: flush as it goes
+	route        *router.Entry
+	routeCached  bool
+	replyBuf     [1]filter.LocalReply
+
+	lastActivity atomic.Int64
+	idleTimer    *time.Timer
+	reqTimer     *time.Timer
+}
+
+func newStream(m *Manager) *stream {
+	s := &stream{m: m, wake: make(chan struct{}, 1)}
+	s.cbs = make([]filterCB, len(m.filters))
+	for i := range s.cbs {
+		s.cbs[i] = filterCB{s: s, idx: i}
+	}
+	s.filters = make([]filter.StreamFilter, len(m.filters))
+	s.term.s = s
+	s.dec.call = s.callDecode
+	s.dec.sink = s.sinkDecode
+	s.dec.halted = s.decodeHalted
+	s.dec.overflow = s.decodeOverflow
+	s.enc.call = s.callEncode
+	s.enc.sink = s.sinkEncode
+	s.enc.halted = s.encodeHalted
+	s.enc.overflow = s.encodeOverflow
+	return s
+}
+
+// serve runs the stream; it returns true when the downstream must be
+// aborted (a reset after the response began).
+func (s *stream) serve(w http.ResponseWriter, r *http.Request) bool {
+	m := s.m
+	now := time.Now()
+	s.w, s.r = w, r
+	s.rc = http.NewResponseController(w)
+	s.ctx, s.cancel = context.WithCancel(r.Context())
+	s.done = make(chan struct{})
+	s.completed, s.localReplied, s.headersSent, s.inEncode, s.abort, s.reqDone = false, false, false, false, false, false
+	s.route, s.routeCached, s.chunked = nil, false, false
+	s.pendingReply = nil
+	s.replyWaiting.Store(false)
+	s.resumeDec.Store(0)
+	s.resumeEnc.Store(0)
+	select {
+	case <-s.wake:
+	default:
+	}
+	s.info.Reset()
+	s.reqH.Reset()
+	s.respH.Reset()
+	info := &s.info
+	info.StartTime = now
+	s.lastActivity.Store(now.UnixNano())
+
+	scheme := "http"
+	if ci := connInfoFrom(r.Context()); ci != nil {
+		s.conn = filter.ConnectionInfo{ID: ci.ID, ListenerName: m.listener, Direction: m.direction,
+			PeerCertificateURISANs: ci.URISANs, PeerCertificatePresented: ci.PeerCert}
+		info.DownstreamLocalAddress = ci.Local
+		info.DownstreamDirectRemoteAddress = ci.Remote
+		info.DownstreamRemoteAddress = ci.Remote
+		info.DownstreamTLS = ci.TLS
+		info.RequestedServerName = ci.ServerName
+		if len(ci.URISANs) > 0 {
+			info.DownstreamPeerURISAN = ci.URISANs[0]
+		}
+		if ci.TLS {
+			scheme = "https"
+		}
+	} else {
+		s.conn = filter.ConnectionInfo{ListenerName: m.listener, Direction: m.direction}
+		if ap, err := netipAddrPort(r.RemoteAddr); err == nil {
+			info.DownstreamRemoteAddress, info.DownstreamDirectRemoteAddress = ap, ap
+		}
+		if r.TLS != nil {
+			scheme = "https"
+		}
+	}
+	switch r.ProtoMajor {
+	case 2:
+		info.Protocol = filter.ProtocolHTTP2
+		m.metrics.http2.Inc()
+	default:
+		if r.ProtoMinor == 0 {
+			info.Protocol = filter.ProtocolHTTP10
+		} else {
+			info.Protocol = filter.ProtocolHTTP11
+		}
+		m.metrics.http1.Inc()
+		_ = s.rc.EnableFullDuplex()
+	}
+	m.metrics.rqTotal.Inc()
+	m.metrics.active.Inc()
+
+	h := &s.reqH
+	s.upgrade = requestHeaders(h, r, scheme)
+	if s.upgrade {
+		m.metrics.upgrades.Inc()
+	}
+	s.prepareRequest(h, scheme)
+	info.RequestHeaders = h
+	ct := h.Value("content-type")
+	s.isGRPC = len(ct) >= 16 && ct[:16] == "application/grpc"
+
+	for i := range m.filters {
+		s.filters[i] = m.filters[i].factory.NewFilter(m.filters[i].config, &s.cbs[i])
+	}
+	s.rf = m.router.NewFilter(&s.term)
+	s.dec.reset(len(s.filters), m.bufferLimit)
+	s.enc.reset(len(s.filters), m.bufferLimit)
+
+	if m.streamIdleTimeout > 0 {
+		s.idleTimer = time.AfterFunc(m.streamIdleTimeout, s.onIdle)
+	}
+	if m.requestTimeout > 0 {
+		s.reqTimer = time.AfterFunc(m.requestTimeout, s.onRequestTimeout)
+	}
+
+	endStream := r.Body == nil || r.Body == http.NoBody
+	if s.upgrade {
+		endStream = true // the upgraded byte stream is not supported: send headers only
+	}
+	s.mu.Lock()
+	s.reqDone = endStream
+	if endStream {
+		info.LastDownstreamRxByteReceived = time.Since(now)
+	}
+	s.dec.deliver(0, &frame{kind: frameHeaders, h: h, end: endStream})
+	s.unlock()
+
+	if !endStream {
+		s.readBody()
+	}
+	s.waitDone()
+	return s.finishStream()
+}
+
+// prepareRequest applies the manager's request-header policy.
+func (s *stream) prepareRequest(h *filter.HeaderMap, scheme string) {
+	m := s.m
+	if m.useRemoteAddress {
+		if a := s.info.DownstreamDirectRemoteAddress; a.IsValid() {
+			ip := a.Addr().Unmap().String()
+			h.Append("x-forwarded-for", ip)
+			s.info.DownstreamRemoteAddress = a
+		}
+		h.Set("x-forwarded-proto", scheme)
+	} else if !h.Has("x-forwarded-proto") {
+		h.Set("x-forwarded-proto", scheme)
+	}
+	if m.generateID && !h.Has("x-request-id") {
+		h.Add("x-request-id", newRequestID())
+	}
+}
+
+// newRequestID returns a random version-4 UUID.
+func newRequestID() string {
+	var b [36]byte
+	const hex = "0123456789abcdef"
+	a, c := rand.Uint64(), rand.Uint64()
+	a = (a &^ (0xf << 12)) | (4 << 12)   // version 4
+	c = (c &^ (0x3 << 62)) | (0x2 << 62) // variant 10
+	j := 0
+	for i := 0; i < 16; i++ {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b[j] = '-'
+			j++
+		}
+		var x byte
+		if i < 8 {
+			x = byte(a >> (56 - 8*i))
+		} else {
+			x = byte(c >> (56 - 8*(i-8)))
+		}
+		b[j], b[j+1] = hex[x>>4], hex[x&0xf]
+		j += 2
+	}
+	return string(b[:])
+}
+
+var bodyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// readBody pulls the request body and trailers through the decoder filters.
+func (s *stream) readBody() {
+	bp := bodyBufPool.Get().(*[]byte)
+	defer bodyBufPool.Put(bp)
+	buf := *bp
+	for {
+		// Wait while a filter holds the request (StopIteration).
+		for {
+			s.mu.Lock()
+			stop := s.completed || s.localReplied
+			blocked := !stop && s.dec.blocked()
+			s.unlock()
+			if stop {
+				return
+			}
+			if !blocked {
+				break
+			}
+			select {
+			case <-s.wake:
+			case <-s.ctx.Done():
+				return
+			}
+		}
+		n, err := s.r.Body.Read(buf)
+		s.touch()
+		s.mu.Lock()
+		if s.completed || s.localReplied {
+			s.unlock()
+			return
+		}
+		s.info.BytesReceived += uint64(n)
+		switch {
+		case err == io.EOF:
+			s.reqDone = true
+			s.info.LastDownstreamRxByteReceived = time.Since(s.info.StartTime)
+			s.stopRequestTimer()
+			if t := s.requestTrailers(); t != nil {
+				if n > 0 {
+					s.dec.deliver(0, &frame{kind: frameData, data: buf[:n]})
+				}
+				s.dec.deliver(0, &frame{kind: frameTrailers, h: t, end: true})
+			} else {
+				s.dec.deliver(0, &frame{kind: frameData, data: buf[:n], end: true})
+			}
+			s.unlock()
+			return
+		case err != nil:
+			if n > 0 {
+				s.dec.deliver(0, &frame{kind: frameData, data: buf[:n]})
+			}
+			s.requestReadFailed(err)
+			s.unlock()
+			return
+		case n > 0:
+			s.dec.deliver(0, &frame{kind: frameData, data: buf[:n]})
+		}
+		s.unlock()
+	}
+}
+
+// requestTrailers converts the request's trailers, nil when there are none.
+func (s *stream) requestTrailers() *filter.HeaderMap {
+	var t *filter.HeaderMap
+	for k, vs := range s.r.Trailer {
+		for _, v := range vs {
+			if t == nil {
+				t = filter.NewHeaderMap()
+			}
+			t.Add(lowerHeader(k), v)
+		}
+	}
+	return t
+}
+
+// requestReadFailed handles a body read error (mu held): a malformed body
+// (bad chunking, a body longer than its Content-Length) is answered 400
+// and the connection closed; a vanished downstream ends the stream.
+func (s *stream) requestReadFailed(err error) {
+	var ne net.Error
+	var mbe *http.MaxBytesError
+	switch {
+	case s.ctx.Err() != nil, errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &ne), errors.Is(err, net.ErrClosed), errors.Is(err, http.ErrBodyReadAfterClose):
+		if s.replyWaiting.Load() {
+			return // a timeout reply is on its way
+		}
+		s.info.SetResponseFlag(filter.DownstreamConnectionTermination)
+		s.m.metrics.rxReset.Inc()
+		s.complete(true)
+	case errors.As(err, &mbe):
+		s.setReply(filter.LocalReply{Code: 413, Body: "payload too large", Details: "request_payload_too_large"})
+	default:
+		s.w.Header().Set("Connection", "close")
+		s.setReply(filter.LocalReply{Code: 400, Body: "bad request", Flag: filter.DownstreamProtocolError, Details: "http1.codec_error"})
+	}
+}
+
+// waitDone blocks until the response is complete or the downstream left.
+func (s *stream) waitDone() {
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-s.wake:
+			s.mu.Lock()
+			s.unlock()
+		case <-s.ctx.Done():
+			s.mu.Lock()
+			if !s.completed && !s.replyWaiting.Load() {
+				s.info.SetResponseFlag(filter.DownstreamConnectionTermination)
+				s.m.metrics.rxReset.Inc()
+				s.complete(true)
+			}
+			s.unlock()
+			if s.completed {
+				return
+			}
+			<-s.done
+			return
+		}
+	}
+}
+
+// finishStream runs after completion: it releases the filters, calls the
+// access-log handlers once and records the stream's metrics.
+func (s *stream) finishStream() bool {
+	if s.idleTimer != nil {
+		s.idleTimer.Stop()
+		s.idleTimer = nil
+	}
+	s.stopRequestTimer()
+	s.cancel()
+	s.rf.OnDestroy()
+	for i, f := range s.filters {
+		if d, ok := f.(filter.Destroyer); ok {
+			d.OnDestroy()
+		}
+		s.filters[i] = nil
+	}
+	s.mu.Lock()
+	abort := s.abort
+	s.mu.Unlock()
+	info := &s.info
+	if info.LastDownstreamTxByteSent == 0 {
+		info.LastDownstreamTxByteSent = time.Since(info.StartTime)
+	}
+	for _, h := range s.m.accessLogs {
+		h.Log(info)
+	}
+	mm := s.m.metrics
+	mm.active.Dec()
+	mm.class[info.ResponseCode/100%6].Inc()
+	mm.time.Observe(float64(info.LastDownstreamTxByteSent) / float64(time.Millisecond))
+	s.rf = nil
+	s.w, s.r, s.rc = nil, nil, nil
+	s.info.RequestHeaders, s.info.ResponseHeaders, s.info.ResponseTrailers = nil, nil, nil
+	s.dec.reset(len(s.filters), 0)
+	s.enc.reset(len(s.filters), 0)
+	return abort
+}
+
+func (s *stream) stopRequestTimer() {
+	if s.reqTimer != nil {
+		s.reqTimer.Stop()
+		s.reqTimer = nil
+	}
+}
+
+func (s *stream) touch() { s.lastActivity.Store(time.Now().UnixNano()) }
+
+func (s *stream) onIdle() {
+	idle := s.m.streamIdleTimeout
+	since := time.Duration(time.Now().UnixNano() - s.lastActivity.Load())
+	if since < idle {
+		s.mu.Lock()
+		if !s.completed && s.idleTimer != nil {
+			s.idleTimer.Reset(idle - since)
+		}
+		s.mu.Unlock()
+		return
+	}
+	s.m.metrics.idle.Inc()
+	s.timeout(filter.LocalReply{Code: 408, Body: "stream timeout", Flag: filter.StreamIdleTimeout, Details: "stream_idle_timeout"})
+}
+
+func (s *stream) onRequestTimeout() {
+	s.m.metrics.timeout.Inc()
+	s.timeout(filter.LocalReply{Code: 408, Body: "request timeout", Details: "request_overall_timeout"})
+}
+
+// timeout ends the stream with reply from a timer goroutine.
+func (s *stream) timeout(reply filter.LocalReply) {
+	s.sendLocalReply(reply)
+	s.cancel() // stop upstream work
+	_ = s.rc.SetReadDeadline(time.Now())
+	s.signal()
+}
+
+func (s *stream) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// --- pending work: local replies and resumes, from any goroutine ---
+
+// sendLocalReply records reply and processes it now if no one holds the
+// stream, else when the holder unlocks.
+func (s *stream) sendLocalReply(reply filter.LocalReply) {
+	s.pmu.Lock()
+	if s.pendingReply == nil {
+		s.replyBuf[0] = reply
+		s.pendingReply = &s.replyBuf[0]
+		s.replyWaiting.Store(true)
+	}
+	s.pmu.Unlock()
+	s.kick()
+}
+
+// setReply is sendLocalReply for callers holding mu.
+func (s *stream) setReply(reply filter.LocalReply) {
+	s.pmu.Lock()
+	if s.pendingReply == nil {
+		s.replyBuf[0] = reply
+		s.pendingReply = &s.replyBuf[0]
+		s.replyWaiting.Store(true)
+	}
+	s.pmu.Unlock()
+}
+
+func (s *stream) hasPending() bool {
+	return s.replyWaiting.Load() || s.resumeDec.Load() != 0 || s.resumeEnc.Load() != 0
+}
+
+func (s *stream) kick() {
+	for s.hasPending() {
+		if !s.mu.TryLock() {
+			return // the holder processes it when unlocking
+		}
+		s.processPending()
+		s.mu.Unlock()
+	}
+	s.signal()
+}
+
+// unlock processes pending work, then releases mu; it re-checks after
+// releasing so that work posted meanwhile is never lost.
+func (s *stream) unlock() {
+	for {
+		s.processPending()
+		s.mu.Unlock()
+		if !s.hasPending() || !s.mu.TryLock() {
+			return
+		}
+	}
+}
+
+func (s *stream) processPending() {
+	did := false
+	if s.replyWaiting.Load() {
+		s.pmu.Lock()
+		r := s.pendingReply
+		var reply filter.LocalReply
+		if r != nil {
+			reply = *r
+		}
+		s.pendingReply = nil
+		s.replyWaiting.Store(false)
+		s.pmu.Unlock()
+		if r != nil {
+			s.doLocalReply(reply)
+			did = true
+		}
+	}
+	for b := s.resumeDec.Swap(0); b != 0; b &= b - 1 {
+		if !s.localReplied && !s.completed {
+			s.dec.resume(bits.TrailingZeros64(b))
+		}
+		did = true
+	}
+	for b := s.resumeEnc.Swap(0); b != 0; b &= b - 1 {
+		if !s.completed {
+			s.enc.resume(len(s.filters) - 1 - bits.TrailingZeros64(b))
+		}
+		did = true
+	}
+	if did {
+		s.signal()
+	}
+}
+
+// --- pipeline hooks (mu held) ---
+
+func (s *stream) decodeHalted() bool {
+	return s.completed || s.localReplied || s.replyWaiting.Load()
+}
+
+func (s *stream) encodeHalted() bool {
+	return s.completed || s.replyWaiting.Load()
+}
+
+func (s *stream) callDecode(i int, fr *frame) filter.Status {
+	f := s.filters[i]
+	switch fr.kind {
+	case frameHeaders:
+		return f.DecodeHeaders(fr.h, fr.end)
+	case frameData:
+		return f.DecodeData(fr.data, fr.end)
+	default:
+		return f.DecodeTrailers(fr.h)
+	}
+}
+
+// callEncode runs encoder filters in reverse order.
+func (s *stream) callEncode(i int, fr *frame) filter.Status {
+	f := s.filters[len(s.filters)-1-i]
+	switch fr.kind {
+	case frameHeaders:
+		return f.EncodeHeaders(fr.h, fr.end)
+	case frameData:
+		return f.EncodeData(fr.data, fr.end)
+	default:
+		return f.EncodeTrailers(fr.h)
+	}
+}
+
+func (s *stream) sinkDecode(fr *frame) {
+	switch fr.kind {
+	case frameHeaders:
+		s.rf.DecodeHeaders(fr.h, fr.end)
+	case frameData:
+		s.rf.DecodeData(fr.data, fr.end)
+	default:
+		s.rf.DecodeTrailers(fr.h)
+	}
+}
+
+func (s *stream) decodeOverflow() {
+	s.m.metrics.tooLarge.Inc()
+	s.setReply(filter.LocalReply{Code: 413, Body: "payload too large", Details: "request_payload_too_large"})
+}
+
+func (s *stream) encodeOverflow() {
+	s.setReply(filter.LocalReply{Code: 500, Body: "response payload too large", Details: "response_payload_too_large"})
+}
+
+// sinkEncode writes a response frame downstream.
+func (s *stream) sinkEncode(fr *frame) {
+	if s.completed {
+		return
+	}
+	info := &s.info
+	switch fr.kind {
+	case frameHeaders:
+		h := fr.h
+		code, err := strconv.Atoi(h.Status())
+		if err != nil || code < 100 || code > 999 {
+			code = 502
+		}
+		if code == http.StatusSwitchingProtocols {
+			// Upgrades are not carried by this codec yet.
+			s.abort = true
+			info.SetResponseFlag(filter.UpstreamProtocolError)
+			s.complete(true)
+			return
+		}
+		hdr := s.w.Header()
+		writeResponseHeaders(hdr, h, false)
+		if s.m.serverName != "" {
+			hdr["Server"] = []string{s.m.serverName}
+		}
+		if fr.end && s.r.ProtoMajor == 1 && hdr["Content-Length"] == nil && code >= 200 && code != 204 && code != 304 && s.r.Method != http.MethodHead {
+			hdr["Content-Length"] = []string{"0"}
+		}
+		s.chunked = hdr["Content-Length"] == nil
+		s.w.WriteHeader(code)
+		s.headersSent = true
+		info.ResponseCode = code
+		info.ResponseHeaders = h
+		info.FirstDownstreamTxByteSent = time.Since(info.StartTime)
+		if fr.end {
+			s.complete(false)
+		} else if s.chunked && !s.localReplied {
+			s.flush()
+		}
+	case frameData:
+		if len(fr.data) > 0 {
+			if _, err := s.w.Write(fr.data); err != nil {
+				s.downstreamWriteFailed()
+				return
+			}
+			info.BytesSent += uint64(len(fr.data))
+		}
+		if fr.end {
+			s.complete(false)
+		} else if len(fr.data) > 0 {
+			s.flush()
+		}
+	default:
+		hdr := s.w.Header()
+		for _, f := range fr.h.Fields() {
+			k := http.TrailerPrefix + canonicalHeader(f.Name)
+			hdr[k] = append(hdr[k], f.Value)
+		}
+		info.ResponseTrailers = fr.h
+		s.complete(false)
+	}
+}
+
+func (s *stream) flush() {
+	if err := s.rc.Flush(); err != nil {
+		s.downstreamWriteFailed()
+	}
+}
+
+func (s *stream) downstreamWriteFailed() {
+	s.info.SetResponseFlag(filter.DownstreamConnectionTermination)
+	s.m.metrics.rxReset.Inc()
+	s.complete(true)
+}
+
+// complete ends the stream (mu held); abort resets the downstream.
+func (s *stream) complete(abort bool) {
+	if s.completed {
+		return
+	}
+	s.completed = true
+	s.abort = s.abort || abort
+	s.info.LastDownstreamTxByteSent = time.Since(s.info.StartTime)
+	if !s.reqDone {
+		// Unblock a body read still waiting on the downstream.
+		_ = s.rc.SetReadDeadline(time.Now())
+	}
+	close(s.done)
+	s.signal()
+}
+
+// resetStream aborts the stream (mu held) with flag.
+func (s *stream) resetStream(flag filter.ResponseFlags, details string) {
+	if s.completed {
+		return
+	}
+	s.info.SetResponseFlag(flag)
+	if details != "" {
+		s.info.ResponseCodeDetails = details
+	}
+	s.complete(true)
+}
+
+// grpcStatus maps an HTTP status to a gRPC code as Envoy does.
+func grpcStatus(code int) int {
+	switch code {
+	case 400:
+		return 13 // INTERNAL
+	case 401:
+		return 16 // UNAUTHENTICATED
+	case 403:
+		return 7 // PERMISSION_DENIED
+	case 404:
+		return 12 // UNIMPLEMENTED
+	case 429, 502, 503, 504:
+		return 14 // UNAVAILABLE
+	}
+	return 2 // UNKNOWN
+}
+
+// doLocalReply sends reply (mu held).
+func (s *stream) doLocalReply(reply filter.LocalReply) {
+	if s.completed {
+		return
+	}
+	info := &s.info
+	info.SetResponseFlag(reply.Flag)
+	if reply.Details != "" {
+		info.ResponseCodeDetails = reply.Details
+	}
+	s.m.metrics.localReply.Inc()
+	if s.headersSent {
+		s.complete(true)
+		return
+	}
+	wasLocal := s.localReplied
+	s.localReplied = true
+	h := &s.respH
+	h.Reset()
+	body := reply.Body
+	if s.isGRPC {
+		h.Add(filter.HeaderStatus, "200")
+		h.Add("content-type", "application/grpc")
+		h.Add("grpc-status", strconv.Itoa(grpcStatus(reply.Code)))
+		if body != "" {
+			h.Add("grpc-message", grpcMessageEncode(body))
+		}
+		body = ""
+	} else {
+		h.Add(filter.HeaderStatus, strconv.Itoa(reply.Code))
+		if body != "" {
+			h.Add("content-type", "text/plain")
+		}
+		h.Add("content-length", strconv.Itoa(len(body)))
+	}
+	for _, f := range reply.Headers {
+		h.Set(f.Name, f.Value)
+	}
+	end := body == ""
+	if s.inEncode || wasLocal {
+		// Raised by an encoder filter: do not run the encoders again.
+		s.sinkEncode(&frame{kind: frameHeaders, h: h, end: end})
+		if !end {
+			s.sinkEncode(&frame{kind: frameData, data: []byte(body), end: true})
+		}
+		return
+	}
+	s.enc.reset(len(s.filters), s.m.bufferLimit)
+	s.inEncode = true
+	s.enc.deliver(0, &frame{kind: frameHeaders, h: h, end: end})
+	if !end {
+		s.enc.deliver(0, &frame{kind: frameData, data: []byte(body), end: true})
+	}
+	s.inEncode = false
+}
+
+// grpcMessageEncode percent-encodes a grpc-message value.
+func grpcMessageEncode(msg string) string {
+	const hex = "0123456789ABCDEF"
+	ok := true
+	for i := 0; i < len(msg); i++ {
+		if c := msg[i]; c < 0x20 || c > 0x7e || c == '%' {
+			ok = false
+			break
+		}
+	}
+	if ok {
+		return msg
+	}
+	b := make([]byte, 0, len(msg)*3)
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c < 0x20 || c > 0x7e || c == '%' {
+			b = append(b, '%', hex[c>>4], hex[c&0xf])
+		} else {
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+// route resolves (and caches) the stream's route.
+func (s *stream) resolveRoute() filter.Route {
+	if !s.routeCached {
+		s.route = s.m.routes.Route(&s.reqH)
+		s.routeCached = true
+	}
+	if s.route == nil {
+		return nil
+	}
+	return s.route
+}
+
+// --- callbacks ---
+
+// filterCB is the Callbacks of the filter at idx.
+type filterCB struct {
+	s   *stream
+	idx int
+}
+
+var _ filter.Callbacks = (*filterCB)(nil)
+
+func (c *filterCB) Context() context.Context           { return c.s.ctx }
+func (c *filterCB) StreamInfo() *filter.StreamInfo     { return &c.s.info }
+func (c *filterCB) Route() filter.Route                { return c.s.resolveRoute() }
+func (c *filterCB) ClearRouteCache()                   { c.s.routeCached = false }
+func (c *filterCB) SendLocalReply(r filter.LocalReply) { c.s.sendLocalReply(r) }
+func (c *filterCB) DecodingBuffer() []byte             { return c.s.dec.heldData(c.idx) }
+func (c *filterCB) Connection() filter.ConnectionInfo  { return c.s.conn }
+
+func (c *filterCB) ContinueDecoding() {
+	c.s.resumeDec.Or(1 << c.idx)
+	c.s.kick()
+}
+
+func (c *filterCB) ContinueEncoding() {
+	c.s.resumeEnc.Or(1 << c.idx)
+	c.s.kick()
+}
+
+// terminalCB is the router's view of the stream.
+type terminalCB struct{ s *stream }
+
+var _ filter.TerminalCallbacks = (*terminalCB)(nil)
+
+func (c *terminalCB) Context() context.Context           { return c.s.ctx }
+func (c *terminalCB) StreamInfo() *filter.StreamInfo     { return &c.s.info }
+func (c *terminalCB) Route() filter.Route                { return c.s.resolveRoute() }
+func (c *terminalCB) ClearRouteCache()                   { c.s.routeCached = false }
+func (c *terminalCB) SendLocalReply(r filter.LocalReply) { c.s.sendLocalReply(r) }
+func (c *terminalCB) ContinueDecoding()                  {}
+func (c *terminalCB) ContinueEncoding()                  {}
+func (c *terminalCB) DecodingBuffer() []byte             { return nil }
+func (c *terminalCB) Connection() filter.ConnectionInfo  { return c.s.conn }
+
+func (c *terminalCB) EncodeHeaders(h *filter.HeaderMap, end bool) {
+	s := c.s
+	s.touch()
+	s.mu.Lock()
+	if !s.completed && !s.localReplied {
+		s.info.FirstUpstreamRxByteReceived = time.Since(s.info.StartTime)
+		s.inEncode = true
+		s.enc.deliver(0, &frame{kind: frameHeaders, h: h, end: end})
+		s.inEncode = false
+	}
+	s.unlock()
+}
+
+func (c *terminalCB) EncodeData(data []byte, end bool) {
+	s := c.s
+	s.touch()
+	s.mu.Lock()
+	if !s.completed && !s.localReplied {
+		s.inEncode = true
+		s.enc.deliver(0, &frame{kind: frameData, data: data, end: end})
+		s.inEncode = false
+	}
+	s.unlock()
+}
+
+func (c *terminalCB) EncodeTrailers(t *filter.HeaderMap) {
+	s := c.s
+	s.touch()
+	s.mu.Lock()
+	if !s.completed && !s.localReplied {
+		s.inEncode = true
+		s.enc.deliver(0, &frame{kind: frameTrailers, h: t, end: true})
+		s.inEncode = false
+	}
+	s.unlock()
+}
+
+func (c *terminalCB) ResetStream(flag filter.ResponseFlags, details string) {
+	s := c.s
+	s.mu.Lock()
+	if !s.localReplied {
+		s.resetStream(flag, details)
+	}
+	s.unlock()
+}
