@@ -146,14 +146,11 @@ func (m *Manager) AddAccessLog(h filter.AccessLogHandler) { m.accessLogs = appen
 
 // ConnInfo is what the listener knows about a downstream connection; it
 // rides on the request context (WithConnInfo).
+// TLS details come from the request itself (http.Request.TLS).
 type ConnInfo struct {
-	ID         uint64
-	Local      netip.AddrPort
-	Remote     netip.AddrPort
-	TLS        bool
-	ServerName string
-	URISANs    []string
-	PeerCert   bool
+	ID     uint64
+	Local  netip.AddrPort
+	Remote netip.AddrPort
 }
 
 type connInfoKey struct{}

@@ -115,26 +115,30 @@ func (s *stream) serve(w http.ResponseWriter, r *http.Request) bool {
 
 	scheme := "http"
 	if ci := connInfoFrom(r.Context()); ci != nil {
-		s.conn = filter.ConnectionInfo{ID: ci.ID, ListenerName: m.listener, Direction: m.direction,
-			PeerCertificateURISANs: ci.URISANs, PeerCertificatePresented: ci.PeerCert}
+		s.conn = filter.ConnectionInfo{ID: ci.ID, ListenerName: m.listener, Direction: m.direction}
 		info.DownstreamLocalAddress = ci.Local
 		info.DownstreamDirectRemoteAddress = ci.Remote
 		info.DownstreamRemoteAddress = ci.Remote
-		info.DownstreamTLS = ci.TLS
-		info.RequestedServerName = ci.ServerName
-		if len(ci.URISANs) > 0 {
-			info.DownstreamPeerURISAN = ci.URISANs[0]
-		}
-		if ci.TLS {
-			scheme = "https"
-		}
 	} else {
 		s.conn = filter.ConnectionInfo{ListenerName: m.listener, Direction: m.direction}
 		if ap, err := netipAddrPort(r.RemoteAddr); err == nil {
 			info.DownstreamRemoteAddress, info.DownstreamDirectRemoteAddress = ap, ap
 		}
-		if r.TLS != nil {
-			scheme = "https"
+	}
+	if r.TLS != nil {
+		scheme = "https"
+		info.DownstreamTLS = true
+		info.RequestedServerName = r.TLS.ServerName
+		if pc := r.TLS.PeerCertificates; len(pc) > 0 {
+			s.conn.PeerCertificatePresented = true
+			if len(r.TLS.VerifiedChains) > 0 {
+				for _, u := range pc[0].URIs {
+					s.conn.PeerCertificateURISANs = append(s.conn.PeerCertificateURISANs, u.String())
+				}
+				if len(s.conn.PeerCertificateURISANs) > 0 {
+					info.DownstreamPeerURISAN = s.conn.PeerCertificateURISANs[0]
+				}
+			}
 		}
 	}
 	switch r.ProtoMajor {
