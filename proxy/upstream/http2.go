@@ -173,11 +173,45 @@ func (s *h2stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 	fields := make([]filter.HeaderField, 0, len(resp.Header)+1)
 	fields = append(fields, filter.HeaderField{Name: filter.HeaderStatus, Value: strconv.Itoa(resp.StatusCode)})
 	fields = appendHeader(fields, resp.Header)
-	end := resp.Body == nil || resp.Body == http.NoBody
-	if end {
-		s.respDone = true
+	end := false
+	if resp.ContentLength == 0 {
+		// No body: either the HEADERS frame ended the stream (a gRPC
+		// trailers-only response, a 204 ...) or only trailers follow.
+		// Reading the empty body tells which, without blocking past the
+		// stream's end.
+		stop := context.AfterFunc(ctx, s.cancel)
+		var b [1]byte
+		n, err := resp.Body.Read(b[:])
+		stop()
+		switch {
+		case n > 0:
+			return nil, false, &Error{Flag: filter.UpstreamProtocolError, Reason: "body exceeds content-length",
+				Err: fmt.Errorf("upstream: data after content-length 0")}
+		case err == io.EOF:
+			s.finishBody()
+			end = s.trailers == nil
+		case err != nil:
+			return nil, false, h2Error(err)
+		}
 	}
 	return filter.NewHeaderMap(fields...), end, nil
+}
+
+// finishBody records the end of the response body and its trailers.
+func (s *h2stream) finishBody() {
+	s.respDone = true
+	if tr := s.resp.Trailer; len(tr) > 0 {
+		fields := make([]filter.HeaderField, 0, len(tr))
+		for k, vv := range tr {
+			name := filter.LowerName(k)
+			for _, v := range vv {
+				fields = append(fields, filter.HeaderField{Name: name, Value: v})
+			}
+		}
+		if len(fields) > 0 {
+			s.trailers = filter.NewHeaderMap(fields...)
+		}
+	}
 }
 
 func appendHeader(fields []filter.HeaderField, h http.Header) []filter.HeaderField {
@@ -200,13 +234,7 @@ func (s *h2stream) ReadData(p []byte) (int, error) {
 	}
 	n, err := s.resp.Body.Read(p)
 	if err == io.EOF {
-		s.respDone = true
-		if tr := s.resp.Trailer; len(tr) > 0 {
-			fields := appendHeader(make([]filter.HeaderField, 0, len(tr)), tr)
-			if len(fields) > 0 {
-				s.trailers = filter.NewHeaderMap(fields...)
-			}
-		}
+		s.finishBody()
 		if n > 0 {
 			return n, nil
 		}
