@@ -26,6 +26,8 @@ type h1stream struct {
 	pc *pconn
 	br *bufio.Reader
 	bw *bufio.Writer
+	// wake interrupts a blocked read (made once per connection).
+	wake func()
 
 	finished atomic.Bool // Close or Reset called
 	failed   atomic.Bool // an I/O or protocol error: never reuse
@@ -57,6 +59,8 @@ var _ Stream = (*h1stream)(nil)
 
 func (s *h1stream) init(pc *pconn) {
 	s.pc = pc
+	nc := pc.nc
+	s.wake = func() { nc.SetReadDeadline(aLongTimeAgo) }
 	if pc.cc == nil {
 		s.br = bufio.NewReaderSize(pc.nc, 4096)
 		s.bw = bufio.NewWriterSize(pc.nc, 4096)
@@ -316,8 +320,7 @@ func (s *h1stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 	}
 	s.wmu.Unlock()
 	if ctx.Done() != nil {
-		nc := s.pc.nc
-		stop := context.AfterFunc(ctx, func() { nc.SetReadDeadline(aLongTimeAgo) })
+		stop := context.AfterFunc(ctx, s.wake)
 		defer func() {
 			if !stop() { // the deadline was set: the connection is spent
 				s.failed.Store(true)

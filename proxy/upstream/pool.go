@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -67,6 +68,13 @@ type pconn struct {
 	closed    bool
 	idleSince time.Time
 	idleTimer *time.Timer
+
+	// Liveness peek of an idle HTTP/1.1 connection (alive_linux.go); used
+	// only by the goroutine that holds the connection.
+	rawConn   syscall.RawConn
+	peekFn    func(fd uintptr) bool
+	peekBuf   [1]byte
+	peekAlive bool
 
 	h1 h1stream          // the connection's one HTTP/1.1 exchange
 	cc *http2.ClientConn // HTTP/2 client connection
@@ -180,10 +188,11 @@ func (p *pool) release(pc *pconn, reusable bool) {
 	if pc.broken || p.closed || p.draining || pc.remaining == 0 {
 		p.removeReadyLocked(pc)
 		if pc.active == 0 {
-			if pc.remaining == 0 && !pc.broken && !p.closed {
+			maxed := pc.remaining == 0 && !pc.broken && !p.closed
+			p.closeLocked(pc)
+			if maxed {
 				cl.stats.inc(statCxMaxRequests)
 			}
-			p.closeLocked(pc)
 			p.tryCreateLocked()
 		}
 		p.mu.Unlock()
@@ -319,8 +328,8 @@ func (p *pool) idleCheck(pc *pconn) {
 		pc.idleTimer.Reset(cl.idleTimeout - idle)
 		return
 	}
-	cl.stats.inc(statCxIdleTimeout)
 	p.closeLocked(pc)
+	cl.stats.inc(statCxIdleTimeout)
 }
 
 // closeLocked closes pc and forgets it. Streams still on an HTTP/2
