@@ -10,9 +10,7 @@ import (
 // with a clear message instead of pretending to work; the file that builds a
 // subsystem's command removes its entry here.
 var pending = []struct{ name, summary string }{
-	{"proxy", "run the sidecar proxy (not available yet)"},
 	{"mixer", "run the policy and telemetry server (not available yet)"},
-	{"validate", "check a configuration file (not available yet)"},
 	{"demo", "run server, sidecar and upstream with sample traffic (not available yet)"},
 }
 

@@ -10,6 +10,16 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
+// DecodeStrict decodes a filter's config node into out with the same
+// strictness as the bootstrap (unknown fields are errors naming their
+// path below the node). A nil node leaves out unchanged.
+func DecodeStrict(node *yaml.Node, out any) error {
+	if node == nil {
+		return nil
+	}
+	return decodeStrict(node, out)
+}
+
 // decodeStrict decodes node into out (a pointer to a struct) like yaml.v3
 // does, but rejects unknown fields and prefixes every error with the field
 // path of the offending node ("listeners[0].filter_chains[1].bogus: unknown

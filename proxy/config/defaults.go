@@ -1,6 +1,9 @@
 package config
 
 import (
+	"net"
+
+	"github.com/remora-mesh/remora/proxy/upstream"
 	"time"
 
 	"github.com/remora-mesh/remora/internal/config"
@@ -117,5 +120,43 @@ func (rc *RouteConfiguration) applyDefaults() {
 				r.Redirect.ResponseCode = DefaultRedirectCode
 			}
 		}
+	}
+}
+
+// Quick returns the configuration of `remora proxy --listen --upstream`:
+// one listener (HTTP/1.1 and h2c), one catch-all route to one cluster
+// speaking the downstream's protocol. adminAddr "" keeps the default.
+// Defaults are not applied: Parse(Marshal(Quick(...))) does that.
+func Quick(listen, upstreamAddr, adminAddr string) *Bootstrap {
+	typ := "STATIC"
+	if host, _, err := net.SplitHostPort(upstreamAddr); err == nil && net.ParseIP(host) == nil {
+		typ = "STRICT_DNS"
+	}
+	return &Bootstrap{
+		Node:  Node{ID: "remora", Cluster: "remora"},
+		Admin: Admin{Address: adminAddr},
+		Listeners: []Listener{{
+			Name:    "quick",
+			Address: listen,
+			FilterChains: []FilterChain{{
+				HTTPConnectionManager: &HCM{
+					StatPrefix: "quick",
+					RouteConfig: &RouteConfiguration{
+						Name: "quick",
+						VirtualHosts: []VirtualHost{{
+							Name:    "all",
+							Domains: []string{"*"},
+							Routes:  []Route{{Match: RouteMatch{Prefix: "/"}, Route: &RouteAction{Cluster: "upstream"}}},
+						}},
+					},
+				},
+			}},
+		}},
+		Clusters: []upstream.ClusterConfig{{
+			Name:      "upstream",
+			Type:      typ,
+			Protocol:  upstream.ProtocolUseDownstream,
+			Endpoints: []upstream.EndpointConfig{{Address: upstreamAddr}},
+		}},
 	}
 }

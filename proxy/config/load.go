@@ -25,11 +25,11 @@ func Parse(data []byte) (*Bootstrap, error) {
 		return nil, errors.New("config: more than one YAML document")
 	}
 	var b Bootstrap
-	if err := decodeStrict(&root, &b); err != nil {
-		return nil, err
-	}
+	// Decoding problems and validation problems are reported together, so
+	// one run of `remora validate` names every mistake.
+	decErr := decodeStrict(&root, &b)
 	b.ApplyDefaults()
-	if err := b.Validate(); err != nil {
+	if err := errors.Join(decErr, b.Validate()); err != nil {
 		return nil, err
 	}
 	return &b, nil

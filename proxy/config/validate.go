@@ -192,14 +192,14 @@ func (v *validator) filterChain(p string, fc *FilterChain, hasInspector bool, ro
 		}
 		seen[f.Name] = true
 		if _, ok := filter.Lookup(f.Name); !ok {
-			v.errf(fp+".name", "unknown filter %q (registered: %s)", f.Name, strings.Join(filter.Names(), ", "))
+			v.errf(fp+".name", "unknown filter %q (registered: %s)", f.Name, registered(filter.Names()))
 		}
 	}
 	for k, a := range h.AccessLog {
 		if a.Type == "" {
 			v.errf(fmt.Sprintf("%s.access_log[%d].type", hp, k), "required")
 		} else if _, ok := filter.LookupAccessLog(a.Type); !ok {
-			v.errf(fmt.Sprintf("%s.access_log[%d].type", hp, k), "unknown access log type %q (registered: %s)", a.Type, strings.Join(filter.AccessLogNames(), ", "))
+			v.errf(fmt.Sprintf("%s.access_log[%d].type", hp, k), "unknown access log type %q (registered: %s)", a.Type, registered(filter.AccessLogNames()))
 		}
 	}
 }
@@ -452,4 +452,11 @@ func parseLevel(s string) (string, bool) {
 		return s, true
 	}
 	return "", false
+}
+
+func registered(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
 }

@@ -221,8 +221,10 @@ func (a *admin) stats(w http.ResponseWriter, r *http.Request) {
 }
 
 func envoyStatName(name string, labels []*dto.LabelPair) string {
-	name = strings.TrimPrefix(name, "remora_")
-	name = strings.TrimSuffix(name, "_total")
+	name = strings.TrimPrefix(strings.TrimPrefix(name, "remora_"), "envoy_")
+	if !strings.HasSuffix(name, "rq_total") && !strings.HasSuffix(name, "cx_total") {
+		name = strings.TrimSuffix(name, "_total") // Prometheus' suffix, not Envoy's
+	}
 	scope, stat, ok := strings.Cut(name, "_")
 	if !ok {
 		return name
