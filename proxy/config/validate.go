@@ -265,7 +265,7 @@ func CheckDomain(d string) error {
 		return nil
 	case strings.Count(d, "*") > 1:
 		return fmt.Errorf("invalid domain %q: at most one wildcard", d)
-	case strings.Contains(d[1:len(d)-1], "*"):
+	case len(d) > 2 && strings.Contains(d[1:len(d)-1], "*"):
 		return fmt.Errorf("invalid domain %q: the wildcard must be first or last", d)
 	}
 	for i := 0; i < len(d); i++ {
