@@ -148,6 +148,10 @@ func (c *Cluster) setHostsLocked(hosts []*Host) {
 // "connection refused", "connect timeout" ...). When ctx ends while the
 // request waits for a connection, ctx's error is returned wrapped. NewStream
 // may block until a connection is available or ctx ends.
+//
+// The Stream must be ended with exactly one Close or Reset; after that,
+// its methods fail with ErrStreamClosed (the connection may already carry
+// another request).
 func (c *Cluster) NewStream(ctx context.Context, headers *filter.HeaderMap, endStream bool, opts StreamOptions) (Stream, error) {
 	info := opts.Info
 	if info != nil {
@@ -198,7 +202,7 @@ func (c *Cluster) NewStream(ctx context.Context, headers *filter.HeaderMap, endS
 		s, err = startH2(pc, headers, endStream, opts)
 	} else {
 		err = pc.h1.start(headers, endStream, opts.Upgrade)
-		s = &pc.h1
+		s = h1handle{&pc.h1, pc.h1.gen}
 	}
 	if err != nil {
 		s.Reset()

@@ -16,8 +16,7 @@ import (
 
 // h1stream is the HTTP/1.1 codec of one pooled connection and the state of
 // the one exchange it carries. It lives inside its pconn, so a request
-// allocates no stream object; the Stream handed to the router is only
-// valid until Close or Reset.
+// allocates no stream state; the router gets an h1handle.
 //
 // The writer side (WriteData, WriteTrailers) and the reader side
 // (ReadHeaders, ReadData, Trailers) may run in two goroutines; wmu guards
@@ -29,9 +28,11 @@ type h1stream struct {
 	// wake interrupts a blocked read (made once per connection).
 	wake func()
 
-	finished atomic.Bool // Close or Reset called
-	failed   atomic.Bool // an I/O or protocol error: never reuse
-	reqDone  atomic.Bool // request fully written
+	// state is gen<<1 | 1 once Close or Reset ended exchange number gen.
+	state   atomic.Uint64
+	gen     uint64
+	failed  atomic.Bool // an I/O or protocol error: never reuse
+	reqDone atomic.Bool // request fully written
 
 	// Writer side, guarded by wmu.
 	wmu          sync.Mutex
@@ -55,8 +56,6 @@ type h1stream struct {
 	ctxStopped bool
 }
 
-var _ Stream = (*h1stream)(nil)
-
 func (s *h1stream) init(pc *pconn) {
 	s.pc = pc
 	nc := pc.nc
@@ -72,7 +71,8 @@ func (s *h1stream) init(pc *pconn) {
 // 100-continue or an upgrade; otherwise with the first body bytes, so a
 // small request goes out in one write).
 func (s *h1stream) start(headers *filter.HeaderMap, endStream, upgrade bool) error {
-	s.finished.Store(false)
+	s.gen++
+	s.state.Store(s.gen << 1)
 	s.failed.Store(false)
 	s.reqDone.Store(false)
 	s.headFlushed, s.reqChunked, s.reqRemaining, s.raw = false, false, -1, false
@@ -218,7 +218,7 @@ func (s *h1stream) writeErr(err error) error {
 func (s *h1stream) WriteData(data []byte, endStream bool) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if s.finished.Load() || s.reqDone.Load() {
+	if s.state.Load()&1 != 0 || s.reqDone.Load() {
 		return ErrStreamClosed
 	}
 	bw := s.bw
@@ -265,7 +265,7 @@ func (s *h1stream) WriteData(data []byte, endStream bool) error {
 func (s *h1stream) WriteTrailers(trailers *filter.HeaderMap) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if s.finished.Load() || s.reqDone.Load() || s.raw {
+	if s.state.Load()&1 != 0 || s.reqDone.Load() || s.raw {
 		return ErrStreamClosed
 	}
 	bw := s.bw
@@ -306,7 +306,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // proxy-connection, transfer-encoding); a 101 keeps connection and
 // upgrade.
 func (s *h1stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, error) {
-	if s.finished.Load() || s.gotHead {
+	if s.state.Load()&1 != 0 || s.gotHead {
 		return nil, false, ErrStreamClosed
 	}
 	s.wmu.Lock()
@@ -382,7 +382,7 @@ func bodyReadError(err error) error {
 // ReadData implements Stream. For an upgraded stream it returns the
 // upstream's raw bytes and io.EOF when the upstream closes.
 func (s *h1stream) ReadData(p []byte) (int, error) {
-	if s.finished.Load() || !s.gotHead {
+	if s.state.Load()&1 != 0 || !s.gotHead {
 		return 0, ErrStreamClosed
 	}
 	if s.respDone {
@@ -480,11 +480,65 @@ func (s *h1stream) Trailers() *filter.HeaderMap {
 	return s.trailers
 }
 
+// h1handle is the Stream of one exchange on an HTTP/1.1 connection. The
+// connection's h1stream is reused by its next exchange; the handle's
+// generation makes a Stream used after its Close or Reset fail with
+// ErrStreamClosed instead of touching the next request.
+type h1handle struct {
+	s   *h1stream
+	gen uint64
+}
+
+var _ Stream = h1handle{}
+
+func (h h1handle) live() bool { return h.s.state.Load() == h.gen<<1 }
+
+// WriteData implements Stream.
+func (h h1handle) WriteData(data []byte, endStream bool) error {
+	if !h.live() {
+		return ErrStreamClosed
+	}
+	return h.s.WriteData(data, endStream)
+}
+
+// WriteTrailers implements Stream.
+func (h h1handle) WriteTrailers(t *filter.HeaderMap) error {
+	if !h.live() {
+		return ErrStreamClosed
+	}
+	return h.s.WriteTrailers(t)
+}
+
+// ReadHeaders implements Stream.
+func (h h1handle) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, error) {
+	if !h.live() {
+		return nil, false, ErrStreamClosed
+	}
+	return h.s.ReadHeaders(ctx)
+}
+
+// ReadData implements Stream.
+func (h h1handle) ReadData(p []byte) (int, error) {
+	if !h.live() {
+		return 0, ErrStreamClosed
+	}
+	return h.s.ReadData(p)
+}
+
+// Trailers implements Stream.
+func (h h1handle) Trailers() *filter.HeaderMap {
+	if !h.live() {
+		return nil
+	}
+	return h.s.Trailers()
+}
+
 // Close implements Stream: the connection returns to the pool when the
 // request was fully written, the response fully read, nothing failed, and
 // the response allowed keep-alive; otherwise it is closed.
-func (s *h1stream) Close() {
-	if s.finished.Swap(true) {
+func (h h1handle) Close() {
+	s := h.s
+	if !s.state.CompareAndSwap(h.gen<<1, h.gen<<1|1) {
 		return
 	}
 	reusable := s.reusable && s.respDone && s.reqDone.Load() && !s.failed.Load()
@@ -495,8 +549,9 @@ func (s *h1stream) Close() {
 
 // Reset implements Stream: the connection is closed at once, which also
 // wakes a ReadData or WriteData blocked in another goroutine.
-func (s *h1stream) Reset() {
-	if s.finished.Swap(true) {
+func (h h1handle) Reset() {
+	s := h.s
+	if !s.state.CompareAndSwap(h.gen<<1, h.gen<<1|1) {
 		return
 	}
 	pc := s.pc

@@ -231,3 +231,28 @@ func TestGRPCUnaryThroughNewStream(t *testing.T) {
 		}
 	})
 }
+
+func TestHTTP2ManagerCloseEndsStreams(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	srv := newH2CServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-r.Context().Done()
+	}), 0)
+	m, err := NewManager([]ClusterConfig{h2Cluster("h2", srv.addr(), ProtocolHTTP2, 0)}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := m.Cluster("h2").NewStream(testCtx(t), reqHeaders("POST", "/", "h2"), false, StreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-arrived
+	m.Close()
+	if _, _, err := s.ReadHeaders(testCtx(t)); err == nil {
+		t.Fatal("stream survived Manager.Close")
+	}
+	if err := s.WriteData([]byte("late"), true); err == nil {
+		t.Fatal("write after Manager.Close succeeded")
+	}
+	s.Reset()
+}

@@ -420,3 +420,102 @@ func TestManagerCloseFailsPending(t *testing.T) {
 		t.Fatalf("after Close: %v", err)
 	}
 }
+
+func TestStreamUnusableAfterClose(t *testing.T) {
+	srv := newCountingServer(t, okHandler("ok"))
+	m := newTestManager(t, Options{}, staticCluster("web", srv.addr()))
+	c := m.Cluster("web")
+	old, err := c.NewStream(testCtx(t), reqHeaders("GET", "/", "web"), true, StreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.ReadHeaders(testCtx(t))
+	readAll(t, old)
+	old.Close()
+	// The next request gets the same connection; the old handle must not
+	// reach it.
+	s, err := c.NewStream(testCtx(t), reqHeaders("GET", "/", "web"), true, StreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := old.ReadHeaders(testCtx(t)); !errors.Is(err, ErrStreamClosed) {
+		t.Fatalf("stale ReadHeaders: %v", err)
+	}
+	if err := old.WriteData([]byte("x"), true); !errors.Is(err, ErrStreamClosed) {
+		t.Fatalf("stale WriteData: %v", err)
+	}
+	old.Reset() // a no-op
+	old.Close()
+	rh, _, err := s.ReadHeaders(testCtx(t))
+	if err != nil || rh.Status() != "200" {
+		t.Fatalf("live stream: %v", err)
+	}
+	if b := readAll(t, s); string(b) != "ok" {
+		t.Fatalf("body %q", b)
+	}
+	s.Close()
+	if srv.conns.Load() != 1 || statOf(c, statRqActive) != 0 {
+		t.Fatalf("conns %d rq_active %d", srv.conns.Load(), statOf(c, statRqActive))
+	}
+}
+
+// TestConcurrentRequests drives many goroutines through a small pool of
+// both protocols and checks every request succeeds, the connection limit
+// holds, and every counter returns to zero.
+func TestConcurrentRequests(t *testing.T) {
+	for _, protocol := range []string{ProtocolHTTP1, ProtocolHTTP2} {
+		t.Run(protocol, func(t *testing.T) {
+			srv := newH2CServer(t, okHandler("ok"), 0)
+			cfg := h2Cluster("web", srv.addr(), protocol, 3)
+			cfg.CircuitBreakers.MaxConnections = 4
+			cfg.MaxRequestsPerConnection = 7
+			m := newTestManager(t, Options{}, cfg)
+			c := m.Cluster("web")
+			const workers, each = 16, 15
+			errc := make(chan error, workers)
+			for range workers {
+				go func() {
+					for range each {
+						s, err := c.NewStream(testCtx(t), reqHeaders("GET", "/", "web"), true, StreamOptions{})
+						if err != nil {
+							errc <- err
+							return
+						}
+						rh, end, err := s.ReadHeaders(testCtx(t))
+						if err == nil && !end {
+							for buf := make([]byte, 64); err == nil; {
+								_, err = s.ReadData(buf)
+							}
+							if err == io.EOF {
+								err = nil
+							}
+						}
+						if err == nil && rh.Status() != "200" {
+							err = errors.New("status " + rh.Status())
+						}
+						s.Close()
+						if err != nil {
+							errc <- err
+							return
+						}
+					}
+					errc <- nil
+				}()
+			}
+			for range workers {
+				if err := <-errc; err != nil {
+					t.Fatal(err)
+				}
+			}
+			if statOf(c, statRqTotal) != workers*each || statOf(c, statRqActive) != 0 || statOf(c, statRqPendingActive) != 0 {
+				t.Fatalf("rq_total %d rq_active %d pending_active %d", statOf(c, statRqTotal), statOf(c, statRqActive), statOf(c, statRqPendingActive))
+			}
+			if got, open := c.cxRB.cur.Load(), statOf(c, statCxActive); got != open || open > 4 {
+				t.Fatalf("connections breaker %d, cx_active %d (limit 4)", got, open)
+			}
+			if c.rqRB.cur.Load() != 0 || c.pendingRB.cur.Load() != 0 {
+				t.Fatal("breaker units leaked")
+			}
+		})
+	}
+}
