@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"testing"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
 )
 
 // BenchmarkPoolAcquireRelease measures taking a ready connection from a
@@ -71,4 +75,47 @@ func BenchmarkHTTP1Request(b *testing.B) {
 	if n := srv.conns.Load(); n != 1 {
 		b.Fatalf("%d connections, want 1", n)
 	}
+}
+
+// BenchmarkHTTP2Request is one h2c request with a 1 KiB response, run
+// from several goroutines so that streams share connections.
+func BenchmarkHTTP2Request(b *testing.B) {
+	resp := bytes.Repeat([]byte("r"), 1024)
+	srv := newH2CServerB(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(resp)
+	}))
+	m := newTestManager(b, Options{}, h2Cluster("h2", srv.Listener.Addr().String(), ProtocolHTTP2, 0))
+	c := m.Cluster("h2")
+	h := reqHeaders("GET", "/", "h2")
+	ctx := testCtx(b)
+	b.ReportAllocs()
+	b.SetBytes(1024)
+	b.RunParallel(func(pb *testing.PB) {
+		buf := make([]byte, 4096)
+		for pb.Next() {
+			s, err := c.NewStream(ctx, h, true, StreamOptions{})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if _, _, err := s.ReadHeaders(ctx); err != nil {
+				b.Error(err)
+				s.Reset()
+				return
+			}
+			for {
+				_, err := s.ReadData(buf)
+				if err != nil {
+					break
+				}
+			}
+			s.Close()
+		}
+	})
+}
+
+func newH2CServerB(b *testing.B, h http.Handler) *httptest.Server {
+	srv := httptest.NewServer(h2c.NewHandler(h, &http2.Server{}))
+	b.Cleanup(srv.Close)
+	return srv
 }

@@ -3,6 +3,7 @@ package upstream
 import (
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 )
 
 // LBContext carries what a load balancer may use from the request. It is
@@ -55,7 +56,7 @@ type roundRobin struct {
 	current []int64
 	total   int64
 	equal   bool
-	next    uint64
+	next    atomic.Uint64 // equal weights: plain rotation, lock-free
 }
 
 func newRoundRobin(hosts []*Host) LoadBalancer {
@@ -67,13 +68,10 @@ func newRoundRobin(hosts []*Host) LoadBalancer {
 }
 
 func (rr *roundRobin) Pick(LBContext) *Host {
-	rr.mu.Lock()
 	if rr.equal {
-		h := rr.hosts[rr.next%uint64(len(rr.hosts))]
-		rr.next++
-		rr.mu.Unlock()
-		return h
+		return rr.hosts[(rr.next.Add(1)-1)%uint64(len(rr.hosts))]
 	}
+	rr.mu.Lock()
 	best := 0
 	for i, h := range rr.hosts {
 		rr.current[i] += int64(h.weight)

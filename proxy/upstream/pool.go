@@ -309,6 +309,9 @@ func (p *pool) dial() {
 	h.stats[hostCxTotal].Add(1)
 	h.stats[hostCxActive].Add(1)
 	p.serveLocked(pc)
+	if p.draining && pc.active == 0 { // made for requests that went away
+		p.closeLocked(pc)
+	}
 }
 
 // idleCheck runs from pc's idle timer: it closes pc when it has carried no

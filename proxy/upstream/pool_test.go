@@ -519,3 +519,32 @@ func TestConcurrentRequests(t *testing.T) {
 		})
 	}
 }
+
+func TestConnectFailureFailsEveryPendingRequest(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := staticCluster("refused", addr)
+	cfg.CircuitBreakers.MaxConnections = 2
+	m := newTestManager(t, Options{}, cfg)
+	c := m.Cluster("refused")
+	const n = 6
+	errc := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := c.NewStream(testCtx(t), reqHeaders("GET", "/", "x"), true, StreamOptions{})
+			errc <- err
+		}()
+	}
+	for range n {
+		if err := <-errc; flagOf(err) != filter.UpstreamConnectionFailure {
+			t.Fatalf("err %v, want UF", err)
+		}
+	}
+	if statOf(c, statRqPendingActive) != 0 || c.pendingRB.cur.Load() != 0 || c.cxRB.cur.Load() != 0 {
+		t.Fatal("resources leaked")
+	}
+}
