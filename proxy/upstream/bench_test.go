@@ -1,8 +1,10 @@
 package upstream
 
 import (
+	"bufio"
 	"bytes"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -118,4 +120,73 @@ func newH2CServerB(b *testing.B, h http.Handler) *httptest.Server {
 	srv := httptest.NewServer(h2c.NewHandler(h, &http2.Server{}))
 	b.Cleanup(srv.Close)
 	return srv
+}
+
+// BenchmarkHTTP1RequestClientOnly is BenchmarkHTTP1Request against a
+// minimal raw-TCP upstream that answers from a canned buffer, so that the
+// allocations reported are this package's own.
+func BenchmarkHTTP1RequestClientOnly(b *testing.B) {
+	canned := append([]byte("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1024\r\n\r\n"),
+		bytes.Repeat([]byte("r"), 1024)...)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReaderSize(c, 8192)
+		for {
+			// Head (ends with an empty line), then a 1 KiB body.
+			for {
+				line, err := br.ReadSlice('\n')
+				if err != nil {
+					return
+				}
+				if len(line) == 2 {
+					break
+				}
+			}
+			if _, err := br.Discard(1024); err != nil {
+				return
+			}
+			if _, err := c.Write(canned); err != nil {
+				return
+			}
+		}
+	}()
+	b.Cleanup(func() { ln.Close(); <-done })
+	m := newTestManager(b, Options{}, staticCluster("raw", ln.Addr().String()))
+	c := m.Cluster("raw")
+	body := bytes.Repeat([]byte("b"), 1024)
+	h := reqHeaders("POST", "/upload", "raw", "content-length", "1024")
+	buf := make([]byte, 4096)
+	ctx := testCtx(b)
+	b.ReportAllocs()
+	b.SetBytes(2048)
+	for b.Loop() {
+		s, err := c.NewStream(ctx, h, false, StreamOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.WriteData(body, true); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := s.ReadHeaders(ctx); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			if _, err := s.ReadData(buf); err != nil {
+				break
+			}
+		}
+		s.Close()
+	}
+	b.StopTimer()
+	m.Close() // closes the connection so the server goroutine ends
 }
