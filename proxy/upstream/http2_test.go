@@ -256,3 +256,17 @@ func TestHTTP2ManagerCloseEndsStreams(t *testing.T) {
 	}
 	s.Reset()
 }
+
+func TestHTTP2IdleTimeout(t *testing.T) {
+	srv := newH2CServer(t, okHandler("ok"), 0)
+	cfg := h2Cluster("h2", srv.addr(), ProtocolHTTP2, 0)
+	cfg.IdleTimeout.UnmarshalYAML(yamlScalar("20ms"))
+	m := newTestManager(t, Options{}, cfg)
+	c := m.Cluster("h2")
+	roundTrip(t, c, reqHeaders("GET", "/", "h2"), nil, StreamOptions{})
+	waitFor(t, "idle timeout", func() bool { return statOf(c, statCxIdleTimeout) == 1 })
+	roundTrip(t, c, reqHeaders("GET", "/", "h2"), nil, StreamOptions{})
+	if srv.conns.Load() != 2 {
+		t.Fatalf("server saw %d connections, want 2", srv.conns.Load())
+	}
+}

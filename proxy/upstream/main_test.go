@@ -25,7 +25,8 @@ import (
 )
 
 // TestMain fails the run when a goroutine of this package outlives the
-// tests (pools, dials, DNS refreshers, HTTP/2 streams).
+// tests (pools, dials, DNS refreshers, HTTP/2 streams) or an HTTP/2 client
+// connection is left open.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if code == 0 {
@@ -44,8 +45,8 @@ func waitNoLeaks(d time.Duration) string {
 		buf = buf[:runtime.Stack(buf, true)]
 		var leaked []string
 		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "remora/proxy/upstream.") && !strings.Contains(g, "testing.(*M)") &&
-				!strings.Contains(g, "upstream.waitNoLeaks") {
+			ours := strings.Contains(g, "remora/proxy/upstream.") || strings.Contains(g, "http2.(*ClientConn).readLoop")
+			if ours && !strings.Contains(g, "testing.(*M)") && !strings.Contains(g, "upstream.waitNoLeaks") {
 				leaked = append(leaked, g)
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/remora-mesh/remora/proxy/filter"
 )
@@ -107,8 +108,9 @@ func TestPendingQueueFIFOAndOverflow(t *testing.T) {
 	if flagOf(err) != filter.UpstreamOverflow {
 		t.Fatalf("4th request: err = %v, want UO", err)
 	}
-	if statOf(c, statRqPendingOverflow) != 1 {
-		t.Fatalf("upstream_rq_pending_overflow = %d", statOf(c, statRqPendingOverflow))
+	if statOf(c, statRqPendingOverflow) != 1 || statOf(c, statCxOverflow) != 2 {
+		t.Fatalf("upstream_rq_pending_overflow = %d, upstream_cx_overflow = %d",
+			statOf(c, statRqPendingOverflow), statOf(c, statCxOverflow))
 	}
 
 	finish := func(s Stream, want string) {
@@ -546,5 +548,34 @@ func TestConnectFailureFailsEveryPendingRequest(t *testing.T) {
 	}
 	if statOf(c, statRqPendingActive) != 0 || c.pendingRB.cur.Load() != 0 || c.cxRB.cur.Load() != 0 {
 		t.Fatal("resources leaked")
+	}
+}
+
+func TestReadHeadersContextDeadline(t *testing.T) {
+	srv := newBlockingServer(t)
+	m := newTestManager(t, Options{}, staticCluster("web", srv.addr()))
+	c := m.Cluster("web")
+	s, err := c.NewStream(testCtx(t), reqHeaders("GET", "/slow", "web"), true, StreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-srv.arrived
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, _, err := s.ReadHeaders(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err %v, want deadline exceeded", err)
+	}
+	s.Reset()
+	srv.release <- struct{}{}
+	if ready, busy, _, _ := c.Hosts()[0].h1.counts(); ready+busy != 0 {
+		t.Fatalf("timed-out connection kept (ready %d busy %d)", ready, busy)
+	}
+}
+
+func TestUpgradeRefusedOnHTTP2Cluster(t *testing.T) {
+	m := newTestManager(t, Options{}, h2Cluster("h2", "127.0.0.1:1", ProtocolHTTP2, 0))
+	_, err := m.Cluster("h2").NewStream(testCtx(t), reqHeaders("GET", "/", "h2", "upgrade", "websocket"), true, StreamOptions{Upgrade: true})
+	if flagOf(err) != filter.UpstreamProtocolError {
+		t.Fatalf("err %v, want UPE", err)
 	}
 }
