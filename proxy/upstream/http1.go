@@ -297,6 +297,10 @@ func (s *h1stream) WriteTrailers(trailers *filter.HeaderMap) error {
 	return nil
 }
 
+// maxInterimResponses bounds the 1xx responses skipped before the final
+// one, so that an upstream cannot keep a stream in ReadHeaders forever.
+const maxInterimResponses = 16
+
 // aLongTimeAgo is a deadline in the past, to wake a blocked read.
 var aLongTimeAgo = time.Unix(1, 0)
 
@@ -327,7 +331,12 @@ func (s *h1stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 			}
 		}()
 	}
-	for {
+	for interim := 0; ; interim++ {
+		if interim > maxInterimResponses {
+			s.failed.Store(true)
+			return nil, false, &Error{Flag: filter.UpstreamProtocolError, Reason: "malformed response",
+				Err: fmt.Errorf("%w: more than %d interim (1xx) responses", ErrMalformedResponse, maxInterimResponses)}
+		}
 		var rh responseHead
 		var err error
 		rh, s.scratch, s.spans, err = parseResponseHead(s.br, s.scratch, s.spans)

@@ -219,6 +219,9 @@ func TestHTTP1MisbehavingUpstream(t *testing.T) {
 		{"http/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", 0, 0, false},
 		{"keep-alive", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0, 0, true},
 		{"unexpected 101", "HTTP/1.1 101 Switching Protocols\r\n\r\n", filter.UpstreamProtocolError, 0, false},
+		{"endless 1xx", strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", 20), filter.UpstreamProtocolError, 0, false},
+		{"interim then final", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0, 0, true},
+		{"header block too large", "HTTP/1.1 200 OK\r\nX: " + strings.Repeat("a", 70<<10) + "\r\n\r\n", filter.UpstreamProtocolError, 0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
