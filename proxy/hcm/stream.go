@@ -64,8 +64,13 @@ type stream struct {
 	replyBuf     [1]filter.LocalReply
 
 	lastActivity atomic.Int64
-	idleTimer    *time.Timer
-	reqTimer     *time.Timer
+	// timerMu serialises the timer callbacks with the stream's end: a
+	// callback runs entirely under it and does nothing once timersOff.
+	timerMu   sync.Mutex
+	timersOff bool
+	abortConn atomic.Bool // set by a timeout on HTTP/1: close the connection
+	idleTimer *time.Timer
+	reqTimer  *time.Timer
 }
 
 func newStream(m *Manager) *stream {
@@ -174,6 +179,8 @@ func (s *stream) serve(w http.ResponseWriter, r *http.Request) bool {
 	s.dec.reset(len(s.filters), m.bufferLimit)
 	s.enc.reset(len(s.filters), m.bufferLimit)
 
+	s.timersOff = false
+	s.abortConn.Store(false)
 	if m.streamIdleTimeout > 0 {
 		s.idleTimer = time.AfterFunc(m.streamIdleTimeout, s.onIdle)
 	}
@@ -371,11 +378,17 @@ func (s *stream) waitDone() {
 // finishStream runs after completion: it releases the filters, calls the
 // access-log handlers once and records the stream's metrics.
 func (s *stream) finishStream() bool {
+	s.timerMu.Lock()
+	s.timersOff = true
 	if s.idleTimer != nil {
 		s.idleTimer.Stop()
 		s.idleTimer = nil
 	}
-	s.stopRequestTimer()
+	if s.reqTimer != nil {
+		s.reqTimer.Stop()
+		s.reqTimer = nil
+	}
+	s.timerMu.Unlock()
 	s.cancel()
 	s.rf.OnDestroy()
 	for i, f := range s.filters {
@@ -385,7 +398,7 @@ func (s *stream) finishStream() bool {
 		s.filters[i] = nil
 	}
 	s.mu.Lock()
-	abort := s.abort
+	abort := s.abort || (s.abortConn.Load() && !s.reqDone && s.w.Header().Get("Connection") != "close")
 	s.mu.Unlock()
 	info := &s.info
 	if info.LastDownstreamTxByteSent == 0 {
@@ -406,24 +419,28 @@ func (s *stream) finishStream() bool {
 	return abort
 }
 
+// stopRequestTimer disarms the request timeout once the request is in
+// (mu held; the callback checks reqDone too).
 func (s *stream) stopRequestTimer() {
+	s.timerMu.Lock()
 	if s.reqTimer != nil {
 		s.reqTimer.Stop()
-		s.reqTimer = nil
 	}
+	s.timerMu.Unlock()
 }
 
 func (s *stream) touch() { s.lastActivity.Store(time.Now().UnixNano()) }
 
 func (s *stream) onIdle() {
+	s.timerMu.Lock()
+	defer s.timerMu.Unlock()
+	if s.timersOff {
+		return
+	}
 	idle := s.m.streamIdleTimeout
 	since := time.Duration(time.Now().UnixNano() - s.lastActivity.Load())
 	if since < idle {
-		s.mu.Lock()
-		if !s.completed && s.idleTimer != nil {
-			s.idleTimer.Reset(idle - since)
-		}
-		s.mu.Unlock()
+		s.idleTimer.Reset(idle - since)
 		return
 	}
 	s.m.metrics.idle.Inc()
@@ -431,12 +448,21 @@ func (s *stream) onIdle() {
 }
 
 func (s *stream) onRequestTimeout() {
+	s.timerMu.Lock()
+	defer s.timerMu.Unlock()
+	if s.timersOff {
+		return
+	}
 	s.m.metrics.timeout.Inc()
 	s.timeout(filter.LocalReply{Code: 408, Body: "request timeout", Details: "request_overall_timeout"})
 }
 
 // timeout ends the stream with reply from a timer goroutine.
 func (s *stream) timeout(reply filter.LocalReply) {
+	if s.r.ProtoMajor == 1 {
+		// A body read cut by the deadline leaves the connection out of sync.
+		s.abortConn.Store(true)
+	}
 	s.sendLocalReply(reply)
 	s.cancel() // stop upstream work
 	_ = s.rc.SetReadDeadline(time.Now())
@@ -621,6 +647,11 @@ func (s *stream) sinkEncode(fr *frame) {
 			hdr["Content-Length"] = []string{"0"}
 		}
 		s.chunked = hdr["Content-Length"] == nil
+		if !s.reqDone && s.r.ProtoMajor == 1 && (fr.end || s.localReplied) {
+			// An early answer: the rest of the request body will not be
+			// read, so the connection cannot carry another request.
+			hdr["Connection"] = []string{"close"}
+		}
 		s.w.WriteHeader(code)
 		s.headersSent = true
 		info.ResponseCode = code
@@ -675,8 +706,11 @@ func (s *stream) complete(abort bool) {
 	s.completed = true
 	s.abort = s.abort || abort
 	s.info.LastDownstreamTxByteSent = time.Since(s.info.StartTime)
-	if !s.reqDone {
-		// Unblock a body read still waiting on the downstream.
+	if !s.reqDone && (s.r.ProtoMajor != 1 || s.w.Header().Get("Connection") == "close") {
+		// Unblock a body read still waiting on the downstream. (An
+		// HTTP/1 connection that stays open instead lets net/http
+		// discard the rest of the body after the handler returns; a
+		// stalled one is cut by the stream idle timeout.)
 		_ = s.rc.SetReadDeadline(time.Now())
 	}
 	close(s.done)
