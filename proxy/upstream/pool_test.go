@@ -512,8 +512,12 @@ func TestConcurrentRequests(t *testing.T) {
 			if statOf(c, statRqTotal) != workers*each || statOf(c, statRqActive) != 0 || statOf(c, statRqPendingActive) != 0 {
 				t.Fatalf("rq_total %d rq_active %d pending_active %d", statOf(c, statRqTotal), statOf(c, statRqActive), statOf(c, statRqPendingActive))
 			}
-			if got, open := c.cxRB.cur.Load(), statOf(c, statCxActive); got != open || open > 4 {
-				t.Fatalf("connections breaker %d, cx_active %d (limit 4)", got, open)
+			// A dial started for a request that another connection served
+			// meanwhile may still be finishing: it holds a breaker unit
+			// until it joins the pool.
+			waitFor(t, "dials to settle", func() bool { return c.cxRB.cur.Load() == statOf(c, statCxActive) })
+			if open := statOf(c, statCxActive); open > 4 {
+				t.Fatalf("cx_active %d above the limit of 4", open)
 			}
 			if c.rqRB.cur.Load() != 0 || c.pendingRB.cur.Load() != 0 {
 				t.Fatal("breaker units leaked")
