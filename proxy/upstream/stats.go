@@ -71,7 +71,7 @@ var statDescs = [numStats]statDesc{
 	statCxIdleTimeout:     {"upstream_cx_idle_timeout", false, "Connections closed by the idle timeout."},
 	statCxMaxRequests:     {"upstream_cx_max_requests", false, "Connections closed after max_requests_per_connection."},
 	statCxOverflow:        {"upstream_cx_overflow", false, "Times the connections circuit breaker refused a new connection."},
-	statCxNoReuse:         {"upstream_cx_close_notify", false, "Connections not reused because of Connection: close, an error or an unread body."},
+	statCxNoReuse:         {"upstream_cx_not_reused", false, "Connections closed after a request instead of being reused: Connection: close, an error, a reset or an unread body (Remora-specific)."},
 	statUpdateAttempt:     {"update_attempt", false, "Host-set resolutions attempted (STRICT_DNS)."},
 	statUpdateSuccess:     {"update_success", false, "Host-set resolutions that succeeded."},
 	statUpdateFailure:     {"update_failure", false, "Host-set resolutions that failed (DNS errors)."},
