@@ -30,6 +30,8 @@ type StreamOptions struct {
 	// caller kept its upgrade header, the request goes out over HTTP/1.1
 	// with "connection: upgrade", and a 101 response turns the stream
 	// into raw bytes both ways. Not supported by http2-only clusters.
+	// A CONNECT request needs no flag: over HTTP/1.1 a 2xx answer turns
+	// it into a raw tunnel the same way.
 	Upgrade bool
 	// LB is what the load balancer may use from the request (hash key).
 	LB LBContext

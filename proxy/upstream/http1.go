@@ -85,14 +85,15 @@ func (s *h1stream) start(headers *filter.HeaderMap, endStream, upgrade bool) err
 		s.failed.Store(true)
 		return err
 	}
-	if endStream || upgrade || headers.Value("expect") != "" {
+	tunnel := upgrade || s.method == "CONNECT"
+	if endStream || tunnel || headers.Value("expect") != "" {
 		if err := s.bw.Flush(); err != nil {
 			s.failed.Store(true)
 			return &Error{Flag: filter.UpstreamConnectionTermination, Reason: "write failed", Err: err}
 		}
 		s.headFlushed = true
 	}
-	if endStream && !upgrade {
+	if endStream && !tunnel {
 		s.reqDone.Store(true)
 	}
 	return nil
@@ -162,6 +163,8 @@ func (s *h1stream) writeHead(h *filter.HeaderMap, endStream, upgrade bool) error
 			bw.WriteString("connection: upgrade\r\n")
 		}
 		s.raw = true
+	case method == "CONNECT":
+		s.raw = true // a tunnel: bytes after a 2xx are unframed
 	case endStream:
 		if !hasCL && methodHasBody(method) {
 			bw.WriteString("content-length: 0\r\n")

@@ -194,6 +194,34 @@ func TestHTTP1Upgrade(t *testing.T) {
 	}
 }
 
+func TestHTTP1Connect(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+		io.WriteString(c, "HTTP/1.1 200 Connection Established\r\n\r\n")
+		io.Copy(c, br)
+	})
+	m := newTestManager(t, Options{}, staticCluster("tunnel", addr))
+	h := filter.NewHeaderMap(
+		filter.HeaderField{Name: ":method", Value: "CONNECT"},
+		filter.HeaderField{Name: ":authority", Value: "db.internal:5432"},
+	)
+	s, err := m.Cluster("tunnel").NewStream(testCtx(t), h, false, StreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rh, end, err := s.ReadHeaders(testCtx(t))
+	if err != nil || rh.Status() != "200" || end {
+		t.Fatalf("headers %v end %v err %v", rh, end, err)
+	}
+	if err := s.WriteData([]byte("raw bytes"), false); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 9)
+	if _, err := io.ReadFull(readerFunc(s.ReadData), buf); err != nil || string(buf) != "raw bytes" {
+		t.Fatalf("tunnel echo %q err %v", buf, err)
+	}
+}
+
 type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
