@@ -278,7 +278,8 @@ func (c *Cluster) resolve(ctx context.Context) error {
 			return fmt.Errorf("upstream: cluster %q: %w", c.name, err)
 		}
 		port, _ := strconv.ParseUint(portStr, 10, 16)
-		ips, err := c.resolver.LookupNetIP(ctx, "ip", name)
+		ips, err := c.resolver.LookupNetIP(ctx, lookupNetwork(c.cfg.DNSLookupFamily), name)
+		ips = filterFamily(ips, c.cfg.DNSLookupFamily)
 		if err == nil && len(ips) == 0 {
 			err = fmt.Errorf("no addresses for %q", name)
 		}
@@ -334,6 +335,42 @@ func (c *Cluster) resolve(ctx context.Context) error {
 	c.stats.inc(statMembershipChange)
 	c.log.Debug("host set changed", zap.Int("hosts", len(hosts)))
 	return nil
+}
+
+// lookupNetwork is the LookupNetIP network for a lookup family.
+func lookupNetwork(family string) string {
+	switch family {
+	case DNSV4Only:
+		return "ip4"
+	case DNSV6Only:
+		return "ip6"
+	}
+	return "ip"
+}
+
+// filterFamily returns the addresses a lookup family selects, in a new
+// slice (the resolver's may be shared).
+func filterFamily(ips []netip.Addr, family string) []netip.Addr {
+	var keep4 bool
+	switch family {
+	case DNSAll:
+		return ips
+	case DNSV4Only:
+		keep4 = true
+	case DNSV6Only:
+		keep4 = false
+	case DNSAuto:
+		keep4 = !slices.ContainsFunc(ips, func(a netip.Addr) bool { return !a.Unmap().Is4() })
+	default: // V4_PREFERRED
+		keep4 = slices.ContainsFunc(ips, func(a netip.Addr) bool { return a.Unmap().Is4() })
+	}
+	out := make([]netip.Addr, 0, len(ips))
+	for _, a := range ips {
+		if a.Unmap().Is4() == keep4 {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // pruneRetiredLocked closes removed hosts whose connections are all gone.

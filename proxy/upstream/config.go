@@ -23,6 +23,15 @@ const (
 	LBRandom       = "RANDOM"
 )
 
+// DNS lookup families of a STRICT_DNS cluster (Envoy's dns_lookup_family).
+const (
+	DNSV4Preferred = "V4_PREFERRED"
+	DNSAuto        = "AUTO"
+	DNSV4Only      = "V4_ONLY"
+	DNSV6Only      = "V6_ONLY"
+	DNSAll         = "ALL"
+)
+
 // Upstream protocols.
 const (
 	ProtocolHTTP1         = "http1"
@@ -68,6 +77,12 @@ type ClusterConfig struct {
 	// DNSRefreshRate is how often a STRICT_DNS cluster re-resolves its
 	// endpoints. Default 5s.
 	DNSRefreshRate config.Duration `yaml:"dns_refresh_rate"`
+	// DNSLookupFamily chooses which resolved addresses of a STRICT_DNS
+	// endpoint become hosts: V4_PREFERRED (IPv4 ones if there are any,
+	// else IPv6), AUTO (IPv6 ones if there are any, else IPv4), V4_ONLY,
+	// V6_ONLY or ALL. Default V4_PREFERRED, so that "localhost" does not
+	// become two hosts of which one (::1) nobody listens on.
+	DNSLookupFamily string `yaml:"dns_lookup_family"`
 	// CircuitBreakers bound the cluster's connections and requests.
 	CircuitBreakers CircuitBreakersConfig `yaml:"circuit_breakers"`
 	// MaxRequestsPerConnection closes a connection after this many
@@ -124,6 +139,9 @@ func (c *ClusterConfig) ApplyDefaults() {
 	if c.DNSRefreshRate == 0 {
 		c.DNSRefreshRate = config.Duration(DefaultDNSRefreshRate)
 	}
+	if c.DNSLookupFamily == "" {
+		c.DNSLookupFamily = DNSV4Preferred
+	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = config.Duration(DefaultIdleTimeout)
 	}
@@ -176,6 +194,11 @@ func (c *ClusterConfig) Validate(path string) error {
 	case ProtocolHTTP1, ProtocolHTTP2, ProtocolUseDownstream:
 	default:
 		bad("protocol", "unknown protocol %q (want http1, http2 or use_downstream)", c.Protocol)
+	}
+	switch c.DNSLookupFamily {
+	case DNSV4Preferred, DNSAuto, DNSV4Only, DNSV6Only, DNSAll:
+	default:
+		bad("dns_lookup_family", "unknown family %q (want V4_PREFERRED, AUTO, V4_ONLY, V6_ONLY or ALL)", c.DNSLookupFamily)
 	}
 	if c.ConnectTimeout <= 0 {
 		bad("connect_timeout", "must be positive")

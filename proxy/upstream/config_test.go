@@ -83,6 +83,8 @@ func TestClusterConfigValidate(t *testing.T) {
 			[]string{`clusters[2].type: unknown cluster type "EDS" (want STATIC or STRICT_DNS)`}},
 		{"bad policy", func(c *ClusterConfig) { c.LBPolicy = "RING_HASH" },
 			[]string{`clusters[2].lb_policy: unknown policy "RING_HASH" (want ROUND_ROBIN, LEAST_REQUEST or RANDOM)`}},
+		{"bad dns family", func(c *ClusterConfig) { c.DNSLookupFamily = "V5" },
+			[]string{`clusters[2].dns_lookup_family: unknown family "V5" (want V4_PREFERRED, AUTO, V4_ONLY, V6_ONLY or ALL)`}},
 		{"bad protocol", func(c *ClusterConfig) { c.Protocol = "h3" },
 			[]string{`clusters[2].protocol: unknown protocol "h3" (want http1, http2 or use_downstream)`}},
 		{"no endpoints", func(c *ClusterConfig) { c.Endpoints = nil },

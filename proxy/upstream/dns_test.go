@@ -132,3 +132,55 @@ func TestStrictDNSInitialFailure(t *testing.T) {
 	res.set("later.local", "127.0.0.1")
 	waitFor(t, "the name to resolve", func() bool { return len(c.Hosts()) == 1 })
 }
+
+func TestFilterFamily(t *testing.T) {
+	parse := func(s ...string) []netip.Addr {
+		var out []netip.Addr
+		for _, a := range s {
+			out = append(out, netip.MustParseAddr(a))
+		}
+		return out
+	}
+	tests := []struct {
+		family string
+		in     []string
+		want   string
+	}{
+		{DNSV4Preferred, []string{"::1", "127.0.0.1"}, "127.0.0.1"},
+		{DNSV4Preferred, []string{"::1"}, "::1"},
+		{DNSAuto, []string{"127.0.0.1", "::1"}, "::1"},
+		{DNSAuto, []string{"127.0.0.1"}, "127.0.0.1"},
+		{DNSV4Only, []string{"::1", "10.0.0.1"}, "10.0.0.1"},
+		{DNSV6Only, []string{"::1", "10.0.0.1"}, "::1"},
+		{DNSV6Only, []string{"10.0.0.1"}, ""},
+		{DNSAll, []string{"::1", "10.0.0.1"}, "::1,10.0.0.1"},
+		{DNSV4Preferred, []string{"::ffff:10.0.0.1", "::2"}, "::ffff:10.0.0.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.family+"/"+strings.Join(tt.in, ","), func(t *testing.T) {
+			var got []string
+			for _, a := range filterFamily(parse(tt.in...), tt.family) {
+				got = append(got, a.String())
+			}
+			if strings.Join(got, ",") != tt.want {
+				t.Fatalf("got %v, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestStrictDNSLocalhostIsOneHostByDefault(t *testing.T) {
+	res := &scriptedResolver{answers: map[string][]netip.Addr{}}
+	res.set("localhost", "::1", "127.0.0.1")
+	m := newTestManager(t, Options{Resolver: res}, ClusterConfig{
+		Name: "dns", Type: TypeStrictDNS, Endpoints: []EndpointConfig{{Address: "localhost:80"}},
+	}, ClusterConfig{
+		Name: "all", Type: TypeStrictDNS, DNSLookupFamily: DNSAll, Endpoints: []EndpointConfig{{Address: "localhost:80"}},
+	})
+	if hosts := m.Cluster("dns").Hosts(); len(hosts) != 1 || hosts[0].Address() != "127.0.0.1:80" {
+		t.Fatalf("V4_PREFERRED hosts %v", hosts)
+	}
+	if hosts := m.Cluster("all").Hosts(); len(hosts) != 2 || hosts[0].Address() != "127.0.0.1:80" || hosts[1].Address() != "[::1]:80" {
+		t.Fatalf("ALL hosts: %d", len(hosts))
+	}
+}
