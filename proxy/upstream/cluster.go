@@ -199,13 +199,17 @@ func (c *Cluster) NewStream(ctx context.Context, headers *filter.HeaderMap, endS
 	if info != nil {
 		info.UpstreamLocalAddress = pc.localAddr
 	}
-	var s Stream
 	if useH2 {
-		s, err = startH2(pc, headers, endStream, opts)
-	} else {
-		err = pc.h1.start(headers, endStream, opts.Upgrade)
-		s = h1handle{&pc.h1, pc.h1.gen}
+		s, err := startH2(pc, headers, endStream, opts)
+		if err != nil {
+			c.endRequest(h, false)
+			pc.pool.release(pc, true)
+			return nil, c.fail(info, err)
+		}
+		return s, nil
 	}
+	err = pc.h1.start(headers, endStream, opts.Upgrade)
+	s := h1handle{&pc.h1, pc.h1.gen}
 	if err != nil {
 		s.Reset()
 		return nil, c.fail(info, err)

@@ -42,10 +42,7 @@ func startH2(pc *pconn, headers *filter.HeaderMap, endStream bool, opts StreamOp
 	s := &h2stream{pc: pc, done: make(chan struct{})}
 	req, err := buildH2Request(headers)
 	if err != nil {
-		s.finished.Store(true)
-		pc.pool.host.cluster.endRequest(pc.pool.host, false)
-		pc.pool.release(pc, true)
-		return nil, err
+		return nil, err // nothing was sent; the caller releases pc
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel

@@ -270,3 +270,24 @@ func TestHTTP2IdleTimeout(t *testing.T) {
 		t.Fatalf("server saw %d connections, want 2", srv.conns.Load())
 	}
 }
+
+func TestHTTP2RejectsInvalidRequest(t *testing.T) {
+	srv := newH2CServer(t, okHandler("ok"), 0)
+	m := newTestManager(t, Options{}, h2Cluster("h2", srv.addr(), ProtocolHTTP2, 0))
+	c := m.Cluster("h2")
+	for _, h := range []*filter.HeaderMap{
+		reqHeaders("G T", "/", "h2"),
+		reqHeaders("POST", "/", "h2", "content-length", "x"),
+	} {
+		if _, err := c.NewStream(testCtx(t), h, true, StreamOptions{}); err == nil {
+			t.Errorf("%v accepted", h.Fields())
+		}
+	}
+	if statOf(c, statRqActive) != 0 || c.rqRB.cur.Load() != 0 {
+		t.Fatal("resources leaked")
+	}
+	roundTrip(t, c, reqHeaders("GET", "/", "h2"), nil, StreamOptions{})
+	if srv.conns.Load() != 1 {
+		t.Fatalf("server saw %d connections, want 1", srv.conns.Load())
+	}
+}
