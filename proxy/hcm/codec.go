@@ -135,6 +135,8 @@ func writeResponseHeaders(dst http.Header, h *filter.HeaderMap, keepUpgrade bool
 			conn = append(conn, fields[i].Value)
 		}
 	}
+	// One backing array for every value: one allocation per response.
+	vals := make([]string, 0, len(fields))
 	for i := range fields {
 		f := &fields[i]
 		if f.Name == "" || f.Name[0] == ':' {
@@ -149,6 +151,11 @@ func writeResponseHeaders(dst http.Header, h *filter.HeaderMap, keepUpgrade bool
 			continue
 		}
 		k := canonicalHeader(f.Name)
-		dst[k] = append(dst[k], f.Value)
+		if prev, ok := dst[k]; ok {
+			dst[k] = append(prev[:len(prev):len(prev)], f.Value)
+			continue
+		}
+		vals = append(vals, f.Value)
+		dst[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 }

@@ -62,6 +62,9 @@ type stream struct {
 	route        *router.Entry
 	routeCached  bool
 	replyBuf     [1]filter.LocalReply
+	// Frames reused per call site so that delivering one does not
+	// allocate; the pipeline copies what it queues.
+	decFrame, encFrame frame
 
 	lastActivity atomic.Int64
 	// timerMu serialises the timer callbacks with the stream's end: a
@@ -197,7 +200,8 @@ func (s *stream) serve(w http.ResponseWriter, r *http.Request) bool {
 	if endStream {
 		info.LastDownstreamRxByteReceived = time.Since(now)
 	}
-	s.dec.deliver(0, &frame{kind: frameHeaders, h: h, end: endStream})
+	s.decFrame = frame{kind: frameHeaders, h: h, end: endStream}
+	s.dec.deliver(0, &s.decFrame)
 	s.unlock()
 
 	if !endStream {
@@ -291,23 +295,28 @@ func (s *stream) readBody() {
 			s.stopRequestTimer()
 			if t := s.requestTrailers(); t != nil {
 				if n > 0 {
-					s.dec.deliver(0, &frame{kind: frameData, data: buf[:n]})
+					s.decFrame = frame{kind: frameData, data: buf[:n]}
+					s.dec.deliver(0, &s.decFrame)
 				}
-				s.dec.deliver(0, &frame{kind: frameTrailers, h: t, end: true})
+				s.decFrame = frame{kind: frameTrailers, h: t, end: true}
+				s.dec.deliver(0, &s.decFrame)
 			} else {
-				s.dec.deliver(0, &frame{kind: frameData, data: buf[:n], end: true})
+				s.decFrame = frame{kind: frameData, data: buf[:n], end: true}
+				s.dec.deliver(0, &s.decFrame)
 			}
 			s.unlock()
 			return
 		case err != nil:
 			if n > 0 {
-				s.dec.deliver(0, &frame{kind: frameData, data: buf[:n]})
+				s.decFrame = frame{kind: frameData, data: buf[:n]}
+				s.dec.deliver(0, &s.decFrame)
 			}
 			s.requestReadFailed(err)
 			s.unlock()
 			return
 		case n > 0:
-			s.dec.deliver(0, &frame{kind: frameData, data: buf[:n]})
+			s.decFrame = frame{kind: frameData, data: buf[:n]}
+			s.dec.deliver(0, &s.decFrame)
 		}
 		s.unlock()
 	}
@@ -358,7 +367,8 @@ func (s *stream) waitDone() {
 		case <-s.wake:
 			s.mu.Lock()
 			s.unlock()
-		case <-s.ctx.Done():
+		case <-s.r.Context().Done():
+			// The downstream went away (the request's own context).
 			s.mu.Lock()
 			if !s.completed && !s.replyWaiting.Load() {
 				s.info.SetResponseFlag(filter.DownstreamConnectionTermination)
@@ -463,9 +473,9 @@ func (s *stream) timeout(reply filter.LocalReply) {
 		// A body read cut by the deadline leaves the connection out of sync.
 		s.abortConn.Store(true)
 	}
+	// The reply's completion unblocks a pending body read (complete);
+	// the stream's end then cancels the upstream work.
 	s.sendLocalReply(reply)
-	s.cancel() // stop upstream work
-	_ = s.rc.SetReadDeadline(time.Now())
 	s.signal()
 }
 
@@ -889,7 +899,8 @@ func (c *terminalCB) EncodeHeaders(h *filter.HeaderMap, end bool) {
 	if !s.completed && !s.localReplied {
 		s.info.FirstUpstreamRxByteReceived = time.Since(s.info.StartTime)
 		s.inEncode = true
-		s.enc.deliver(0, &frame{kind: frameHeaders, h: h, end: end})
+		s.encFrame = frame{kind: frameHeaders, h: h, end: end}
+		s.enc.deliver(0, &s.encFrame)
 		s.inEncode = false
 	}
 	s.unlock()
@@ -901,7 +912,8 @@ func (c *terminalCB) EncodeData(data []byte, end bool) {
 	s.mu.Lock()
 	if !s.completed && !s.localReplied {
 		s.inEncode = true
-		s.enc.deliver(0, &frame{kind: frameData, data: data, end: end})
+		s.encFrame = frame{kind: frameData, data: data, end: end}
+		s.enc.deliver(0, &s.encFrame)
 		s.inEncode = false
 	}
 	s.unlock()
@@ -913,7 +925,8 @@ func (c *terminalCB) EncodeTrailers(t *filter.HeaderMap) {
 	s.mu.Lock()
 	if !s.completed && !s.localReplied {
 		s.inEncode = true
-		s.enc.deliver(0, &frame{kind: frameTrailers, h: t, end: true})
+		s.encFrame = frame{kind: frameTrailers, h: t, end: true}
+		s.enc.deliver(0, &s.encFrame)
 		s.inEncode = false
 	}
 	s.unlock()

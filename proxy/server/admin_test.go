@@ -137,6 +137,7 @@ func (g *gate) wait(t *testing.T) {
 const gateConfig = `
 admin: {address: "-"}
 drain_timeout: 5s
+# gate
 listeners:
 - name: main
   address: 127.0.0.1:0
@@ -173,7 +174,8 @@ func TestDrainLetsInFlightFinish(t *testing.T) {
 	select {
 	case <-g.arrived:
 	case body := <-result:
-		t.Fatalf("in-flight request ended early: %q", body)
+		info := lastLog(t)
+		t.Fatalf("in-flight request ended early: %q (%s %s %s)", body, info.ResponseFlags, info.ResponseCodeDetails, info.UpstreamTransportFailureReason)
 	case <-time.After(5 * time.Second):
 		t.Fatal("request did not reach the upstream")
 	}

@@ -247,7 +247,8 @@ func TestFilterChain(t *testing.T) {
 		drainLogs()
 		resp, _, err := do(t, bg, "GET", "/hang/idle", "")
 		if err != nil {
-			t.Fatal(err)
+			info := lastLog(t)
+			t.Fatalf("%v (log: %d %s %s)", err, info.ResponseCode, info.ResponseFlags, info.ResponseCodeDetails)
 		}
 		if resp.StatusCode != 408 {
 			t.Fatalf("status %d", resp.StatusCode)

@@ -113,7 +113,15 @@ func deadAddr(t *testing.T) string {
 	return a
 }
 
-func startProxy(t *testing.T, yml string) *Server {
+func listenLoopback(t testing.TB) net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+func startProxy(t testing.TB, yml string) *Server {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yml))
 	if err != nil {
