@@ -583,3 +583,60 @@ func TestUpgradeRefusedOnHTTP2Cluster(t *testing.T) {
 		t.Fatalf("err %v, want UPE", err)
 	}
 }
+
+// TestResetFromAnotherGoroutine mirrors the router: a context.AfterFunc
+// resets the stream (route timeout) while another goroutine is blocked
+// reading the response or writing the body. Run under -race.
+func TestResetFromAnotherGoroutine(t *testing.T) {
+	for _, protocol := range []string{ProtocolHTTP1, ProtocolHTTP2} {
+		t.Run(protocol, func(t *testing.T) {
+			srv := newH2CServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(200)
+				w.(http.Flusher).Flush()
+				io.Copy(io.Discard, r.Body)
+				<-r.Context().Done() // never finishes the response
+			}), 0)
+			m := newTestManager(t, Options{}, h2Cluster("web", srv.addr(), protocol, 0))
+			c := m.Cluster("web")
+			started := int64(0)
+			for i := range 20 {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(1+i%4)*time.Millisecond)
+				s, err := c.NewStream(ctx, reqHeaders("POST", "/", "web"), false, StreamOptions{})
+				if errors.Is(err, context.DeadlineExceeded) {
+					cancel() // timed out waiting for its connection: fine
+					continue
+				}
+				if err != nil {
+					cancel()
+					t.Fatal(err)
+				}
+				started++
+				stop := context.AfterFunc(ctx, s.Reset)
+				writerDone := make(chan struct{})
+				go func() {
+					defer close(writerDone)
+					chunk := make([]byte, 512)
+					for s.WriteData(chunk, false) == nil {
+					}
+				}()
+				if _, _, err := s.ReadHeaders(ctx); err == nil {
+					for buf := make([]byte, 64); err == nil; {
+						_, err = s.ReadData(buf)
+					}
+				}
+				<-writerDone
+				if stop() { // the deadline never fired: end it ourselves
+					s.Reset()
+				}
+				cancel()
+			}
+			waitFor(t, "every request to end", func() bool { return statOf(c, statRqActive) == 0 })
+			if started == 0 {
+				t.Fatal("no request got a connection")
+			}
+			if statOf(c, statRqReset) != started || c.rqRB.cur.Load() != 0 || c.pendingRB.cur.Load() != 0 {
+				t.Fatalf("rq_reset %d, requests breaker %d", statOf(c, statRqReset), c.rqRB.cur.Load())
+			}
+		})
+	}
+}
