@@ -5,6 +5,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/remora-mesh/remora/proxy/filter"
 )
 
 func lbHosts(weights ...uint32) []*Host {
@@ -138,4 +140,52 @@ func BenchmarkLBPick(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestLeastRequestClusterAvoidsBusyHost runs LEAST_REQUEST over two real
+// hosts: while one holds an unfinished request, new requests go to the
+// other.
+func TestLeastRequestClusterAvoidsBusyHost(t *testing.T) {
+	busy := newBlockingServer(t)
+	idle := newCountingServer(t, okHandler("idle"))
+	cfg := staticCluster("lr", busy.addr(), idle.addr())
+	cfg.LBPolicy = LBLeastRequest
+	m := newTestManager(t, Options{}, cfg)
+	c := m.Cluster("lr")
+
+	// Pin one request on the blocking host: retry until the balancer
+	// picks it (each pick is 50/50 while both are idle).
+	var pinned Stream
+	for pinned == nil {
+		var info filter.StreamInfo
+		s, err := c.NewStream(testCtx(t), reqHeaders("GET", "/", "lr"), true, StreamOptions{Info: &info})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.UpstreamHost == busy.addr() {
+			pinned = s
+			<-busy.arrived
+			continue
+		}
+		readAllAfterHeaders(t, s)
+	}
+	for range 50 {
+		var info filter.StreamInfo
+		_, body, _ := roundTrip(t, c, reqHeaders("GET", "/", "lr"), nil, StreamOptions{Info: &info})
+		if info.UpstreamHost != idle.addr() || string(body) != "idle" {
+			t.Fatalf("request went to %s while the other host was idle", info.UpstreamHost)
+		}
+	}
+	busy.release <- struct{}{}
+	readAllAfterHeaders(t, pinned)
+}
+
+func readAllAfterHeaders(t *testing.T, s Stream) {
+	t.Helper()
+	if _, end, err := s.ReadHeaders(testCtx(t)); err != nil {
+		t.Fatal(err)
+	} else if !end {
+		readAll(t, s)
+	}
+	s.Close()
 }
