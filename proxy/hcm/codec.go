@@ -95,9 +95,6 @@ func requestHeaders(h *filter.HeaderMap, r *http.Request, scheme string) (upgrad
 			h.Add(name, v)
 		}
 	}
-	if upgrade {
-		h.Add("connection", "upgrade")
-	}
 	return upgrade
 }
 

@@ -1,6 +1,7 @@
 package hcm
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -62,6 +63,10 @@ type stream struct {
 	route        *router.Entry
 	routeCached  bool
 	replyBuf     [1]filter.LocalReply
+	// tunnel is the hijacked HTTP/1.1 connection of an upgraded stream;
+	// tunnelR reads what the client sends on it.
+	tunnel  net.Conn
+	tunnelR *bufio.Reader
 	// Frames reused per call site so that delivering one does not
 	// allocate; the pipeline copies what it queues.
 	decFrame, encFrame frame
@@ -191,10 +196,7 @@ func (s *stream) serve(w http.ResponseWriter, r *http.Request) bool {
 		s.reqTimer = time.AfterFunc(m.requestTimeout, s.onRequestTimeout)
 	}
 
-	endStream := r.Body == nil || r.Body == http.NoBody
-	if s.upgrade {
-		endStream = true // the upgraded byte stream is not supported: send headers only
-	}
+	endStream := (r.Body == nil || r.Body == http.NoBody) && !s.upgrade
 	s.mu.Lock()
 	s.reqDone = endStream
 	if endStream {
@@ -204,7 +206,10 @@ func (s *stream) serve(w http.ResponseWriter, r *http.Request) bool {
 	s.dec.deliver(0, &s.decFrame)
 	s.unlock()
 
-	if !endStream {
+	switch {
+	case s.upgrade:
+		s.serveUpgrade()
+	case !endStream:
 		s.readBody()
 	}
 	s.waitDone()
@@ -421,6 +426,11 @@ func (s *stream) finishStream() bool {
 	mm.active.Dec()
 	mm.class[info.ResponseCode/100%6].Inc()
 	mm.time.Observe(float64(info.LastDownstreamTxByteSent) / float64(time.Millisecond))
+	if s.tunnel != nil {
+		s.tunnel.Close()
+		s.tunnel, s.tunnelR = nil, nil
+		abort = false // the connection is ours and closed
+	}
 	s.rf = nil
 	s.w, s.r, s.rc = nil, nil, nil
 	s.info.RequestHeaders, s.info.ResponseHeaders, s.info.ResponseTrailers = nil, nil, nil
@@ -642,10 +652,7 @@ func (s *stream) sinkEncode(fr *frame) {
 			code = 502
 		}
 		if code == http.StatusSwitchingProtocols {
-			// Upgrades are not carried by this codec yet.
-			s.abort = true
-			info.SetResponseFlag(filter.UpstreamProtocolError)
-			s.complete(true)
+			s.switchProtocols(h)
 			return
 		}
 		hdr := s.w.Header()
@@ -673,6 +680,10 @@ func (s *stream) sinkEncode(fr *frame) {
 			s.flush()
 		}
 	case frameData:
+		if s.tunnel != nil {
+			s.writeTunnel(fr)
+			return
+		}
 		if len(fr.data) > 0 {
 			if _, err := s.w.Write(fr.data); err != nil {
 				s.downstreamWriteFailed()
@@ -722,6 +733,9 @@ func (s *stream) complete(abort bool) {
 		// discard the rest of the body after the handler returns; a
 		// stalled one is cut by the stream idle timeout.)
 		_ = s.rc.SetReadDeadline(time.Now())
+	}
+	if s.tunnel != nil {
+		s.tunnel.Close() // unblocks the tunnel's reader
 	}
 	close(s.done)
 	s.signal()

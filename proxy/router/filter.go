@@ -16,9 +16,11 @@ import (
 // Upstreams opens streams to clusters. The proxy adapts the upstream
 // cluster manager to it. NewStream returns *upstream.Error for failures
 // that carry a response flag (an unknown cluster is flag NC); it must
-// honour ctx's deadline while connecting and queueing.
+// honour ctx's deadline while connecting and queueing. opts carries the
+// downstream protocol, the stream's info and whether the request is an
+// HTTP/1.1 upgrade.
 type Upstreams interface {
-	NewStream(ctx context.Context, cluster string, headers *filter.HeaderMap, endStream bool, info *filter.StreamInfo) (upstream.Stream, error)
+	NewStream(ctx context.Context, cluster string, headers *filter.HeaderMap, endStream bool, opts upstream.StreamOptions) (upstream.Stream, error)
 }
 
 // Router builds router filters; it is the terminal filter of every HTTP
@@ -96,7 +98,10 @@ func (f *Filter) DecodeHeaders(h *filter.HeaderMap, endStream bool) filter.Statu
 	} else {
 		f.ctx, f.cancel = context.WithCancel(parent)
 	}
-	s, err := f.r.upstreams.NewStream(f.ctx, e.cluster, h, endStream, info)
+	// The connection manager keeps the upgrade header only on an HTTP/1.1
+	// upgrade request (WebSocket ...).
+	opts := upstream.StreamOptions{Protocol: info.Protocol, Info: info, Upgrade: h.Has("upgrade")}
+	s, err := f.r.upstreams.NewStream(f.ctx, e.cluster, h, endStream, opts)
 	if err != nil {
 		f.failed = true
 		f.fail(err)

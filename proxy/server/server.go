@@ -47,12 +47,12 @@ type Server struct {
 // clusterAdapter adapts the upstream manager to router.Upstreams.
 type clusterAdapter struct{ m *upstream.Manager }
 
-func (a clusterAdapter) NewStream(ctx context.Context, cluster string, h *filter.HeaderMap, end bool, info *filter.StreamInfo) (upstream.Stream, error) {
+func (a clusterAdapter) NewStream(ctx context.Context, cluster string, h *filter.HeaderMap, end bool, opts upstream.StreamOptions) (upstream.Stream, error) {
 	c := a.m.Cluster(cluster)
 	if c == nil {
 		return nil, &upstream.Error{Flag: filter.NoClusterFound, Reason: "cluster_not_found", Err: fmt.Errorf("unknown cluster %q", cluster)}
 	}
-	return c.NewStream(ctx, h, end, upstream.StreamOptions{Protocol: info.Protocol, Info: info})
+	return c.NewStream(ctx, h, end, opts)
 }
 
 // New builds every component of cfg (which must have passed Parse)
