@@ -42,18 +42,17 @@ type h1stream struct {
 	raw          bool  // upgraded: bytes pass through unframed
 
 	// Reader side.
-	method     string
-	upgrade    bool
-	gotHead    bool
-	mode       bodyMode
-	remaining  int64 // bodyLength: bytes left; bodyChunked: bytes left in chunk
-	inChunk    bool
-	respDone   bool
-	reusable   bool
-	trailers   *filter.HeaderMap
-	scratch    []byte
-	spans      []fieldSpan
-	ctxStopped bool
+	method    string
+	upgrade   bool
+	gotHead   bool
+	mode      bodyMode
+	remaining int64 // bodyLength: bytes left; bodyChunked: bytes left in chunk
+	inChunk   bool
+	respDone  bool
+	reusable  bool
+	trailers  *filter.HeaderMap
+	scratch   []byte
+	spans     []fieldSpan
 }
 
 func (s *h1stream) init(pc *pconn) {

@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 the tests serve h2c with x/net's h2c handler, the counterpart of the client under test.
+
 package upstream
 
 import (

@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 x/net/http2's ClientConn is the HTTP/2 client this package is specified to use; Go 1.26's net/http ClientConn dials for itself, which the pool must control.
+
 package upstream
 
 import (

@@ -108,12 +108,13 @@ var hostStatNames = [numHostStats]string{
 
 // collector exports every cluster's stats as Prometheus metrics named
 // envoy_cluster_<stat>{envoy_cluster_name="<cluster>"}, the names Envoy's
-// own Prometheus endpoint uses, and circuit-breaker limits as
-// envoy_cluster_circuit_breakers_default_<limit>.
+// own Prometheus endpoint uses, and the circuit breakers as
+// envoy_cluster_circuit_breakers_{limit,open}{envoy_cluster_name,resource}.
 type collector struct {
 	m     *Manager
 	descs [numStats]*prometheus.Desc
 	limit *prometheus.Desc
+	open  *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*collector)(nil)
@@ -125,6 +126,8 @@ func newCollector(m *Manager) *collector {
 	}
 	c.limit = prometheus.NewDesc("envoy_cluster_circuit_breakers_limit",
 		"Configured circuit-breaker limits (default priority).", []string{"envoy_cluster_name", "resource"}, nil)
+	c.open = prometheus.NewDesc("envoy_cluster_circuit_breakers_open",
+		"1 while a circuit breaker is at its limit (Envoy's circuit_breakers.default.*_open).", []string{"envoy_cluster_name", "resource"}, nil)
 	return c
 }
 
@@ -133,6 +136,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	ch <- c.limit
+	ch <- c.open
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -146,6 +150,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for _, r := range cl.breakers() {
 			ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(r.limit), cl.name, r.name)
+			open := 0.0
+			if r.open() {
+				open = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.open, prometheus.GaugeValue, open, cl.name, r.name)
 		}
 	}
 }

@@ -100,8 +100,8 @@ envoy_cluster_upstream_rq_reset{envoy_cluster_name="web"} 1
 		"envoy_cluster_upstream_rq_total", "envoy_cluster_upstream_cx_active", "envoy_cluster_upstream_rq_reset"); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 2*(int(numStats)+4) {
-		t.Fatalf("%d series (err %v), want %d", n, err, 2*(int(numStats)+4))
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 2*(int(numStats)+8) {
+		t.Fatalf("%d series (err %v), want %d", n, err, 2*(int(numStats)+8))
 	}
 	m.Close()
 	if n, _ := testutil.GatherAndCount(reg); n != 0 {
