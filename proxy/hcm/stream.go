@@ -67,6 +67,15 @@ type stream struct {
 	// tunnelR reads what the client sends on it.
 	tunnel  net.Conn
 	tunnelR *bufio.Reader
+	// Frames for the router are queued under mu and handed to it after mu
+	// is released, so that a router blocked writing upstream (flow
+	// control, connecting) never keeps the response side from running.
+	// sinkMu orders the hand-over; qmu guards the queue.
+	sinkMu      sync.Mutex
+	qmu         sync.Mutex
+	sinkQ       []frame
+	sinkHead    int
+	sinkPending atomic.Int32
 	// Frames reused per call site so that delivering one does not
 	// allocate; the pipeline copies what it queues.
 	decFrame, encFrame frame
@@ -205,6 +214,7 @@ func (s *stream) serve(w http.ResponseWriter, r *http.Request) bool {
 	s.decFrame = frame{kind: frameHeaders, h: h, end: endStream}
 	s.dec.deliver(0, &s.decFrame)
 	s.unlock()
+	s.drainSinkWait()
 
 	switch {
 	case s.upgrade:
@@ -310,6 +320,7 @@ func (s *stream) readBody() {
 				s.dec.deliver(0, &s.decFrame)
 			}
 			s.unlock()
+			s.drainSinkWait()
 			return
 		case err != nil:
 			if n > 0 {
@@ -318,12 +329,15 @@ func (s *stream) readBody() {
 			}
 			s.requestReadFailed(err)
 			s.unlock()
+			s.drainSinkWait()
 			return
 		case n > 0:
 			s.decFrame = frame{kind: frameData, data: buf[:n]}
 			s.dec.deliver(0, &s.decFrame)
 		}
 		s.unlock()
+		// Hand this chunk to the router before buf is read into again.
+		s.drainSinkWait()
 	}
 }
 
@@ -405,6 +419,14 @@ func (s *stream) finishStream() bool {
 	}
 	s.timerMu.Unlock()
 	s.cancel()
+	// Wait for a router hand-over running on another goroutine.
+	s.sinkMu.Lock()
+	s.qmu.Lock()
+	clear(s.sinkQ)
+	s.sinkQ, s.sinkHead = s.sinkQ[:0], 0
+	s.sinkPending.Store(0)
+	s.qmu.Unlock()
+	s.sinkMu.Unlock()
 	s.rf.OnDestroy()
 	for i, f := range s.filters {
 		if d, ok := f.(filter.Destroyer); ok {
@@ -534,6 +556,7 @@ func (s *stream) kick() {
 		s.processPending()
 		s.mu.Unlock()
 	}
+	s.drainSink()
 	s.signal()
 }
 
@@ -544,9 +567,10 @@ func (s *stream) unlock() {
 		s.processPending()
 		s.mu.Unlock()
 		if !s.hasPending() || !s.mu.TryLock() {
-			return
+			break
 		}
 	}
+	s.drainSink()
 }
 
 func (s *stream) processPending() {
@@ -618,14 +642,64 @@ func (s *stream) callEncode(i int, fr *frame) filter.Status {
 	}
 }
 
+// sinkDecode queues a request frame for the router (mu held). Its data
+// stays valid: the goroutine that produced it drains the queue (drainSink)
+// before reusing its buffer.
 func (s *stream) sinkDecode(fr *frame) {
-	switch fr.kind {
-	case frameHeaders:
-		s.rf.DecodeHeaders(fr.h, fr.end)
-	case frameData:
-		s.rf.DecodeData(fr.data, fr.end)
-	default:
-		s.rf.DecodeTrailers(fr.h)
+	s.qmu.Lock()
+	s.sinkQ = append(s.sinkQ, *fr)
+	s.qmu.Unlock()
+	s.sinkPending.Add(1)
+}
+
+// drainSinkWait hands queued request frames to the router, in order,
+// outside mu, waiting for a hand-over running elsewhere. When it returns,
+// every frame queued before the call was handed over, so the caller may
+// reuse the buffers its frames pointed into. Only the goroutine reading
+// the downstream calls it, never from inside a router hook.
+func (s *stream) drainSinkWait() {
+	for s.sinkPending.Load() != 0 {
+		s.sinkMu.Lock()
+		s.drainSinkLocked()
+		s.sinkMu.Unlock()
+	}
+}
+
+// drainSink is drainSinkWait for everyone else: it hands frames over when
+// no one else is doing so, and otherwise leaves them to the goroutine that
+// is (which re-checks after releasing sinkMu, so none is stranded). It may
+// run inside a router hook (a local reply from DecodeHeaders).
+func (s *stream) drainSink() {
+	for s.sinkPending.Load() != 0 {
+		if !s.sinkMu.TryLock() {
+			return
+		}
+		s.drainSinkLocked()
+		s.sinkMu.Unlock()
+	}
+}
+
+func (s *stream) drainSinkLocked() {
+	for {
+		s.qmu.Lock()
+		if s.sinkHead == len(s.sinkQ) {
+			clear(s.sinkQ)
+			s.sinkQ, s.sinkHead = s.sinkQ[:0], 0
+			s.qmu.Unlock()
+			return
+		}
+		fr := s.sinkQ[s.sinkHead]
+		s.sinkHead++
+		s.qmu.Unlock()
+		s.sinkPending.Add(-1)
+		switch fr.kind {
+		case frameHeaders:
+			s.rf.DecodeHeaders(fr.h, fr.end)
+		case frameData:
+			s.rf.DecodeData(fr.data, fr.end)
+		default:
+			s.rf.DecodeTrailers(fr.h)
+		}
 	}
 }
 

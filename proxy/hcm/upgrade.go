@@ -56,6 +56,7 @@ func (s *stream) serveUpgrade() {
 			s.info.LastDownstreamRxByteReceived = time.Since(s.info.StartTime)
 		}
 		s.unlock()
+		s.drainSinkWait()
 		if end {
 			return
 		}
