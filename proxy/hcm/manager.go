@@ -56,6 +56,7 @@ type Manager struct {
 	log               *zap.Logger
 	metrics           *managerMetrics
 	pool              sync.Pool
+	active            atomic.Int64
 	// MaxRequestHeaderBytes is the configured request header limit; the
 	// listener's http.Server enforces it (431).
 	MaxRequestHeaderBytes int
@@ -140,6 +141,10 @@ func New(cfg *config.HCM, opts Options) (*Manager, error) {
 	return m, nil
 }
 
+// ActiveStreams is the number of streams in flight; a drain waits for it
+// to reach zero.
+func (m *Manager) ActiveStreams() int64 { return m.active.Load() }
+
 // AddAccessLog appends a handler called for every stream of m. It must be
 // called before m serves requests.
 func (m *Manager) AddAccessLog(h filter.AccessLogHandler) { m.accessLogs = append(m.accessLogs, h) }
@@ -172,9 +177,11 @@ func NextConnID() uint64 { return connIDs.Add(1) }
 
 // ServeHTTP runs one stream.
 func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m.active.Add(1)
 	s := m.pool.Get().(*stream)
 	abort := s.serve(w, r)
 	m.pool.Put(s)
+	m.active.Add(-1)
 	if abort {
 		// Abort the connection (HTTP/1) or reset the stream (HTTP/2)
 		// after a response had started; net/http does not log this.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/remora-mesh/remora/proxy/config"
+	"golang.org/x/net/http2"
 )
 
 func get(t *testing.T, method, u string) (int, string) {
@@ -153,61 +155,81 @@ clusters:
 `
 
 // TestDrainLetsInFlightFinish: Drain stops accepting, waits for the
-// in-flight request, closes idle keep-alive connections and returns nil.
+// in-flight request (HTTP/1.1, and h2c whose connections net/http does not
+// track), closes idle keep-alive connections and returns nil.
 func TestDrainLetsInFlightFinish(t *testing.T) {
-	g, addr := newGate(t)
-	s := startProxy(t, fmt.Sprintf(gateConfig, 0, addr))
-	base := "http://" + s.ListenerAddr("main").String()
-	idle := &http.Transport{}
-	defer idle.CloseIdleConnections()
-	// An idle keep-alive connection.
-	if code, _ := doGet(t, idle, base+"/idle"); code != 200 {
-		t.Fatal("warm-up request failed")
-	}
-	result := make(chan string, 1)
-	tr := &http.Transport{}
-	defer tr.CloseIdleConnections()
-	go func() {
-		_, body := doGet(t, tr, base+"/inflight")
-		result <- body
-	}()
-	select {
-	case <-g.arrived:
-	case body := <-result:
-		info := lastLog(t)
-		t.Fatalf("in-flight request ended early: %q (%s %s %s)", body, info.ResponseFlags, info.ResponseCodeDetails, info.UpstreamTransportFailureReason)
-	case <-time.After(5 * time.Second):
-		t.Fatal("request did not reach the upstream")
-	}
-	drained := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		drained <- s.Drain(ctx)
-	}()
-	// Wait until the listener refuses connections, then release.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", s.ListenerAddr("main").String(), time.Second)
-		if err != nil {
-			break
-		}
-		c.Close()
-		if time.Now().After(deadline) {
-			t.Fatal("still accepting")
-		}
-		runtimeGosched()
-	}
-	close(g.release)
-	if body := <-result; body != "released" {
-		t.Fatalf("in-flight request got %q", body)
-	}
-	if err := <-drained; err != nil {
-		t.Fatalf("drain: %v", err)
+	for _, proto := range []string{"h1", "h2c"} {
+		t.Run(proto, func(t *testing.T) {
+			g, addr := newGate(t)
+			s := startProxy(t, fmt.Sprintf(gateConfig, 0, addr))
+			base := "http://" + s.ListenerAddr("main").String()
+			newRT := func() (http.RoundTripper, func()) {
+				if proto == "h1" {
+					tr := &http.Transport{}
+					return tr, tr.CloseIdleConnections
+				}
+				tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
+					return (&net.Dialer{}).DialContext(ctx, n, a)
+				}}
+				return tr, tr.CloseIdleConnections
+			}
+			// An idle keep-alive connection.
+			idle, closeIdle := newRT()
+			defer closeIdle()
+			if code, _ := doGet(t, idle, base+"/idle"); code != 200 {
+				t.Fatal("warm-up request failed")
+			}
+			result := make(chan string, 1)
+			rt, closeRT := newRT()
+			defer closeRT()
+			go func() {
+				_, body := doGet(t, rt, base+"/inflight")
+				result <- body
+			}()
+			select {
+			case <-g.arrived:
+			case body := <-result:
+				info := lastLog(t)
+				t.Fatalf("in-flight request ended early: %q (%s %s %s)", body, info.ResponseFlags, info.ResponseCodeDetails, info.UpstreamTransportFailureReason)
+			case <-time.After(5 * time.Second):
+				t.Fatal("request did not reach the upstream")
+			}
+			drained := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				drained <- s.Drain(ctx)
+			}()
+			// Wait until the listener refuses connections, then release.
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				c, err := net.DialTimeout("tcp", s.ListenerAddr("main").String(), time.Second)
+				if err != nil {
+					break
+				}
+				c.Close()
+				if time.Now().After(deadline) {
+					t.Fatal("still accepting")
+				}
+				runtimeGosched()
+			}
+			select {
+			case err := <-drained:
+				t.Fatalf("drain returned (%v) with a request in flight", err)
+			default:
+			}
+			close(g.release)
+			if body := <-result; body != "released" {
+				t.Fatalf("in-flight request got %q", body)
+			}
+			if err := <-drained; err != nil {
+				t.Fatalf("drain: %v", err)
+			}
+		})
 	}
 }
 
-func doGet(t *testing.T, tr *http.Transport, u string) (int, string) {
+func doGet(t *testing.T, tr http.RoundTripper, u string) (int, string) {
 	resp, err := tr.RoundTrip(mustReq(u))
 	if err != nil {
 		return 0, err.Error()

@@ -57,6 +57,7 @@ func newListenerMetrics(reg prometheus.Registerer) (*listenerMetrics, error) {
 // http.Server that serves the connections handed to it.
 type chain struct {
 	match  config.FilterChainMatch
+	hcm    *hcm.Manager
 	tls    *tls.Config
 	srv    *http.Server
 	ln     *chanListener
@@ -76,6 +77,48 @@ type listener struct {
 	mu      sync.Mutex
 	closed  bool
 	acceptW sync.WaitGroup
+
+	// conns are the open downstream connections, so that a drain can close
+	// what http.Server does not track (h2c connections are hijacked).
+	connMu sync.Mutex
+	conns  map[*countedConn]struct{}
+}
+
+func (l *listener) track(c *countedConn) {
+	l.connMu.Lock()
+	if l.conns == nil {
+		l.conns = map[*countedConn]struct{}{}
+	}
+	l.conns[c] = struct{}{}
+	l.connMu.Unlock()
+}
+
+func (l *listener) untrack(c *countedConn) {
+	l.connMu.Lock()
+	delete(l.conns, c)
+	l.connMu.Unlock()
+}
+
+// closeConns closes every open downstream connection.
+func (l *listener) closeConns() {
+	l.connMu.Lock()
+	cs := make([]*countedConn, 0, len(l.conns))
+	for c := range l.conns {
+		cs = append(cs, c)
+	}
+	l.connMu.Unlock()
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+// activeStreams counts the streams in flight on the listener's chains.
+func (l *listener) activeStreams() int64 {
+	var n int64
+	for _, c := range l.chains {
+		n += c.hcm.ActiveStreams()
+	}
+	return n
 }
 
 func loadTLS(t *config.DownstreamTLS) (*tls.Config, error) {
@@ -258,12 +301,15 @@ func (l *listener) acceptLoop() {
 		}
 		l.metrics.cxTotal.WithLabelValues(name).Inc()
 		l.metrics.cxActive.WithLabelValues(name).Inc()
-		cc := &countedConn{Conn: c, release: func() {
+		cc := &countedConn{Conn: c}
+		cc.release = func() {
+			l.untrack(cc)
 			l.metrics.cxActive.WithLabelValues(name).Dec()
 			if l.sem != nil {
 				<-l.sem
 			}
-		}}
+		}
+		l.track(cc)
 		go l.dispatch(cc)
 	}
 }

@@ -128,7 +128,7 @@ func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 				errs = append(errs, fmt.Errorf("%s.http_connection_manager: %w", p, err))
 				continue
 			}
-			c := &chain{match: fc.Match}
+			c := &chain{match: fc.Match, hcm: m}
 			if fc.TLS != nil {
 				if c.tls, err = loadTLS(fc.TLS); err != nil {
 					errs = append(errs, fmt.Errorf("%s.tls: %w", p, err))
@@ -232,10 +232,34 @@ func (s *Server) Drain(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
+	// Streams on connections http.Server no longer tracks (h2c) finish
+	// too; then every connection left, idle or not, is closed.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for s.activeStreams() > 0 && ctx.Err() == nil {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+		}
+	}
+	if s.activeStreams() > 0 {
+		cut.Store(true)
+	}
+	for _, l := range s.listeners {
+		l.closeConns()
+	}
 	if cut.Load() {
 		return fmt.Errorf("server: drain: %w", ctx.Err())
 	}
 	return nil
+}
+
+func (s *Server) activeStreams() int64 {
+	var n int64
+	for _, l := range s.listeners {
+		n += l.activeStreams()
+	}
+	return n
 }
 
 // Close releases everything: listeners, connections, the admin server,
@@ -245,6 +269,7 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		for _, l := range s.listeners {
 			l.stopAccepting()
+			l.closeConns()
 			for _, c := range l.chains {
 				if c.srv != nil {
 					c.srv.Close()
