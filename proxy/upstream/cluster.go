@@ -66,6 +66,8 @@ type Cluster struct {
 	maxStreams         uint32
 	h2t                *http2.Transport
 
+	outlier *outlierDetector // nil: no outlier detection
+
 	// STRICT_DNS.
 	resolver Resolver
 	mu       sync.Mutex       // serialises host-set updates and close
@@ -89,6 +91,7 @@ func newCluster(cfg ClusterConfig, opts *Options) *Cluster {
 		maxRequestsPerConn: int64(cfg.MaxRequestsPerConnection),
 		maxStreams:         cfg.HTTP2.MaxConcurrentStreams,
 		resolver:           opts.Resolver,
+		outlier:            newOutlierDetector(cfg.OutlierDetection),
 		byAddr:             make(map[string]*Host),
 	}
 	cb := cfg.CircuitBreakers
@@ -127,12 +130,15 @@ func (c *Cluster) Hosts() []*Host {
 
 // setHosts installs a new host set (c.mu held or during construction).
 func (c *Cluster) setHostsLocked(hosts []*Host) {
-	hs := &hostSet{hosts: hosts}
-	if len(hosts) > 0 {
-		hs.lb = c.lbFactory(hosts)
-	}
-	c.hosts.Store(hs)
+	c.rebuildLocked(hosts)
 	c.stats.set(statMembershipTotal, int64(len(hosts)))
+	active := int64(0)
+	for _, h := range hosts {
+		if h.ejected.Load() {
+			active++
+		}
+	}
+	c.stats.set(statOutlierEjectionsActive, active)
 	clear(c.byAddr)
 	for _, h := range hosts {
 		c.byAddr[h.addr] = h
@@ -400,12 +406,22 @@ func (c *Cluster) pruneRetiredLocked() {
 	c.retired = kept
 }
 
-// refreshLoop re-resolves a STRICT_DNS cluster every dns_refresh_rate
-// until stop is closed. The first resolution has already been done.
-func (c *Cluster) refreshLoop() {
+// loop runs a cluster's periodic work until stop is closed: STRICT_DNS
+// re-resolution every dns_refresh_rate (the first one is already done) and
+// the outlier-detection interval.
+func (c *Cluster) loop() {
 	defer close(c.done)
-	t := time.NewTicker(c.cfg.DNSRefreshRate.D())
-	defer t.Stop()
+	var dnsC, odC <-chan time.Time
+	if c.cfg.Type == TypeStrictDNS {
+		t := time.NewTicker(c.cfg.DNSRefreshRate.D())
+		defer t.Stop()
+		dnsC = t.C
+	}
+	if c.outlier != nil {
+		t := time.NewTicker(c.outlier.interval)
+		defer t.Stop()
+		odC = t.C
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
@@ -419,15 +435,17 @@ func (c *Cluster) refreshLoop() {
 		select {
 		case <-c.stop:
 			return
-		case <-t.C:
+		case <-dnsC:
 			if err := c.resolve(ctx); err != nil {
 				c.log.Debug("dns refresh failed", zap.Error(err))
 			}
+		case now := <-odC:
+			c.unejectExpired(now)
 		}
 	}
 }
 
-// close stops DNS refresh and closes every pool.
+// close stops the cluster's loop and closes every pool.
 func (c *Cluster) close() {
 	if c.stop != nil {
 		close(c.stop)

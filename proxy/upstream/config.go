@@ -49,6 +49,10 @@ const (
 	DefaultMaxRequests          = 1024
 	DefaultMaxRetries           = 3
 	DefaultMaxConcurrentStreams = 100
+	DefaultConsecutive5xx       = 5
+	DefaultOutlierInterval      = 10 * time.Second
+	DefaultBaseEjectionTime     = 30 * time.Second
+	DefaultMaxEjectionPercent   = 10
 	// MaxEndpointWeight bounds an endpoint's weight, as Envoy's
 	// load_balancing_weight (1..128) does.
 	MaxEndpointWeight = 128
@@ -93,6 +97,25 @@ type ClusterConfig struct {
 	IdleTimeout config.Duration `yaml:"idle_timeout"`
 	// HTTP2 holds HTTP/2 connection settings.
 	HTTP2 HTTP2Config `yaml:"http2"`
+	// OutlierDetection ejects hosts that keep failing; nil (the default)
+	// disables it, as in Envoy.
+	OutlierDetection *OutlierDetectionConfig `yaml:"outlier_detection"`
+}
+
+// OutlierDetectionConfig is Envoy's consecutive-5xx outlier detection: a
+// host whose responses are 5xx (or whose connections fail, or which resets
+// before answering) Consecutive5xx times in a row is taken out of load
+// balancing for BaseEjectionTime times the number of times it has been
+// ejected (at most 300s or BaseEjectionTime, whichever is larger).
+// Ejected hosts are checked for return every Interval. At most
+// MaxEjectionPercent of the hosts are ejected at once, but always at
+// least one may be. When fewer than half the hosts are left, the load
+// balancer uses all of them (Envoy's 50% panic threshold).
+type OutlierDetectionConfig struct {
+	Consecutive5xx     uint32          `yaml:"consecutive_5xx"`      // default 5
+	Interval           config.Duration `yaml:"interval"`             // default 10s
+	BaseEjectionTime   config.Duration `yaml:"base_ejection_time"`   // default 30s
+	MaxEjectionPercent uint32          `yaml:"max_ejection_percent"` // default 10
 }
 
 // EndpointConfig is one cluster member.
@@ -161,6 +184,20 @@ func (c *ClusterConfig) ApplyDefaults() {
 	if c.HTTP2.MaxConcurrentStreams == 0 {
 		c.HTTP2.MaxConcurrentStreams = DefaultMaxConcurrentStreams
 	}
+	if od := c.OutlierDetection; od != nil {
+		if od.Consecutive5xx == 0 {
+			od.Consecutive5xx = DefaultConsecutive5xx
+		}
+		if od.Interval == 0 {
+			od.Interval = config.Duration(DefaultOutlierInterval)
+		}
+		if od.BaseEjectionTime == 0 {
+			od.BaseEjectionTime = config.Duration(DefaultBaseEjectionTime)
+		}
+		if od.MaxEjectionPercent == 0 {
+			od.MaxEjectionPercent = DefaultMaxEjectionPercent
+		}
+	}
 	for i := range c.Endpoints {
 		if c.Endpoints[i].Weight == 0 {
 			c.Endpoints[i].Weight = 1
@@ -211,6 +248,20 @@ func (c *ClusterConfig) Validate(path string) error {
 	}
 	if c.HTTP2.MaxConcurrentStreams == 0 {
 		bad("http2.max_concurrent_streams", "must be positive")
+	}
+	if od := c.OutlierDetection; od != nil {
+		if od.Consecutive5xx == 0 {
+			bad("outlier_detection.consecutive_5xx", "must be positive")
+		}
+		if od.Interval <= 0 {
+			bad("outlier_detection.interval", "must be positive")
+		}
+		if od.BaseEjectionTime <= 0 {
+			bad("outlier_detection.base_ejection_time", "must be positive")
+		}
+		if od.MaxEjectionPercent == 0 || od.MaxEjectionPercent > 100 {
+			bad("outlier_detection.max_ejection_percent", "%d out of range 1..100", od.MaxEjectionPercent)
+		}
 	}
 	cb := c.CircuitBreakers
 	for _, f := range []struct {

@@ -103,6 +103,18 @@ func TestClusterConfigValidate(t *testing.T) {
 			"clusters[2].endpoints[1].address: duplicate of endpoints[0]",
 			"clusters[2].endpoints[1].weight: 200 out of range 1..128",
 		}},
+		{"outlier detection", func(c *ClusterConfig) {
+			c.OutlierDetection = &OutlierDetectionConfig{MaxEjectionPercent: 101}
+			c.ApplyDefaults()
+		}, []string{"clusters[2].outlier_detection.max_ejection_percent: 101 out of range 1..100"}},
+		{"outlier detection defaults", func(c *ClusterConfig) {
+			c.OutlierDetection = &OutlierDetectionConfig{}
+			c.ApplyDefaults()
+			if od := c.OutlierDetection; od.Consecutive5xx != 5 || od.Interval.D() != 10*time.Second ||
+				od.BaseEjectionTime.D() != 30*time.Second || od.MaxEjectionPercent != 10 {
+				c.Name = "" // fail the case visibly
+			}
+		}, nil},
 		{"zero limits", func(c *ClusterConfig) {
 			c.CircuitBreakers = CircuitBreakersConfig{}
 			c.HTTP2.MaxConcurrentStreams = 0

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -17,6 +18,13 @@ type Host struct {
 
 	rqActive atomic.Int64 // requests in flight, for LEAST_REQUEST
 	stats    [numHostStats]atomic.Int64
+
+	// Outlier detection: consecutive5xx and ejected are read on the hot
+	// path; ejections and ejectedUntil are guarded by cluster.mu.
+	consecutive5xx atomic.Int32
+	ejected        atomic.Bool
+	ejections      int
+	ejectedUntil   time.Time
 
 	h1 *pool // nil unless the cluster can speak HTTP/1.1
 	h2 *pool // nil unless the cluster can speak HTTP/2
@@ -42,6 +50,10 @@ func (h *Host) Hostname() string { return h.hostname }
 
 // Weight is the host's load-balancing weight.
 func (h *Host) Weight() uint32 { return h.weight }
+
+// Ejected reports whether outlier detection has taken the host out of
+// load balancing.
+func (h *Host) Ejected() bool { return h.ejected.Load() }
 
 // ActiveRequests is the number of requests in flight to the host.
 func (h *Host) ActiveRequests() int64 { return h.rqActive.Load() }

@@ -347,6 +347,7 @@ func (s *h1stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 			if ctx.Err() != nil {
 				return nil, false, fmt.Errorf("upstream: waiting for response headers: %w", ctx.Err())
 			}
+			s.pc.pool.host.recordResult(true)
 			return nil, false, readHeadError(err)
 		}
 		if rh.status/100 == 1 && rh.status != 101 {
@@ -355,8 +356,10 @@ func (s *h1stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 		mode, n, reusable, err := framing(s.method, &rh, s.upgrade)
 		if err != nil {
 			s.failed.Store(true)
+			s.pc.pool.host.recordResult(true)
 			return nil, false, &Error{Flag: filter.UpstreamProtocolError, Reason: "malformed response", Err: err}
 		}
+		s.pc.pool.host.recordResult(rh.status >= 500)
 		s.gotHead, s.mode, s.remaining, s.reusable = true, mode, n, reusable
 		if mode == bodyRaw {
 			s.wmu.Lock()

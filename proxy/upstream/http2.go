@@ -164,11 +164,14 @@ func (s *h2stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 	case <-ctx.Done():
 		return nil, false, fmt.Errorf("upstream: waiting for response headers: %w", ctx.Err())
 	}
+	host := s.pc.pool.host
 	if s.err != nil {
+		host.recordResult(true)
 		return nil, false, h2Error(s.err)
 	}
 	s.gotHead = true
 	resp := s.resp
+	host.recordResult(resp.StatusCode >= 500)
 	fields := make([]filter.HeaderField, 0, len(resp.Header)+1)
 	fields = append(fields, filter.HeaderField{Name: filter.HeaderStatus, Value: strconv.Itoa(resp.StatusCode)})
 	fields = appendHeader(fields, resp.Header)

@@ -56,6 +56,10 @@ func NewManager(clusters []ClusterConfig, opts Options) (*Manager, error) {
 	for i := range clusters {
 		cfg := clusters[i]
 		cfg.Endpoints = append([]EndpointConfig(nil), cfg.Endpoints...)
+		if cfg.OutlierDetection != nil {
+			od := *cfg.OutlierDetection
+			cfg.OutlierDetection = &od
+		}
 		cfg.ApplyDefaults()
 		path := "clusters[" + strconv.Itoa(i) + "]"
 		if err := cfg.Validate(path); err != nil {
@@ -76,6 +80,9 @@ func NewManager(clusters []ClusterConfig, opts Options) (*Manager, error) {
 
 	var wg sync.WaitGroup
 	for _, c := range m.ordered {
+		if c.cfg.Type == TypeStrictDNS || c.outlier != nil {
+			c.stop, c.done = make(chan struct{}), make(chan struct{})
+		}
 		if c.cfg.Type == TypeStatic {
 			hosts := make([]*Host, 0, len(c.cfg.Endpoints))
 			for _, ep := range c.cfg.Endpoints {
@@ -86,7 +93,6 @@ func NewManager(clusters []ClusterConfig, opts Options) (*Manager, error) {
 			c.mu.Unlock()
 			continue
 		}
-		c.stop, c.done = make(chan struct{}), make(chan struct{})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -98,7 +104,7 @@ func NewManager(clusters []ClusterConfig, opts Options) (*Manager, error) {
 	wg.Wait()
 	for _, c := range m.ordered {
 		if c.stop != nil {
-			go c.refreshLoop()
+			go c.loop()
 		}
 	}
 	if opts.Registry != nil {
@@ -136,7 +142,9 @@ func (m *Manager) Close() error {
 // each cluster's circuit-breaker limits, then one line per host and stat,
 // "<cluster>::<address>::<stat>::<value>". rq_success counts requests that
 // ended with Close, rq_error those that ended with Reset or failed to
-// send; health_flags is always "healthy" (no health checking yet).
+// send; health_flags is "/failed_outlier_check" for a host ejected by
+// outlier detection, "healthy" otherwise (there is no active health
+// checking).
 func (m *Manager) WriteClusters(w io.Writer) error {
 	bw := newErrWriter(w)
 	for _, c := range m.ordered {
@@ -150,7 +158,11 @@ func (m *Manager) WriteClusters(w io.Writer) error {
 				bw.printf("%s%s::%d\n", p, n, h.stats[i].Load())
 			}
 			bw.printf("%shostname::%s\n", p, h.hostname)
-			bw.printf("%shealth_flags::healthy\n", p)
+			flags := "healthy"
+			if h.ejected.Load() {
+				flags = "/failed_outlier_check"
+			}
+			bw.printf("%shealth_flags::%s\n", p, flags)
 			bw.printf("%sweight::%d\n", p, h.weight)
 			bw.printf("%sregion::\n%szone::\n%ssub_zone::\n", p, p, p)
 			bw.printf("%scanary::false\n%spriority::0\n", p, p)

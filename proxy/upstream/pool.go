@@ -260,6 +260,12 @@ func (p *pool) dial() {
 			nc.Close()
 		}
 	}
+	dialFailed := false
+	defer func() { // after p.mu is released: ejection takes the cluster's lock
+		if dialFailed {
+			h.recordResult(true)
+		}
+	}()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.connecting--
@@ -269,6 +275,7 @@ func (p *pool) dial() {
 		if p.closed {
 			return
 		}
+		dialFailed = true
 		cl.stats.inc(statCxConnectFail)
 		h.stats[hostCxConnectFail].Add(1)
 		if reason == "connect timeout" {

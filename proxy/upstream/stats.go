@@ -41,6 +41,9 @@ const (
 	statUpdateFailure
 	statMembershipChange
 	statMembershipTotal
+	statOutlierEjectionsActive
+	statOutlierEjectionsTotal
+	statOutlierEjectionsOverflow
 	numStats
 )
 
@@ -51,32 +54,35 @@ type statDesc struct {
 }
 
 var statDescs = [numStats]statDesc{
-	statRqTotal:           {"upstream_rq_total", false, "Requests sent to upstream hosts."},
-	statRqActive:          {"upstream_rq_active", true, "Requests in flight to upstream hosts."},
-	statRqPendingTotal:    {"upstream_rq_pending_total", false, "Requests that waited for a connection in a pending queue."},
-	statRqPendingActive:   {"upstream_rq_pending_active", true, "Requests waiting for a connection now."},
-	statRqPendingOverflow: {"upstream_rq_pending_overflow", false, "Requests failed by the pending-requests or requests circuit breaker."},
-	statRqCompleted:       {"upstream_rq_completed", false, "Requests whose exchange finished normally."},
-	statRqReset:           {"upstream_rq_reset", false, "Requests reset before finishing."},
-	statRqTimeout:         {"upstream_rq_timeout", false, "Requests the router timed out waiting for a response."},
-	statRqRetry:           {"upstream_rq_retry", false, "Retries admitted by the retries circuit breaker."},
-	statRqRetryOverflow:   {"upstream_rq_retry_overflow", false, "Retries refused by the retries circuit breaker."},
-	statCxTotal:           {"upstream_cx_total", false, "Connections established."},
-	statCxActive:          {"upstream_cx_active", true, "Connections open now."},
-	statCxHTTP1Total:      {"upstream_cx_http1_total", false, "HTTP/1.1 connections established."},
-	statCxHTTP2Total:      {"upstream_cx_http2_total", false, "HTTP/2 connections established."},
-	statCxConnectFail:     {"upstream_cx_connect_fail", false, "Connection attempts that failed (timeouts included)."},
-	statCxConnectTimeout:  {"upstream_cx_connect_timeout", false, "Connection attempts that timed out."},
-	statCxDestroy:         {"upstream_cx_destroy", false, "Connections closed."},
-	statCxIdleTimeout:     {"upstream_cx_idle_timeout", false, "Connections closed by the idle timeout."},
-	statCxMaxRequests:     {"upstream_cx_max_requests", false, "Connections closed after max_requests_per_connection."},
-	statCxOverflow:        {"upstream_cx_overflow", false, "Times the connections circuit breaker refused a new connection."},
-	statCxNoReuse:         {"upstream_cx_not_reused", false, "Connections closed after a request instead of being reused: Connection: close, an error, a reset or an unread body (Remora-specific)."},
-	statUpdateAttempt:     {"update_attempt", false, "Host-set resolutions attempted (STRICT_DNS)."},
-	statUpdateSuccess:     {"update_success", false, "Host-set resolutions that succeeded."},
-	statUpdateFailure:     {"update_failure", false, "Host-set resolutions that failed (DNS errors)."},
-	statMembershipChange:  {"membership_change", false, "Host-set changes."},
-	statMembershipTotal:   {"membership_total", true, "Hosts in the cluster."},
+	statRqTotal:                  {"upstream_rq_total", false, "Requests sent to upstream hosts."},
+	statRqActive:                 {"upstream_rq_active", true, "Requests in flight to upstream hosts."},
+	statRqPendingTotal:           {"upstream_rq_pending_total", false, "Requests that waited for a connection in a pending queue."},
+	statRqPendingActive:          {"upstream_rq_pending_active", true, "Requests waiting for a connection now."},
+	statRqPendingOverflow:        {"upstream_rq_pending_overflow", false, "Requests failed by the pending-requests or requests circuit breaker."},
+	statRqCompleted:              {"upstream_rq_completed", false, "Requests whose exchange finished normally."},
+	statRqReset:                  {"upstream_rq_reset", false, "Requests reset before finishing."},
+	statRqTimeout:                {"upstream_rq_timeout", false, "Requests the router timed out waiting for a response."},
+	statRqRetry:                  {"upstream_rq_retry", false, "Retries admitted by the retries circuit breaker."},
+	statRqRetryOverflow:          {"upstream_rq_retry_overflow", false, "Retries refused by the retries circuit breaker."},
+	statCxTotal:                  {"upstream_cx_total", false, "Connections established."},
+	statCxActive:                 {"upstream_cx_active", true, "Connections open now."},
+	statCxHTTP1Total:             {"upstream_cx_http1_total", false, "HTTP/1.1 connections established."},
+	statCxHTTP2Total:             {"upstream_cx_http2_total", false, "HTTP/2 connections established."},
+	statCxConnectFail:            {"upstream_cx_connect_fail", false, "Connection attempts that failed (timeouts included)."},
+	statCxConnectTimeout:         {"upstream_cx_connect_timeout", false, "Connection attempts that timed out."},
+	statCxDestroy:                {"upstream_cx_destroy", false, "Connections closed."},
+	statCxIdleTimeout:            {"upstream_cx_idle_timeout", false, "Connections closed by the idle timeout."},
+	statCxMaxRequests:            {"upstream_cx_max_requests", false, "Connections closed after max_requests_per_connection."},
+	statCxOverflow:               {"upstream_cx_overflow", false, "Times the connections circuit breaker refused a new connection."},
+	statCxNoReuse:                {"upstream_cx_not_reused", false, "Connections closed after a request instead of being reused: Connection: close, an error, a reset or an unread body (Remora-specific)."},
+	statUpdateAttempt:            {"update_attempt", false, "Host-set resolutions attempted (STRICT_DNS)."},
+	statUpdateSuccess:            {"update_success", false, "Host-set resolutions that succeeded."},
+	statUpdateFailure:            {"update_failure", false, "Host-set resolutions that failed (DNS errors)."},
+	statMembershipChange:         {"membership_change", false, "Host-set changes."},
+	statMembershipTotal:          {"membership_total", true, "Hosts in the cluster."},
+	statOutlierEjectionsActive:   {"outlier_detection_ejections_active", true, "Hosts ejected by outlier detection now."},
+	statOutlierEjectionsTotal:    {"outlier_detection_ejections_enforced_consecutive_5xx", false, "Ejections for consecutive 5xx (or local failures)."},
+	statOutlierEjectionsOverflow: {"outlier_detection_ejections_overflow", false, "Ejections refused by max_ejection_percent."},
 }
 
 // clusterStats holds one cluster's stats.
