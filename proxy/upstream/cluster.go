@@ -4,6 +4,7 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -247,9 +248,25 @@ func (c *Cluster) endRequest(h *Host, completed bool) {
 	}
 }
 
+// headersCancelled accounts for ReadHeaders ending because its ctx did: a
+// deadline is a response timeout (upstream_rq_timeout, the host's
+// rq_timeout, and a failure for outlier detection, as Envoy counts a
+// timeout as a 504); a cancellation (the downstream went away) is neither.
+func (h *Host) headersCancelled(ctx context.Context) error {
+	err := ctx.Err()
+	if errors.Is(err, context.DeadlineExceeded) {
+		h.cluster.stats.inc(statRqTimeout)
+		h.stats[hostRqTimeout].Add(1)
+		h.recordResult(true)
+	}
+	return fmt.Errorf("upstream: waiting for response headers: %w", err)
+}
+
 // RecordTimeout counts a request to host (an address as in
-// StreamInfo.UpstreamHost) that the router timed out (upstream_rq_timeout
-// and the host's rq_timeout).
+// StreamInfo.UpstreamHost) that the router timed out after its response
+// headers arrived (upstream_rq_timeout and the host's rq_timeout). A
+// timeout while waiting for the headers, with ReadHeaders' ctx deadline,
+// is counted by ReadHeaders itself.
 func (c *Cluster) RecordTimeout(host string) {
 	c.stats.inc(statRqTimeout)
 	if hs := c.hosts.Load(); hs != nil {

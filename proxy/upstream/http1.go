@@ -345,7 +345,7 @@ func (s *h1stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 		if err != nil {
 			s.failed.Store(true)
 			if ctx.Err() != nil {
-				return nil, false, fmt.Errorf("upstream: waiting for response headers: %w", ctx.Err())
+				return nil, false, s.pc.pool.host.headersCancelled(ctx)
 			}
 			s.pc.pool.host.recordResult(true)
 			return nil, false, readHeadError(err)

@@ -159,13 +159,16 @@ func (s *h2stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 	if s.finished.Load() || s.gotHead {
 		return nil, false, ErrStreamClosed
 	}
+	host := s.pc.pool.host
 	select {
 	case <-s.done:
 	case <-ctx.Done():
-		return nil, false, fmt.Errorf("upstream: waiting for response headers: %w", ctx.Err())
+		return nil, false, host.headersCancelled(ctx)
 	}
-	host := s.pc.pool.host
 	if s.err != nil {
+		if ctx.Err() != nil { // a Reset from ctx (the router's timeout) ended it
+			return nil, false, host.headersCancelled(ctx)
+		}
 		host.recordResult(true)
 		return nil, false, h2Error(s.err)
 	}

@@ -3,13 +3,16 @@
 package upstream
 
 import (
+	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
@@ -291,5 +294,33 @@ func TestHTTP2RejectsInvalidRequest(t *testing.T) {
 	roundTrip(t, c, reqHeaders("GET", "/", "h2"), nil, StreamOptions{})
 	if srv.conns.Load() != 1 {
 		t.Fatalf("server saw %d connections, want 1", srv.conns.Load())
+	}
+}
+
+func TestHTTP2ReadHeadersDeadline(t *testing.T) {
+	srv := newH2CServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-r.Context().Done()
+		}
+	}), 0)
+	m := newTestManager(t, Options{}, h2Cluster("h2", srv.addr(), ProtocolHTTP2, 0))
+	c := m.Cluster("h2")
+	s, err := c.NewStream(testCtx(t), reqHeaders("GET", "/slow", "h2"), true, StreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, _, err := s.ReadHeaders(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err %v, want deadline exceeded", err)
+	}
+	s.Reset()
+	if statOf(c, statRqTimeout) != 1 {
+		t.Fatalf("upstream_rq_timeout %d", statOf(c, statRqTimeout))
+	}
+	// A stream reset leaves the connection usable.
+	roundTrip(t, c, reqHeaders("GET", "/", "h2"), nil, StreamOptions{})
+	if srv.conns.Load() != 1 {
+		t.Fatalf("server saw %d connections", srv.conns.Load())
 	}
 }

@@ -569,6 +569,9 @@ func TestReadHeadersContextDeadline(t *testing.T) {
 	if _, _, err := s.ReadHeaders(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err %v, want deadline exceeded", err)
 	}
+	if statOf(c, statRqTimeout) != 1 || c.Hosts()[0].stats[hostRqTimeout].Load() != 1 {
+		t.Fatalf("upstream_rq_timeout %d", statOf(c, statRqTimeout))
+	}
 	s.Reset()
 	srv.release <- struct{}{}
 	if ready, busy, _, _ := c.Hosts()[0].h1.counts(); ready+busy != 0 {
