@@ -108,6 +108,10 @@ func buildH2Request(h *filter.HeaderMap) (*http.Request, error) {
 		switch f.Name {
 		case "host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
 			continue
+		case "te": // HTTP/2 allows only "te: trailers" (RFC 9113 8.2.2)
+			if !strings.EqualFold(strings.TrimSpace(f.Value), "trailers") {
+				continue
+			}
 		case "content-length":
 			n, err := strconv.ParseInt(f.Value, 10, 64)
 			if err != nil || n < 0 {

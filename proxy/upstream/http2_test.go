@@ -56,7 +56,7 @@ func TestHTTP2RequestResponseAndTrailers(t *testing.T) {
 	}), 0)
 	m := newTestManager(t, Options{}, h2Cluster("h2", srv.addr(), ProtocolHTTP2, 0))
 	c := m.Cluster("h2")
-	s, err := c.NewStream(testCtx(t), reqHeaders("POST", "/x?y=1", "h2", "user-agent", "remora-test", "trailer", "x-req"), false, StreamOptions{})
+	s, err := c.NewStream(testCtx(t), reqHeaders("POST", "/x?y=1", "h2", "user-agent", "remora-test", "trailer", "x-req", "te", "gzip", "connection", "keep-alive"), false, StreamOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
