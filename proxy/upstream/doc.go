@@ -12,7 +12,11 @@
 // host; the host's connection pool (one per protocol) hands out a ready
 // connection or queues the request in its pending queue, served first in
 // first out as connections connect or free up; circuit breakers bound
-// connections, pending requests, requests and retries per cluster.
+// connections, pending requests, requests and retries per cluster;
+// optional consecutive-5xx outlier detection takes failing hosts out of
+// load balancing for a while. Each cluster holds an immutable host set
+// (hosts plus the load balancer built over the healthy ones), swapped
+// atomically when DNS answers change or a host is ejected or returns.
 // HTTP/1.1 is spoken by this package's own codec on net.Conn (one request
 // per connection at a time, keep-alive, chunked bodies and trailers, 1xx,
 // upgrades); HTTP/2 (h2c, prior knowledge) by golang.org/x/net/http2's
