@@ -17,7 +17,10 @@ const (
 	// StopAndBuffer holds the frame and buffers body data, up to the
 	// listener's buffer limit, until the filter continues; the buffered
 	// body is then passed on as one piece. Exceeding the limit ends the
-	// stream with 413 (request) or 500 (response).
+	// stream with 413 (request) or 500 (response). While it buffers, the
+	// filter still receives each piece of body data (and the trailers), so
+	// it can decide at the end of the stream: returning Continue from one
+	// of those calls continues the stream, as ContinueDecoding does.
 	StopAndBuffer
 )
 
