@@ -151,6 +151,7 @@ func backend(t *testing.T) *httptest.Server {
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("X-Proto", r.Proto)
 		w.Header().Set("X-Got-Xff", r.Header.Get("X-Forwarded-For"))
+		w.Header().Set("X-Got-Xfp", r.Header.Get("X-Forwarded-Proto"))
 		w.Header().Set("X-Got-Request-Id", r.Header.Get("X-Request-Id"))
 		w.Header().Set("X-Got-Connection", r.Header.Get("Connection")+r.Header.Get("X-Hop"))
 		fmt.Fprintf(w, "%s %s %d", r.Method, r.URL.Path, len(body))
@@ -223,6 +224,9 @@ func TestProxyHTTP1AndH2C(t *testing.T) {
 			if tt.wantProto != "" {
 				if got := resp.Header.Get("X-Proto"); got != tt.wantProto {
 					t.Errorf("upstream saw %q, want %q", got, tt.wantProto)
+				}
+				if resp.Header.Get("X-Got-Xfp") != "http" {
+					t.Errorf("x-forwarded-proto = %q", resp.Header.Get("X-Got-Xfp"))
 				}
 				if resp.Header.Get("X-Got-Xff") != "127.0.0.1" {
 					t.Errorf("x-forwarded-for = %q", resp.Header.Get("X-Got-Xff"))

@@ -119,6 +119,9 @@ func TestTLSAndFilterChainMatch(t *testing.T) {
 			if string(b) != tt.wantBody || resp.Proto != tt.wantProto {
 				t.Fatalf("got %q over %s, want %q over %s", b, resp.Proto, tt.wantBody, tt.wantProto)
 			}
+			if tt.path == "/up" && resp.Header.Get("X-Got-Xfp") != "https" {
+				t.Fatalf("x-forwarded-proto = %q, want https", resp.Header.Get("X-Got-Xfp"))
+			}
 		})
 	}
 	t.Run("plaintext on the same port", func(t *testing.T) {
