@@ -64,7 +64,7 @@ func (b *Bootstrap) Validate() error {
 		}
 		names[l.Name] = true
 		v.addr(p+".address", l.Address)
-		if l.Address != "" && addrs[l.Address] {
+		if l.Address != "" && !strings.HasSuffix(l.Address, ":0") && addrs[l.Address] { // port 0 picks a free port each time
 			v.errf(p+".address", "duplicate listener address %q", l.Address)
 		}
 		addrs[l.Address] = true

@@ -16,6 +16,7 @@ import (
 
 	"github.com/remora-mesh/remora/proxy/filter"
 	"github.com/remora-mesh/remora/proxy/router"
+	"go.uber.org/zap"
 )
 
 // stream is one request/response exchange. The handler goroutine drives
@@ -855,6 +856,10 @@ func (s *stream) doLocalReply(reply filter.LocalReply) {
 		info.ResponseCodeDetails = reply.Details
 	}
 	s.m.metrics.localReply.Inc()
+	if ce := s.m.log.Check(zap.DebugLevel, "local reply"); ce != nil {
+		ce.Write(zap.Int("code", reply.Code), zap.String("details", reply.Details),
+			zap.Stringer("flags", reply.Flag), zap.String("path", s.reqH.Path()), zap.Bool("response_started", s.headersSent))
+	}
 	if s.headersSent {
 		s.complete(true)
 		return

@@ -258,3 +258,28 @@ func BenchmarkRouteMatch(b *testing.B) {
 		}
 	}
 }
+
+// FuzzCompile feeds arbitrary route configurations to Compile and routes a
+// request through whatever compiles: neither may panic.
+func FuzzCompile(f *testing.F) {
+	f.Add(routesYAML, "a.example.com", "/items/1?debug=1")
+	f.Add(`virtual_hosts: [{name: a, domains: ["*.x", "y*", "*"], routes: [{match: {prefix: /, headers: [{name: h}]}, redirect: {}}]}]`, "q.x:80", "/")
+	f.Add(`virtual_hosts: [{name: a, domains: [a], routes: [{match: {path: /p, case_sensitive: false}, route: {weighted_clusters: {clusters: [{name: c, weight: 1}]}}}]}]`, "A", "/P")
+	f.Fuzz(func(t *testing.T, y, authority, path string) {
+		var rc config.RouteConfiguration
+		if yaml.Unmarshal([]byte(y), &rc) != nil {
+			return
+		}
+		tbl, err := Compile(&rc)
+		if err != nil {
+			return
+		}
+		h := req("GET", authority, path, "h", "v")
+		if e := tbl.Route(h); e != nil {
+			e.rewritePath(path)
+			if e.redirect != nil {
+				e.redirectURL(h)
+			}
+		}
+	})
+}

@@ -94,6 +94,14 @@ listeners:
         - name: none
           domains: [nothing.example]
           routes: []
+- name: second
+  address: 127.0.0.1:0
+  direction: inbound
+  filter_chains:
+  - http_connection_manager:
+      stat_prefix: second
+      route_config:
+        virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, direct_response: {status: 200, body: second listener}}]}]
 clusters:
 - name: backend
   protocol: use_downstream
@@ -243,6 +251,22 @@ func TestProxyHTTP1AndH2C(t *testing.T) {
 				t.Errorf("access log: code %d flags %s, want %d %s", info.ResponseCode, info.ResponseFlags, tt.wantCode, tt.wantFlags)
 			}
 		})
+	}
+}
+
+func TestSeveralListeners(t *testing.T) {
+	be := backend(t)
+	s := startProxy(t, fmt.Sprintf(testConfig, be.Listener.Addr(), deadAddr(t)))
+	for name, want := range map[string]string{"main": "GET /x 0", "second": "second listener"} {
+		resp, err := http.Get("http://" + s.ListenerAddr(name).String() + "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != want {
+			t.Errorf("listener %s: got %q, want %q", name, b, want)
+		}
 	}
 }
 
