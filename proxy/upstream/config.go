@@ -21,6 +21,8 @@ const (
 	LBRoundRobin   = "ROUND_ROBIN"
 	LBLeastRequest = "LEAST_REQUEST"
 	LBRandom       = "RANDOM"
+	LBRingHash     = "RING_HASH"
+	LBMaglev       = "MAGLEV"
 )
 
 // DNS lookup families of a STRICT_DNS cluster (Envoy's dns_lookup_family).
@@ -71,7 +73,9 @@ type ClusterConfig struct {
 	// ConnectTimeout bounds establishing a TCP connection. Default 5s.
 	ConnectTimeout config.Duration `yaml:"connect_timeout"`
 	// LBPolicy is ROUND_ROBIN (smooth weighted), LEAST_REQUEST (power of
-	// two choices) or RANDOM (weighted). Default ROUND_ROBIN.
+	// two choices), RANDOM (weighted), RING_HASH or MAGLEV (consistent
+	// hashing on StreamOptions.LB.HashKey; random without a key). Default
+	// ROUND_ROBIN.
 	LBPolicy string `yaml:"lb_policy"`
 	// Endpoints are the cluster's members.
 	Endpoints []EndpointConfig `yaml:"endpoints"`
@@ -223,9 +227,9 @@ func (c *ClusterConfig) Validate(path string) error {
 		bad("type", "unknown cluster type %q (want STATIC or STRICT_DNS)", c.Type)
 	}
 	switch c.LBPolicy {
-	case LBRoundRobin, LBLeastRequest, LBRandom:
+	case LBRoundRobin, LBLeastRequest, LBRandom, LBRingHash, LBMaglev:
 	default:
-		bad("lb_policy", "unknown policy %q (want ROUND_ROBIN, LEAST_REQUEST or RANDOM)", c.LBPolicy)
+		bad("lb_policy", "unknown policy %q (want ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV)", c.LBPolicy)
 	}
 	switch c.Protocol {
 	case ProtocolHTTP1, ProtocolHTTP2, ProtocolUseDownstream:

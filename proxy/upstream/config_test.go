@@ -81,8 +81,8 @@ func TestClusterConfigValidate(t *testing.T) {
 		{"empty name", func(c *ClusterConfig) { c.Name = "" }, []string{"clusters[2].name: must not be empty"}},
 		{"bad type", func(c *ClusterConfig) { c.Type = "EDS" },
 			[]string{`clusters[2].type: unknown cluster type "EDS" (want STATIC or STRICT_DNS)`}},
-		{"bad policy", func(c *ClusterConfig) { c.LBPolicy = "RING_HASH" },
-			[]string{`clusters[2].lb_policy: unknown policy "RING_HASH" (want ROUND_ROBIN, LEAST_REQUEST or RANDOM)`}},
+		{"bad policy", func(c *ClusterConfig) { c.LBPolicy = "LEAST_CONN" },
+			[]string{`clusters[2].lb_policy: unknown policy "LEAST_CONN" (want ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV)`}},
 		{"bad dns family", func(c *ClusterConfig) { c.DNSLookupFamily = "V5" },
 			[]string{`clusters[2].dns_lookup_family: unknown family "V5" (want V4_PREFERRED, AUTO, V4_ONLY, V6_ONLY or ALL)`}},
 		{"bad protocol", func(c *ClusterConfig) { c.Protocol = "h3" },
@@ -153,14 +153,14 @@ func TestNewManagerRejectsBadConfig(t *testing.T) {
 	_, err := NewManager([]ClusterConfig{
 		staticCluster("a", "127.0.0.1:1"),
 		staticCluster("a", "127.0.0.1:2"),
-		{Name: "b", LBPolicy: "MAGLEV", Endpoints: []EndpointConfig{{Address: "127.0.0.1:3"}}},
+		{Name: "b", LBPolicy: "WRR", Endpoints: []EndpointConfig{{Address: "127.0.0.1:3"}}},
 	}, Options{})
 	if err == nil {
 		t.Fatal("no error")
 	}
 	for _, want := range []string{
 		`clusters[1].name: duplicate cluster name "a"`,
-		`clusters[2].lb_policy: unknown policy "MAGLEV"`,
+		`clusters[2].lb_policy: unknown policy "WRR"`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)

@@ -34,6 +34,8 @@ var lbFactories = map[string]LBFactory{
 	LBRoundRobin:   newRoundRobin,
 	LBLeastRequest: newLeastRequest,
 	LBRandom:       newRandom,
+	LBRingHash:     newRingHash,
+	LBMaglev:       newMaglev,
 }
 
 // allEqualWeights reports whether every host has the same weight.
