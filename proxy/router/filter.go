@@ -194,11 +194,15 @@ func (f *Filter) pump() {
 		return
 	}
 	f.entry.MutateResponse(h)
-	f.cb.EncodeHeaders(h, end)
 	if end {
+		// Release the upstream stream (and its circuit-breaker slot)
+		// before the downstream sees the end, so that a client's next
+		// request never finds the slot still taken.
 		f.finish(true)
+		f.cb.EncodeHeaders(h, true)
 		return
 	}
+	f.cb.EncodeHeaders(h, false)
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -208,12 +212,13 @@ func (f *Filter) pump() {
 			f.cb.EncodeData(buf[:n], false)
 		}
 		if err == io.EOF {
-			if t := s.Trailers(); t != nil && t.Len() > 0 {
+			t := s.Trailers()
+			f.finish(true) // as above: upstream first
+			if t != nil && t.Len() > 0 {
 				f.cb.EncodeTrailers(t)
 			} else {
 				f.cb.EncodeData(nil, true)
 			}
-			f.finish(true)
 			return
 		}
 		if err != nil {
