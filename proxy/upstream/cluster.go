@@ -54,6 +54,7 @@ type Cluster struct {
 	protocol string
 	log      *zap.Logger
 	stats    clusterStats
+	rqClass  [5]atomic.Int64 // responses by status class 1xx..5xx
 
 	cxRB, pendingRB, rqRB, retryRB resource
 

@@ -359,7 +359,7 @@ func (s *h1stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 			s.pc.pool.host.recordResult(true)
 			return nil, false, &Error{Flag: filter.UpstreamProtocolError, Reason: "malformed response", Err: err}
 		}
-		s.pc.pool.host.recordResult(rh.status >= 500)
+		s.pc.pool.host.recordResponse(rh.status)
 		s.gotHead, s.mode, s.remaining, s.reusable = true, mode, n, reusable
 		if mode == bodyRaw {
 			s.wmu.Lock()

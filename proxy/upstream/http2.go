@@ -178,7 +178,7 @@ func (s *h2stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 	}
 	s.gotHead = true
 	resp := s.resp
-	host.recordResult(resp.StatusCode >= 500)
+	host.recordResponse(resp.StatusCode)
 	fields := make([]filter.HeaderField, 0, len(resp.Header)+1)
 	fields = append(fields, filter.HeaderField{Name: filter.HeaderStatus, Value: strconv.Itoa(resp.StatusCode)})
 	fields = appendHeader(fields, resp.Header)

@@ -20,6 +20,9 @@ type Options struct {
 	// zap.NewNop().
 	Logger *zap.Logger
 	// Registry, when not nil, receives the clusters' Prometheus metrics.
+	// Two live Managers cannot share one registry (their metrics would
+	// collide): close the old one first on a reload, or give each a
+	// prometheus.WrapRegistererWith view.
 	Registry prometheus.Registerer
 	// Resolver resolves STRICT_DNS endpoints; nil means net.DefaultResolver.
 	Resolver Resolver

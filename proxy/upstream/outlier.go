@@ -32,6 +32,15 @@ func newOutlierDetector(cfg *OutlierDetectionConfig) *outlierDetector {
 	}
 }
 
+// recordResponse counts a final response status by class and feeds it to
+// outlier detection.
+func (h *Host) recordResponse(status int) {
+	if class := status / 100; class >= 1 && class <= 5 {
+		h.cluster.rqClass[class-1].Add(1)
+	}
+	h.recordResult(status >= 500)
+}
+
 // recordResult feeds one request's outcome to outlier detection: failed
 // is a 5xx response, a connection failure or a reset before the response.
 // A success costs one atomic load.

@@ -115,12 +115,15 @@ var hostStatNames = [numHostStats]string{
 // collector exports every cluster's stats as Prometheus metrics named
 // envoy_cluster_<stat>{envoy_cluster_name="<cluster>"}, the names Envoy's
 // own Prometheus endpoint uses, and the circuit breakers as
-// envoy_cluster_circuit_breakers_{limit,open}{envoy_cluster_name,resource}.
+// envoy_cluster_circuit_breakers_{limit,open}{envoy_cluster_name,resource},
+// and responses by class as envoy_cluster_upstream_rq_xx{envoy_cluster_name,
+// envoy_response_code_class}.
 type collector struct {
 	m     *Manager
 	descs [numStats]*prometheus.Desc
 	limit *prometheus.Desc
 	open  *prometheus.Desc
+	rqXX  *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*collector)(nil)
@@ -132,6 +135,8 @@ func newCollector(m *Manager) *collector {
 	}
 	c.limit = prometheus.NewDesc("envoy_cluster_circuit_breakers_limit",
 		"Configured circuit-breaker limits (default priority).", []string{"envoy_cluster_name", "resource"}, nil)
+	c.rqXX = prometheus.NewDesc("envoy_cluster_upstream_rq_xx",
+		"Upstream responses by status class.", []string{"envoy_cluster_name", "envoy_response_code_class"}, nil)
 	c.open = prometheus.NewDesc("envoy_cluster_circuit_breakers_open",
 		"1 while a circuit breaker is at its limit (Envoy's circuit_breakers.default.*_open).", []string{"envoy_cluster_name", "resource"}, nil)
 	return c
@@ -143,6 +148,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	ch <- c.limit
 	ch <- c.open
+	ch <- c.rqXX
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -153,6 +159,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 				t = prometheus.GaugeValue
 			}
 			ch <- prometheus.MustNewConstMetric(c.descs[i], t, float64(cl.stats.get(stat(i))), cl.name)
+		}
+		for i := range cl.rqClass {
+			ch <- prometheus.MustNewConstMetric(c.rqXX, prometheus.CounterValue, float64(cl.rqClass[i].Load()), cl.name, classLabels[i])
 		}
 		for _, r := range cl.breakers() {
 			ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(r.limit), cl.name, r.name)
@@ -165,6 +174,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+var classLabels = [5]string{"1", "2", "3", "4", "5"}
+
 // WriteStats writes every cluster's stats as Envoy's /stats text view does:
 // "cluster.<name>.<stat>: <value>" lines, sorted by name.
 func (m *Manager) WriteStats(w io.Writer) error {
@@ -172,6 +183,9 @@ func (m *Manager) WriteStats(w io.Writer) error {
 	for _, cl := range m.ordered {
 		for i, d := range statDescs {
 			lines = append(lines, fmt.Sprintf("cluster.%s.%s: %d", cl.name, d.name, cl.stats.get(stat(i))))
+		}
+		for i := range cl.rqClass {
+			lines = append(lines, fmt.Sprintf("cluster.%s.upstream_rq_%sxx: %d", cl.name, classLabels[i], cl.rqClass[i].Load()))
 		}
 	}
 	sort.Strings(lines)

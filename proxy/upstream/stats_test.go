@@ -91,17 +91,30 @@ envoy_cluster_upstream_rq_total{envoy_cluster_name="web"} 4
 # TYPE envoy_cluster_upstream_cx_active gauge
 envoy_cluster_upstream_cx_active{envoy_cluster_name="other"} 0
 envoy_cluster_upstream_cx_active{envoy_cluster_name="web"} 0
+# HELP envoy_cluster_upstream_rq_xx Upstream responses by status class.
+# TYPE envoy_cluster_upstream_rq_xx counter
+envoy_cluster_upstream_rq_xx{envoy_cluster_name="other",envoy_response_code_class="1"} 0
+envoy_cluster_upstream_rq_xx{envoy_cluster_name="other",envoy_response_code_class="2"} 0
+envoy_cluster_upstream_rq_xx{envoy_cluster_name="other",envoy_response_code_class="3"} 0
+envoy_cluster_upstream_rq_xx{envoy_cluster_name="other",envoy_response_code_class="4"} 0
+envoy_cluster_upstream_rq_xx{envoy_cluster_name="other",envoy_response_code_class="5"} 0
+envoy_cluster_upstream_rq_xx{envoy_cluster_name="web",envoy_response_code_class="1"} 0
+envoy_cluster_upstream_rq_xx{envoy_cluster_name="web",envoy_response_code_class="2"} 3
+envoy_cluster_upstream_rq_xx{envoy_cluster_name="web",envoy_response_code_class="3"} 0
+envoy_cluster_upstream_rq_xx{envoy_cluster_name="web",envoy_response_code_class="4"} 0
+envoy_cluster_upstream_rq_xx{envoy_cluster_name="web",envoy_response_code_class="5"} 0
 # HELP envoy_cluster_upstream_rq_reset Requests reset before finishing.
 # TYPE envoy_cluster_upstream_rq_reset counter
 envoy_cluster_upstream_rq_reset{envoy_cluster_name="other"} 0
 envoy_cluster_upstream_rq_reset{envoy_cluster_name="web"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"envoy_cluster_upstream_rq_total", "envoy_cluster_upstream_cx_active", "envoy_cluster_upstream_rq_reset"); err != nil {
+		"envoy_cluster_upstream_rq_total", "envoy_cluster_upstream_cx_active", "envoy_cluster_upstream_rq_reset",
+		"envoy_cluster_upstream_rq_xx"); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 2*(int(numStats)+8) {
-		t.Fatalf("%d series (err %v), want %d", n, err, 2*(int(numStats)+8))
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 2*(int(numStats)+8+5) {
+		t.Fatalf("%d series (err %v), want %d", n, err, 2*(int(numStats)+8+5))
 	}
 	m.Close()
 	if n, _ := testutil.GatherAndCount(reg); n != 0 {
