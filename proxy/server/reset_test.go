@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -82,4 +83,47 @@ clusters:
 			t.Fatalf("details %q", info.ResponseCodeDetails)
 		}
 	})
+}
+
+// TestConnectTimeout: an upstream connect that never completes fails after
+// the cluster's connect_timeout with 503 and flag UF.
+func TestConnectTimeout(t *testing.T) {
+	cfg := mustParse(t, `
+admin: {address: "-"}
+listeners:
+- name: main
+  address: 127.0.0.1:0
+  filter_chains:
+  - http_connection_manager:
+      access_log: [{type: test}]
+      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: slow}}]}]}
+clusters:
+- name: slow
+  connect_timeout: 100ms
+  endpoints: [{address: 127.0.0.1:9}]
+`)
+	hang := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		<-ctx.Done() // a SYN nobody answers
+		return nil, ctx.Err()
+	}
+	s, err := New(cfg, Options{UpstreamDial: hang})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	drainLogs()
+	resp, err := http.Get("http://" + s.ListenerAddr("main").String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("status %d, want 503", resp.StatusCode)
+	}
+	if info := lastLog(t); info.ResponseFlags != filter.UpstreamConnectionFailure {
+		t.Fatalf("flags %s, want UF", info.ResponseFlags)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,9 @@ type Options struct {
 	Registry *prometheus.Registry
 	// Quit is called by POST /quitquitquit; nil ignores it.
 	Quit func()
+	// UpstreamDial, when set, opens upstream connections instead of a
+	// net.Dialer (tests use it to make connects hang).
+	UpstreamDial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Server is a built sidecar. Start it, then Drain and Close it.
@@ -73,7 +77,7 @@ func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 			s.Close()
 		}
 	}()
-	um, err := upstream.NewManager(cfg.Clusters, upstream.Options{Logger: logs.Logger("upstream"), Registry: reg})
+	um, err := upstream.NewManager(cfg.Clusters, upstream.Options{Logger: logs.Logger("upstream"), Registry: reg, DialContext: opts.UpstreamDial})
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}

@@ -129,12 +129,18 @@ func listenLoopback(t testing.TB) net.Listener {
 	return ln
 }
 
-func startProxy(t testing.TB, yml string) *Server {
+func mustParse(t testing.TB, yml string) *config.Bootstrap {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yml))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cfg
+}
+
+func startProxy(t testing.TB, yml string) *Server {
+	t.Helper()
+	cfg := mustParse(t, yml)
 	s, err := New(cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
