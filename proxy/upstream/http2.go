@@ -148,6 +148,12 @@ func (s *h2stream) WriteTrailers(trailers *filter.HeaderMap) error {
 	if s.finished.Load() || s.reqDone.Load() || s.pw == nil {
 		return ErrStreamClosed
 	}
+	// The transport reads req.Trailer's keys while it encodes the request
+	// headers. A zero-length write returns only once the transport reads
+	// the body, which it does after the headers, so the map is ours again.
+	if _, err := s.pw.Write(nil); err != nil {
+		return h2Error(err)
+	}
 	for _, f := range trailers.Fields() {
 		if len(f.Name) == 0 || f.Name[0] == ':' {
 			continue

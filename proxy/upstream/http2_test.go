@@ -324,3 +324,30 @@ func TestHTTP2ReadHeadersDeadline(t *testing.T) {
 		t.Fatalf("server saw %d connections", srv.conns.Load())
 	}
 }
+
+// TestHTTP2TrailersWithoutBody sends trailers straight after the headers,
+// racing the transport's encoding of the headers (run under -race).
+func TestHTTP2TrailersWithoutBody(t *testing.T) {
+	srv := newH2CServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, r.Trailer.Get("X-Only"))
+	}), 0)
+	m := newTestManager(t, Options{}, h2Cluster("h2", srv.addr(), ProtocolHTTP2, 0))
+	c := m.Cluster("h2")
+	for range 20 {
+		s, err := c.NewStream(testCtx(t), reqHeaders("POST", "/", "h2", "trailer", "x-only"), false, StreamOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.WriteTrailers(filter.NewHeaderMap(filter.HeaderField{Name: "x-only", Value: "t"})); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.ReadHeaders(testCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+		if b := readAll(t, s); string(b) != "t" {
+			t.Fatalf("server saw trailer %q", b)
+		}
+		s.Close()
+	}
+}
