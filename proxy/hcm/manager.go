@@ -53,6 +53,7 @@ type Manager struct {
 	generateID        bool
 	useRemoteAddress  bool
 	serverName        string
+	serverHeader      []string // shared, len == cap so an append copies
 	log               *zap.Logger
 	metrics           *managerMetrics
 	pool              sync.Pool
@@ -82,6 +83,9 @@ func New(cfg *config.HCM, opts Options) (*Manager, error) {
 		log: log.Named("hcm"), metrics: opts.Metrics.forPrefix(cfg.StatPrefix),
 		MaxRequestHeaderBytes: cfg.MaxRequestHeadersKB << 10, IdleTimeout: cfg.IdleTimeout.D(), CodecType: cfg.CodecType,
 		generateID: true, useRemoteAddress: true,
+	}
+	if m.serverName != "" {
+		m.serverHeader = []string{m.serverName}
 	}
 	if cfg.StreamIdleTimeout != nil {
 		m.streamIdleTimeout = cfg.StreamIdleTimeout.D()

@@ -28,18 +28,19 @@ type stream struct {
 	r  *http.Request
 	rc *http.ResponseController
 
-	ctx    context.Context
-	cancel context.CancelFunc
+	ctx context.Context
 
-	info     filter.StreamInfo
-	reqH     filter.HeaderMap
-	respH    filter.HeaderMap // local replies
-	conn     filter.ConnectionInfo
-	filters  []filter.StreamFilter
-	cbs      []filterCB
-	term     terminalCB
-	rf       *router.Filter
-	dec, enc pipeline
+	info    filter.StreamInfo
+	reqH    filter.HeaderMap
+	respH   filter.HeaderMap // local replies
+	conn    filter.ConnectionInfo
+	filters []filter.StreamFilter
+	cbs     []filterCB
+	term    terminalCB
+	rf      *router.Filter
+	// routerFilter is the stream's router, reused with the stream.
+	routerFilter router.Filter
+	dec, enc     pipeline
 
 	mu sync.Mutex
 	// Set from any goroutine, processed by whoever holds mu.
@@ -117,7 +118,9 @@ func (s *stream) serve(w http.ResponseWriter, r *http.Request) bool {
 	now := time.Now()
 	s.w, s.r = w, r
 	s.rc = http.NewResponseController(w)
-	s.ctx, s.cancel = context.WithCancel(r.Context())
+	// The request's context: net/http cancels it when the downstream goes
+	// away and when the stream ends (the handler returns).
+	s.ctx = r.Context()
 	s.done = make(chan struct{})
 	s.completed, s.localReplied, s.headersSent, s.inEncode, s.abort, s.reqDone = false, false, false, false, false, false
 	s.route, s.routeCached, s.chunked = nil, false, false
@@ -193,7 +196,8 @@ func (s *stream) serve(w http.ResponseWriter, r *http.Request) bool {
 	for i := range m.filters {
 		s.filters[i] = m.filters[i].factory.NewFilter(m.filters[i].config, &s.cbs[i])
 	}
-	s.rf = m.router.NewFilter(&s.term)
+	s.rf = &s.routerFilter
+	m.router.InitFilter(s.rf, &s.term)
 	s.dec.reset(len(s.filters), m.bufferLimit)
 	s.enc.reset(len(s.filters), m.bufferLimit)
 
@@ -419,7 +423,6 @@ func (s *stream) finishStream() bool {
 		s.reqTimer = nil
 	}
 	s.timerMu.Unlock()
-	s.cancel()
 	// Wait for a router hand-over running on another goroutine.
 	s.sinkMu.Lock()
 	s.qmu.Lock()
@@ -732,8 +735,8 @@ func (s *stream) sinkEncode(fr *frame) {
 		}
 		hdr := s.w.Header()
 		writeResponseHeaders(hdr, h, false)
-		if s.m.serverName != "" {
-			hdr["Server"] = []string{s.m.serverName}
+		if s.m.serverHeader != nil {
+			hdr["Server"] = s.m.serverHeader
 		}
 		if fr.end && s.r.ProtoMajor == 1 && hdr["Content-Length"] == nil && code >= 200 && code != 204 && code != 304 && s.r.Method != http.MethodHead {
 			hdr["Content-Length"] = []string{"0"}

@@ -34,7 +34,16 @@ func New(u Upstreams) *Router { return &Router{upstreams: u} }
 
 // NewFilter returns the router filter for one stream.
 func (r *Router) NewFilter(cb filter.TerminalCallbacks) *Filter {
-	return &Filter{r: r, cb: cb}
+	f := &Filter{}
+	r.InitFilter(f, cb)
+	return f
+}
+
+// InitFilter readies f, which may have served an earlier stream (after
+// its OnDestroy returned), for a new stream: a connection manager keeps
+// one Filter per pooled stream.
+func (r *Router) InitFilter(f *Filter, cb filter.TerminalCallbacks) {
+	*f = Filter{r: r, cb: cb}
 }
 
 // Filter is the router for one stream.
