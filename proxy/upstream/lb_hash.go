@@ -92,15 +92,16 @@ func (rh *ringHash) Pick(c LBContext) *Host {
 		return rh.fallback.hosts[rh.fallback.pickIndex()]
 	}
 	key := mix64(c.HashKey)
-	i, _ := slices.BinarySearchFunc(rh.ring, key, func(e ringEntry, k uint64) int {
-		switch {
-		case e.hash < k:
-			return -1
-		case e.hash > k:
-			return 1
+	lo, hi := 0, len(rh.ring) // first entry with hash >= key
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if rh.ring[m].hash < key {
+			lo = m + 1
+		} else {
+			hi = m
 		}
-		return 0
-	})
+	}
+	i := lo
 	if i == len(rh.ring) {
 		i = 0
 	}
