@@ -168,6 +168,16 @@ func newChainServer(m *hcm.Manager, tlsCfg *tls.Config, log *zap.Logger) (*http.
 	switch m.CodecType {
 	case "HTTP1":
 		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){} // no h2
+		if tlsCfg != nil {
+			// Never offer h2 by ALPN on a chain that cannot speak it.
+			protos := tlsCfg.NextProtos[:0:0]
+			for _, p := range tlsCfg.NextProtos {
+				if p != "h2" {
+					protos = append(protos, p)
+				}
+			}
+			tlsCfg.NextProtos = protos
+		}
 	default:
 		if err := http2.ConfigureServer(srv, h2s); err != nil {
 			return nil, err

@@ -68,6 +68,9 @@ listeners:
   - filter_chain_match: {server_names: ["*.example.com"], application_protocols: [h2]}
     tls: {cert_file: %[3]s, key_file: %[4]s}
     http_connection_manager: {route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, direct_response: {status: 200, body: wildcard-h2}}]}]}}
+  - filter_chain_match: {server_names: [h1.only]}
+    tls: {cert_file: %[1]s, key_file: %[2]s}
+    http_connection_manager: {codec_type: HTTP1, route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, direct_response: {status: 200, body: h1 only}}]}]}}
   - filter_chain_match: {transport_protocol: raw_buffer}
     http_connection_manager: {route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, direct_response: {status: 200, body: plain}}]}]}}
 clusters:
@@ -85,6 +88,11 @@ func TestTLSAndFilterChainMatch(t *testing.T) {
 
 	client := func(sni string, pool *x509.CertPool, h2 bool) *http.Client {
 		tc := &tls.Config{ServerName: sni, RootCAs: pool}
+		if pool == nil {
+			// Offer h2 first: the chain must still answer over HTTP/1.1.
+			tc = &tls.Config{ServerName: sni, InsecureSkipVerify: true}
+			return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true}}
+		}
 		if h2 {
 			return &http.Client{Transport: &http2.Transport{TLSClientConfig: tc}}
 		}
@@ -105,6 +113,7 @@ func TestTLSAndFilterChainMatch(t *testing.T) {
 		{"exact sni proxied over h2", "a.example.com", poolA, true, "/up", "GET /up 0", "HTTP/2.0"},
 		{"wildcard sni alpn h2", "b.example.com", poolW, true, "/", "wildcard-h2", "HTTP/2.0"},
 		{"wildcard sni alpn h1", "b.example.com", poolW, false, "/", "wildcard", "HTTP/1.1"},
+		{"HTTP1 codec refuses h2 by ALPN", "h1.only", nil, false, "/", "h1 only", "HTTP/1.1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
