@@ -237,6 +237,35 @@ type RouteAction struct {
 	// Timeout bounds the whole upstream exchange (504, flag UT); default
 	// 15s, 0s disables it.
 	Timeout *config.Duration `yaml:"timeout,omitempty"`
+	// HashPolicy computes the request's hash key for RING_HASH and MAGLEV
+	// clusters; policies are combined in order.
+	HashPolicy []HashPolicy `yaml:"hash_policy,omitempty"`
+}
+
+// HashPolicy is one source of a request's hash key. Exactly one of
+// Header, Cookie, ConnectionProperties and QueryParameter is set. Terminal
+// stops at this policy when it produced a value.
+type HashPolicy struct {
+	Header               *HashHeader               `yaml:"header,omitempty"`
+	Cookie               *HashName                 `yaml:"cookie,omitempty"`
+	ConnectionProperties *HashConnectionProperties `yaml:"connection_properties,omitempty"`
+	QueryParameter       *HashName                 `yaml:"query_parameter,omitempty"`
+	Terminal             bool                      `yaml:"terminal,omitempty"`
+}
+
+// HashHeader hashes a request header's value.
+type HashHeader struct {
+	HeaderName string `yaml:"header_name"`
+}
+
+// HashName names a cookie or query parameter to hash.
+type HashName struct {
+	Name string `yaml:"name"`
+}
+
+// HashConnectionProperties hashes the downstream address.
+type HashConnectionProperties struct {
+	SourceIP bool `yaml:"source_ip"`
 }
 
 // WeightedClusters splits traffic by weight.

@@ -441,6 +441,37 @@ func (v *validator) routeAction(p string, a *RouteAction, m *RouteMatch) {
 	default:
 		v.errf(p, "cluster or weighted_clusters is required")
 	}
+	for i, hp := range a.HashPolicy {
+		pp := fmt.Sprintf("%s.hash_policy[%d]", p, i)
+		n := 0
+		if hp.Header != nil {
+			n++
+			if hp.Header.HeaderName == "" {
+				v.errf(pp+".header.header_name", "required")
+			}
+		}
+		if hp.Cookie != nil {
+			n++
+			if hp.Cookie.Name == "" {
+				v.errf(pp+".cookie.name", "required")
+			}
+		}
+		if hp.QueryParameter != nil {
+			n++
+			if hp.QueryParameter.Name == "" {
+				v.errf(pp+".query_parameter.name", "required")
+			}
+		}
+		if hp.ConnectionProperties != nil {
+			n++
+			if !hp.ConnectionProperties.SourceIP {
+				v.errf(pp+".connection_properties.source_ip", "must be true")
+			}
+		}
+		if n != 1 {
+			v.errf(pp, "exactly one of header, cookie, connection_properties and query_parameter is required")
+		}
+	}
 	if a.PrefixRewrite != "" && m.Prefix == "" && m.Path == "" {
 		v.errf(p+".prefix_rewrite", "needs a prefix or path match")
 	}

@@ -110,6 +110,9 @@ func (f *Filter) DecodeHeaders(h *filter.HeaderMap, endStream bool) filter.Statu
 	// The connection manager keeps the upgrade header only on an HTTP/1.1
 	// upgrade request (WebSocket ...).
 	opts := upstream.StreamOptions{Protocol: info.Protocol, Info: info, Upgrade: h.Has("upgrade")}
+	if len(e.hashPolicies) > 0 {
+		opts.LB = e.hashKey(h, info)
+	}
 	s, err := f.r.upstreams.NewStream(f.ctx, e.cluster, h, endStream, opts)
 	if err != nil {
 		f.failed = true

@@ -223,6 +223,7 @@ type Entry struct {
 	prefixRewrite string
 	hostRewrite   string
 	timeout       time.Duration
+	hashPolicies  []hashPolicy
 	redirect      *config.Redirect
 	direct        *config.DirectResponse
 
@@ -417,6 +418,7 @@ func compileRoute(p string, r *config.Route, vh *VirtualHost, global, vhMut *mut
 		if a.Timeout != nil {
 			e.timeout = a.Timeout.D()
 		}
+		e.hashPolicies = compileHashPolicies(a.HashPolicy)
 		if wc := a.WeightedClusters; wc != nil {
 			ws := &weightedSet{}
 			for _, c := range wc.Clusters {
