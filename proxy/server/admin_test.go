@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/remora-mesh/remora/proxy/config"
-	"golang.org/x/net/http2"
 )
 
 func get(t *testing.T, method, u string) (int, string) {
@@ -168,9 +166,7 @@ func TestDrainLetsInFlightFinish(t *testing.T) {
 					tr := &http.Transport{}
 					return tr, tr.CloseIdleConnections
 				}
-				tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
-					return (&net.Dialer{}).DialContext(ctx, n, a)
-				}}
+				tr := h2cTransport()
 				return tr, tr.CloseIdleConnections
 			}
 			// An idle keep-alive connection.

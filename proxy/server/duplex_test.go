@@ -2,15 +2,11 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // TestFullDuplexLargeStream pushes 8 MiB through an h2c echo upstream that
@@ -34,7 +30,7 @@ func TestFullDuplexLargeStream(t *testing.T) {
 		}
 	})
 	ln := listenLoopback(t)
-	up := &http.Server{Handler: h2cWrap(echo, &http2.Server{})}
+	up := h2cServer(echo)
 	go up.Serve(ln)
 	defer up.Close()
 	s := startProxy(t, fmt.Sprintf(`
@@ -50,9 +46,7 @@ clusters:
   protocol: http2
   endpoints: [{address: %s}]
 `, ln.Addr()))
-	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, n, a)
-	}}
+	tr := h2cTransport()
 	defer tr.CloseIdleConnections()
 	const total = 8 << 20
 	pr, pw := io.Pipe()

@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 golang.org/x/net/http2/h2c is kept for "Upgrade: h2c", which net/http does not implement.
+
 package server
 
 import (
@@ -164,28 +166,33 @@ func newChainServer(m *hcm.Manager, tlsCfg *tls.Config, log *zap.Logger) (*http.
 			return hcm.WithConnInfo(ctx, ci)
 		},
 	}
-	h2s := &http2.Server{MaxReadFrameSize: 1 << 20, IdleTimeout: m.IdleTimeout}
+	// HTTP/2 is net/http's own (TLS by ALPN, and unencrypted with prior
+	// knowledge), so http.Server tracks every connection for Shutdown.
+	// golang.org/x/net/http2/h2c is kept only for the "Upgrade: h2c"
+	// path, which net/http does not implement.
+	var protos http.Protocols
+	protos.SetHTTP1(true)
 	switch m.CodecType {
 	case "HTTP1":
-		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){} // no h2
 		if tlsCfg != nil {
 			// Never offer h2 by ALPN on a chain that cannot speak it.
-			protos := tlsCfg.NextProtos[:0:0]
+			alpn := tlsCfg.NextProtos[:0:0]
 			for _, p := range tlsCfg.NextProtos {
 				if p != "h2" {
-					protos = append(protos, p)
+					alpn = append(alpn, p)
 				}
 			}
-			tlsCfg.NextProtos = protos
+			tlsCfg.NextProtos = alpn
 		}
 	default:
-		if err := http2.ConfigureServer(srv, h2s); err != nil {
-			return nil, err
-		}
+		protos.SetHTTP2(true)
+		protos.SetUnencryptedHTTP2(true)
+		srv.HTTP2 = &http.HTTP2Config{MaxReadFrameSize: 1 << 20}
 		if tlsCfg == nil {
-			h = h2c.NewHandler(h, h2s) // prior knowledge and Upgrade: h2c
+			h = h2c.NewHandler(h, &http2.Server{MaxReadFrameSize: 1 << 20, IdleTimeout: m.IdleTimeout})
 		}
 	}
+	srv.Protocols = &protos
 	srv.Handler = h
 	if tlsCfg != nil {
 		srv.TLSConfig = tlsCfg

@@ -2,8 +2,6 @@ package server
 
 import (
 	"bufio"
-	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/remora-mesh/remora/proxy/config"
 	"github.com/remora-mesh/remora/proxy/filter"
-	"golang.org/x/net/http2"
 	"gopkg.in/yaml.v3"
 )
 
@@ -172,8 +169,10 @@ func backend(t *testing.T) *httptest.Server {
 	})
 	srv := httptest.NewUnstartedServer(h)
 	srv.EnableHTTP2 = true
-	h2 := &http2.Server{}
-	srv.Config.Handler = h2cWrap(h, h2)
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	srv.Config.Protocols = &p
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return srv
@@ -186,9 +185,7 @@ func TestProxyHTTP1AndH2C(t *testing.T) {
 
 	h1 := &http.Client{Transport: &http.Transport{}}
 	defer h1.CloseIdleConnections()
-	h2c := &http.Client{Transport: &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, n, a)
-	}}}
+	h2c := &http.Client{Transport: h2cTransport()}
 	defer h2c.CloseIdleConnections()
 
 	tests := []struct {

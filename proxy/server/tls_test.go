@@ -20,8 +20,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/net/http2"
 )
 
 // writeCert writes a self-signed certificate for names and returns the
@@ -94,7 +92,9 @@ func TestTLSAndFilterChainMatch(t *testing.T) {
 			return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true}}
 		}
 		if h2 {
-			return &http.Client{Transport: &http2.Transport{TLSClientConfig: tc}}
+			var p http.Protocols
+			p.SetHTTP2(true)
+			return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Protocols: &p}}
 		}
 		tc.NextProtos = []string{"http/1.1"}
 		return &http.Client{Transport: &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: false}}
