@@ -1,6 +1,6 @@
 // Package hcm is the HTTP connection manager: it turns downstream HTTP
-// requests (HTTP/1.1, HTTP/2 over TLS and h2c, served by net/http and
-// golang.org/x/net/http2) into streams of filter.HeaderMap headers, body
+// requests (HTTP/1.1, HTTP/2 over TLS and h2c, served by net/http; the
+// listener adds golang.org/x/net/http2/h2c for "Upgrade: h2c") into streams of filter.HeaderMap headers, body
 // bytes and trailers, runs them through the decoder filters and the router
 // (the terminal filter), runs the response back through the encoder filters
 // in reverse order, and calls every access-log handler exactly once when
