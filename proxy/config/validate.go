@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -470,6 +471,39 @@ func (v *validator) routeAction(p string, a *RouteAction, m *RouteMatch) {
 		}
 		if n != 1 {
 			v.errf(pp, "exactly one of header, cookie, connection_properties and query_parameter is required")
+		}
+	}
+	if rp := a.RetryPolicy; rp != nil {
+		rpp := p + ".retry_policy"
+		for _, c := range strings.Split(rp.RetryOn, ",") {
+			if c = strings.TrimSpace(c); !slices.Contains(RetryOnConditions, c) {
+				v.errf(rpp+".retry_on", "unknown condition %q (known: %s)", c, strings.Join(RetryOnConditions, ", "))
+			}
+		}
+		for i, code := range rp.RetriableStatusCodes {
+			if code < 100 || code > 599 {
+				v.errf(fmt.Sprintf("%s.retriable_status_codes[%d]", rpp, i), "must be 100..599")
+			}
+		}
+		if rp.RetryBackOff.MaxInterval < rp.RetryBackOff.BaseInterval {
+			v.errf(rpp+".retry_back_off.max_interval", "must not be below base_interval")
+		}
+		if rl := rp.RateLimitedRetryBackOff; rl != nil {
+			if len(rl.ResetHeaders) == 0 {
+				v.errf(rpp+".rate_limited_retry_back_off.reset_headers", "at least one header is required")
+			}
+			for i, h := range rl.ResetHeaders {
+				hp := fmt.Sprintf("%s.rate_limited_retry_back_off.reset_headers[%d]", rpp, i)
+				if h.Name == "" {
+					v.errf(hp+".name", "required")
+				}
+				if h.Format != "SECONDS" && h.Format != "UNIX_TIMESTAMP" {
+					v.errf(hp+".format", "must be SECONDS or UNIX_TIMESTAMP, got %q", h.Format)
+				}
+			}
+		}
+		if rp.PerRequestBufferLimitBytes < 0 {
+			v.errf(rpp+".per_request_buffer_limit_bytes", "must not be negative")
 		}
 	}
 	if a.PrefixRewrite != "" && m.Prefix == "" && m.Path == "" {

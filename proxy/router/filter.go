@@ -59,6 +59,7 @@ type Filter struct {
 	stopRst func() bool
 	done    chan struct{} // closed when the response pump ends
 	failed  bool          // the request could not be sent; ignore further data
+	retry   *retrier      // non-nil when the route retries
 }
 
 var (
@@ -107,6 +108,13 @@ func (f *Filter) DecodeHeaders(h *filter.HeaderMap, endStream bool) filter.Statu
 	} else {
 		f.ctx, f.cancel = context.WithCancel(parent)
 	}
+	if e.retry != nil {
+		// Attempts are opened by the pump, which may retry them.
+		f.retry = &retrier{p: e.retry, headers: h, reqDone: endStream}
+		f.done = make(chan struct{})
+		go f.pumpRetry()
+		return filter.StopIteration
+	}
 	// The connection manager keeps the upgrade header only on an HTTP/1.1
 	// upgrade request (WebSocket ...).
 	opts := upstream.StreamOptions{Protocol: info.Protocol, Info: info, Upgrade: h.Has("upgrade")}
@@ -131,6 +139,10 @@ func (f *Filter) DecodeHeaders(h *filter.HeaderMap, endStream bool) filter.Statu
 
 // DecodeData forwards request body bytes.
 func (f *Filter) DecodeData(data []byte, endStream bool) filter.Status {
+	if f.retry != nil {
+		f.retry.decodeData(data, endStream)
+		return filter.StopIteration
+	}
 	if f.stream != nil && !f.failed {
 		if err := f.stream.WriteData(data, endStream); err != nil {
 			f.failed = true // the pump sees the reset and answers
@@ -141,6 +153,10 @@ func (f *Filter) DecodeData(data []byte, endStream bool) filter.Status {
 
 // DecodeTrailers forwards request trailers.
 func (f *Filter) DecodeTrailers(t *filter.HeaderMap) filter.Status {
+	if f.retry != nil {
+		f.retry.decodeTrailers(t)
+		return filter.StopIteration
+	}
 	if f.stream != nil && !f.failed {
 		if err := f.stream.WriteTrailers(t); err != nil {
 			f.failed = true
@@ -205,6 +221,13 @@ func (f *Filter) pump() {
 		f.fail(err)
 		return
 	}
+	f.forward(h, end)
+}
+
+// forward sends the chosen attempt's response downstream (headers, body,
+// trailers), then releases the upstream stream.
+func (f *Filter) forward(h *filter.HeaderMap, end bool) {
+	s := f.stream
 	f.entry.MutateResponse(h)
 	if end {
 		// Release the upstream stream (and its circuit-breaker slot)

@@ -224,6 +224,7 @@ type Entry struct {
 	hostRewrite   string
 	timeout       time.Duration
 	hashPolicies  []hashPolicy
+	retry         *retryPolicy
 	redirect      *config.Redirect
 	direct        *config.DirectResponse
 
@@ -419,6 +420,7 @@ func compileRoute(p string, r *config.Route, vh *VirtualHost, global, vhMut *mut
 			e.timeout = a.Timeout.D()
 		}
 		e.hashPolicies = compileHashPolicies(a.HashPolicy)
+		e.retry = compileRetryPolicy(a.RetryPolicy)
 		if wc := a.WeightedClusters; wc != nil {
 			ws := &weightedSet{}
 			for _, c := range wc.Clusters {

@@ -59,6 +59,24 @@ func (a clusterAdapter) NewStream(ctx context.Context, cluster string, h *filter
 	return c.NewStream(ctx, h, end, opts)
 }
 
+// TryAcquireRetry implements router.RetryBudget with the cluster's
+// max_retries circuit breaker.
+func (a clusterAdapter) TryAcquireRetry(cluster string) bool {
+	if c := a.m.Cluster(cluster); c != nil {
+		return c.TryAcquireRetry()
+	}
+	return false
+}
+
+// ReleaseRetry implements router.RetryBudget.
+func (a clusterAdapter) ReleaseRetry(cluster string) {
+	if c := a.m.Cluster(cluster); c != nil {
+		c.ReleaseRetry()
+	}
+}
+
+var _ router.RetryBudget = clusterAdapter{}
+
 // New builds every component of cfg (which must have passed Parse)
 // without opening a socket.
 func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
