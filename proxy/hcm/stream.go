@@ -61,7 +61,8 @@ type stream struct {
 	reqDone      bool
 	isGRPC       bool
 	upgrade      bool
-	chunked      bool // response body streamed without a length: flush as it goes
+	chunked      bool  // response body streamed without a length: flush as it goes
+	respLen      int64 // the response's content-length, -1 if none
 	route        *router.Entry
 	routeCached  bool
 	replyBuf     [1]filter.LocalReply
@@ -742,6 +743,12 @@ func (s *stream) sinkEncode(fr *frame) {
 			hdr["Content-Length"] = []string{"0"}
 		}
 		s.chunked = hdr["Content-Length"] == nil
+		s.respLen = -1
+		if cl := hdr["Content-Length"]; len(cl) == 1 {
+			if n, err := strconv.ParseInt(cl[0], 10, 64); err == nil && n >= 0 {
+				s.respLen = n
+			}
+		}
 		if !s.reqDone && s.r.ProtoMajor == 1 && (fr.end || s.localReplied) {
 			// An early answer: the rest of the request body will not be
 			// read, so the connection cannot carry another request.
@@ -771,7 +778,11 @@ func (s *stream) sinkEncode(fr *frame) {
 		}
 		if fr.end {
 			s.complete(false)
-		} else if len(fr.data) > 0 {
+		} else if len(fr.data) > 0 && (s.respLen < 0 || int64(s.info.BytesSent) < s.respLen) {
+			// Body bytes go out as they come, except the piece that
+			// completes a body of known length: its end follows at once,
+			// and the client must not see a complete response before the
+			// upstream stream (and its circuit-breaker slot) was released.
 			s.flush()
 		}
 	default:
@@ -994,6 +1005,9 @@ func (c *terminalCB) EncodeHeaders(h *filter.HeaderMap, end bool) {
 	s.mu.Lock()
 	if !s.completed && !s.localReplied {
 		s.info.FirstUpstreamRxByteReceived = time.Since(s.info.StartTime)
+		if s.info.ResponseCodeDetails == "" {
+			s.info.ResponseCodeDetails = "via_upstream"
+		}
 		s.inEncode = true
 		s.encFrame = frame{kind: frameHeaders, h: h, end: end}
 		s.enc.deliver(0, &s.encFrame)
@@ -1026,6 +1040,12 @@ func (c *terminalCB) EncodeTrailers(t *filter.HeaderMap) {
 		s.inEncode = false
 	}
 	s.unlock()
+}
+
+func (c *terminalCB) SetResponseFlag(flag filter.ResponseFlags) {
+	c.s.mu.Lock()
+	c.s.info.SetResponseFlag(flag)
+	c.s.unlock()
 }
 
 func (c *terminalCB) ResetStream(flag filter.ResponseFlags, details string) {

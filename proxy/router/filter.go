@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/remora-mesh/remora/proxy/filter"
 	"github.com/remora-mesh/remora/proxy/upstream"
@@ -129,6 +130,7 @@ func (f *Filter) DecodeHeaders(h *filter.HeaderMap, endStream bool) filter.Statu
 		return filter.StopIteration
 	}
 	f.stream = s
+	f.markSent(endStream)
 	// A route timeout or downstream disconnect resets the upstream stream,
 	// which unblocks the pump's reads.
 	f.stopRst = context.AfterFunc(f.ctx, s.Reset)
@@ -146,6 +148,8 @@ func (f *Filter) DecodeData(data []byte, endStream bool) filter.Status {
 	if f.stream != nil && !f.failed {
 		if err := f.stream.WriteData(data, endStream); err != nil {
 			f.failed = true // the pump sees the reset and answers
+		} else if endStream {
+			f.markSent(true)
 		}
 	}
 	return filter.StopIteration
@@ -160,6 +164,8 @@ func (f *Filter) DecodeTrailers(t *filter.HeaderMap) filter.Status {
 	if f.stream != nil && !f.failed {
 		if err := f.stream.WriteTrailers(t); err != nil {
 			f.failed = true
+		} else {
+			f.markSent(true)
 		}
 	}
 	return filter.StopIteration
@@ -174,6 +180,20 @@ func (f *Filter) OnDestroy() {
 	}
 	if f.done != nil {
 		<-f.done
+	}
+}
+
+// markSent records the upstream transmit timings: the first byte when
+// an attempt starts, the last when the request's end went out. Only the
+// router writes these fields.
+func (f *Filter) markSent(end bool) {
+	info := f.cb.StreamInfo()
+	d := time.Since(info.StartTime)
+	if info.FirstUpstreamTxByteSent == 0 {
+		info.FirstUpstreamTxByteSent = d
+	}
+	if end {
+		info.LastUpstreamTxByteSent = d
 	}
 }
 
@@ -247,6 +267,8 @@ func (f *Filter) forward(h *filter.HeaderMap, end bool) {
 			f.cb.EncodeData(buf[:n], false)
 		}
 		if err == io.EOF {
+			info := f.cb.StreamInfo()
+			info.LastUpstreamRxByteReceived = time.Since(info.StartTime)
 			t := s.Trailers()
 			f.finish(true) // as above: upstream first
 			if t != nil && t.Len() > 0 {

@@ -278,6 +278,7 @@ func (f *Filter) openAttempt(ctx context.Context, first bool) (upstream.Stream, 
 	r.mu.Lock()
 	r.stream, r.failed = s, false
 	r.mu.Unlock()
+	f.markSent(done)
 	return s, nil
 }
 
@@ -324,7 +325,7 @@ func (f *Filter) pumpRetry() {
 					exhausted = true // max_retries overflow: give up as is
 				}
 			} else if exhausted && p.numRetries > 0 {
-				f.cb.StreamInfo().SetResponseFlag(filter.UpstreamRetryLimitExceeded)
+				f.cb.SetResponseFlag(filter.UpstreamRetryLimitExceeded)
 			}
 			wait := p.backoff(retries + 1)
 			if lastHeaders != nil && len(p.resetHeaders) > 0 {

@@ -253,6 +253,18 @@ func TestProxyHTTP1AndH2C(t *testing.T) {
 			if info.ResponseCode != tt.wantCode || info.ResponseFlags.String() != tt.wantFlags {
 				t.Errorf("access log: code %d flags %s, want %d %s", info.ResponseCode, info.ResponseFlags, tt.wantCode, tt.wantFlags)
 			}
+			if tt.wantProto != "" {
+				if info.ResponseCodeDetails != "via_upstream" || info.UpstreamCluster != "backend" || info.UpstreamHost == "" {
+					t.Errorf("access log: details %q cluster %q host %q", info.ResponseCodeDetails, info.UpstreamCluster, info.UpstreamHost)
+				}
+				// (The last request byte and the first response byte are
+				// stamped by different goroutines: their order is not fixed.)
+				if info.FirstUpstreamTxByteSent <= 0 || info.LastUpstreamTxByteSent < info.FirstUpstreamTxByteSent ||
+					info.FirstUpstreamRxByteReceived < info.FirstUpstreamTxByteSent || info.LastUpstreamRxByteReceived < info.FirstUpstreamRxByteReceived ||
+					info.LastDownstreamTxByteSent < info.LastUpstreamRxByteReceived {
+					t.Errorf("timings out of order: %+v", info)
+				}
+			}
 		})
 	}
 }
