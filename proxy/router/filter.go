@@ -279,7 +279,13 @@ func (f *Filter) forward(h *filter.HeaderMap, end bool) {
 			return
 		}
 		if err != nil {
-			timedOut := errors.Is(f.ctx.Err(), context.DeadlineExceeded) && f.cb.Context().Err() == nil
+			if f.cb.Context().Err() != nil {
+				// The downstream went away first (our reset of the
+				// upstream caused this error): the manager logs DC.
+				f.finish(false)
+				return
+			}
+			timedOut := errors.Is(f.ctx.Err(), context.DeadlineExceeded)
 			f.finish(false)
 			if timedOut {
 				f.cb.ResetStream(filter.UpstreamRequestTimeout, "upstream_response_timeout")
