@@ -86,9 +86,8 @@ func (b *Bootstrap) Validate() error {
 		if len(l.FilterChains) == 0 {
 			v.errf(p+".filter_chains", "at least one filter chain is required")
 		}
-		hasInspector := len(l.ListenerFilters) > 0
 		for j := range l.FilterChains {
-			v.filterChain(fmt.Sprintf("%s.filter_chains[%d]", p, j), &l.FilterChains[j], hasInspector, routeConfigs)
+			v.filterChain(fmt.Sprintf("%s.filter_chains[%d]", p, j), &l.FilterChains[j], routeConfigs)
 		}
 		v.duplicateMatches(p, l.FilterChains)
 	}
@@ -119,7 +118,7 @@ func (v *validator) addr(path, a string) {
 	}
 }
 
-func (v *validator) filterChain(p string, fc *FilterChain, hasInspector bool, routeConfigs map[string]bool) {
+func (v *validator) filterChain(p string, fc *FilterChain, routeConfigs map[string]bool) {
 	m := fc.Match
 	if m.DestinationPort < 0 || m.DestinationPort > 65535 {
 		v.errf(p+".filter_chain_match.destination_port", "must be 0..65535")
@@ -133,9 +132,6 @@ func (v *validator) filterChain(p string, fc *FilterChain, hasInspector bool, ro
 	case "", "tls", "raw_buffer":
 	default:
 		v.errf(p+".filter_chain_match.transport_protocol", "must be tls or raw_buffer, got %q", m.TransportProtocol)
-	}
-	if (len(m.ServerNames) > 0 || len(m.ApplicationProtocols) > 0 || m.TransportProtocol != "") && !hasInspector && fc.TLS == nil {
-		v.errf(p+".filter_chain_match", "server_names, transport_protocol and application_protocols need the tls_inspector listener filter")
 	}
 	if t := fc.TLS; t != nil {
 		if t.CertFile == "" {

@@ -125,7 +125,8 @@ func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 		AddCloser: func(f func() error) { s.closers = append(s.closers, f) }}
 	for i := range cfg.Listeners {
 		lc := cfg.Listeners[i]
-		l := &listener{cfg: lc, inspector: len(lc.ListenerFilters) > 0, log: logs.Logger("listener").Named("listener"), metrics: lm}
+		l := &listener{cfg: lc, inspector: len(lc.ListenerFilters) > 0 || needsInspector(lc.FilterChains),
+			log: logs.Logger("listener").Named("listener"), metrics: lm}
 		if lc.MaxConnections > 0 {
 			l.sem = make(chan struct{}, lc.MaxConnections)
 		}
@@ -172,6 +173,19 @@ func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 		s.admin = newAdmin(s)
 	}
 	return s, nil
+}
+
+// needsInspector reports whether a chain matches on what only the
+// ClientHello tells (SNI, ALPN, TLS or not): tls_inspector is then added
+// to the listener even when not configured, as Envoy does.
+func needsInspector(chains []config.FilterChain) bool {
+	for i := range chains {
+		m := &chains[i].Match
+		if len(m.ServerNames) > 0 || len(m.ApplicationProtocols) > 0 || m.TransportProtocol != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // discardLogs silences every component.
