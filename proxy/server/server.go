@@ -90,9 +90,10 @@ func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 		reg = prometheus.NewRegistry()
 	}
 	s = &Server{cfg: cfg, logs: logs, log: logs.Logger("main").Named("main"), reg: reg, quit: opts.Quit}
+	built := s // the named result is nil by the time a failing return's defer runs
 	defer func() {
 		if err != nil {
-			s.Close()
+			built.Close()
 		}
 	}()
 	um, err := upstream.NewManager(cfg.Clusters, upstream.Options{Logger: logs.Logger("upstream"), Registry: reg, DialContext: opts.UpstreamDial})
