@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,5 +118,20 @@ clusters: []
 		if !strings.Contains(stderr.String(), "listeners[0].filter_chains[0].tls: tls: open /nonexistent/cert.pem") {
 			t.Fatalf("%s: stderr = %q", cmd, stderr.String())
 		}
+	}
+}
+
+// TestProxyPortInUse: a listener that cannot bind fails the command (exit
+// 1) after releasing what had started.
+func TestProxyPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"proxy", "--listen", ln.Addr().String(), "--upstream", "127.0.0.1:9", "--admin", "127.0.0.1:0"}, &stdout, &stderr)
+	if code != exitFailure || !strings.Contains(stderr.String(), "address already in use") {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
 	}
 }
