@@ -24,6 +24,14 @@ type Upstreams interface {
 	NewStream(ctx context.Context, cluster string, headers *filter.HeaderMap, endStream bool, opts upstream.StreamOptions) (upstream.Stream, error)
 }
 
+// TimeoutRecorder is optionally implemented by Upstreams: the router
+// reports a route timeout that struck after the response headers arrived
+// (those before are seen by the upstream stream itself), for the cluster's
+// stats and outlier detection.
+type TimeoutRecorder interface {
+	RecordTimeout(cluster, host string)
+}
+
 // Router builds router filters; it is the terminal filter of every HTTP
 // filter chain. It is safe for concurrent use.
 type Router struct {
@@ -288,6 +296,9 @@ func (f *Filter) forward(h *filter.HeaderMap, end bool) {
 			timedOut := errors.Is(f.ctx.Err(), context.DeadlineExceeded)
 			f.finish(false)
 			if timedOut {
+				if tr, ok := f.r.upstreams.(TimeoutRecorder); ok {
+					tr.RecordTimeout(f.entry.cluster, f.cb.StreamInfo().UpstreamHost)
+				}
 				f.cb.ResetStream(filter.UpstreamRequestTimeout, "upstream_response_timeout")
 			} else {
 				flag := filter.UpstreamRemoteReset

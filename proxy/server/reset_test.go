@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,6 +133,7 @@ clusters:
 // cut at the route timeout: the downstream is reset and the stream logged
 // once with UT.
 func TestRouteTimeoutDuringBody(t *testing.T) {
+	// (admin on: the cluster's stats are checked at the end)
 	stall := make(chan struct{})
 	defer close(stall)
 	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -148,7 +150,7 @@ func TestRouteTimeoutDuringBody(t *testing.T) {
 	go up.Serve(ln)
 	defer up.Close()
 	s := startProxy(t, fmt.Sprintf(`
-admin: {address: "-"}
+admin: {address: "127.0.0.1:0"}
 listeners:
 - name: main
   address: 127.0.0.1:0
@@ -174,5 +176,8 @@ clusters:
 	}
 	if info := lastLog(t); info.ResponseFlags != filter.UpstreamRequestTimeout {
 		t.Fatalf("flags %s, want UT", info.ResponseFlags)
+	}
+	if _, body := get(t, "GET", "http://"+s.AdminAddr().String()+"/stats?filter=upstream_rq_timeout"); !strings.Contains(body, "cluster.up.upstream_rq_timeout: 1") {
+		t.Fatalf("timeout not reported to the cluster: %q", body)
 	}
 }

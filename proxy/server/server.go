@@ -75,7 +75,17 @@ func (a clusterAdapter) ReleaseRetry(cluster string) {
 	}
 }
 
-var _ router.RetryBudget = clusterAdapter{}
+// RecordTimeout implements router.TimeoutRecorder.
+func (a clusterAdapter) RecordTimeout(cluster, host string) {
+	if c := a.m.Cluster(cluster); c != nil {
+		c.RecordTimeout(host)
+	}
+}
+
+var (
+	_ router.RetryBudget     = clusterAdapter{}
+	_ router.TimeoutRecorder = clusterAdapter{}
+)
 
 // New builds every component of cfg (which must have passed Parse)
 // without opening a socket.
