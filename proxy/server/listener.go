@@ -165,6 +165,16 @@ func newChainServer(m *hcm.Manager, tlsCfg *tls.Config, log *zap.Logger) (*http.
 			}
 			return hcm.WithConnInfo(ctx, ci)
 		},
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				m.ConnOpened()
+			case http.StateClosed, http.StateHijacked:
+				// A hijacked connection (h2c upgrade, WebSocket) is
+				// counted as closed here: net/http no longer tracks it.
+				m.ConnClosed()
+			}
+		},
 	}
 	// HTTP/2 is net/http's own (TLS by ALPN, and unencrypted with prior
 	// knowledge), so http.Server tracks every connection for Shutdown.
