@@ -401,9 +401,7 @@ func (s *stream) waitDone() {
 				s.complete(true)
 			}
 			s.unlock()
-			if s.completed {
-				return
-			}
+			// Completed now, or a pending reply completes it.
 			<-s.done
 			return
 		}
