@@ -63,6 +63,7 @@ type stream struct {
 	upgrade      bool
 	chunked      bool  // response body streamed without a length: flush as it goes
 	respLen      int64 // the response's content-length, -1 if none
+	routeMu      sync.Mutex
 	route        *router.Entry
 	routeCached  bool
 	replyBuf     [1]filter.LocalReply
@@ -944,14 +945,24 @@ func grpcMessageEncode(msg string) string {
 
 // route resolves (and caches) the stream's route.
 func (s *stream) resolveRoute() filter.Route {
+	// routeMu, not mu: the router asks from outside the stream mutex.
+	s.routeMu.Lock()
 	if !s.routeCached {
 		s.route = s.m.routes.Route(&s.reqH)
 		s.routeCached = true
 	}
-	if s.route == nil {
+	r := s.route
+	s.routeMu.Unlock()
+	if r == nil {
 		return nil
 	}
-	return s.route
+	return r
+}
+
+func (s *stream) clearRouteCache() {
+	s.routeMu.Lock()
+	s.routeCached = false
+	s.routeMu.Unlock()
 }
 
 // --- callbacks ---
@@ -967,7 +978,7 @@ var _ filter.Callbacks = (*filterCB)(nil)
 func (c *filterCB) Context() context.Context           { return c.s.ctx }
 func (c *filterCB) StreamInfo() *filter.StreamInfo     { return &c.s.info }
 func (c *filterCB) Route() filter.Route                { return c.s.resolveRoute() }
-func (c *filterCB) ClearRouteCache()                   { c.s.routeCached = false }
+func (c *filterCB) ClearRouteCache()                   { c.s.clearRouteCache() }
 func (c *filterCB) SendLocalReply(r filter.LocalReply) { c.s.sendLocalReply(r) }
 func (c *filterCB) DecodingBuffer() []byte             { return c.s.dec.heldData(c.idx) }
 func (c *filterCB) Connection() filter.ConnectionInfo  { return c.s.conn }
@@ -990,7 +1001,7 @@ var _ filter.TerminalCallbacks = (*terminalCB)(nil)
 func (c *terminalCB) Context() context.Context           { return c.s.ctx }
 func (c *terminalCB) StreamInfo() *filter.StreamInfo     { return &c.s.info }
 func (c *terminalCB) Route() filter.Route                { return c.s.resolveRoute() }
-func (c *terminalCB) ClearRouteCache()                   { c.s.routeCached = false }
+func (c *terminalCB) ClearRouteCache()                   { c.s.clearRouteCache() }
 func (c *terminalCB) SendLocalReply(r filter.LocalReply) { c.s.sendLocalReply(r) }
 func (c *terminalCB) ContinueDecoding()                  {}
 func (c *terminalCB) ContinueEncoding()                  {}
