@@ -213,6 +213,15 @@ func (s *stream) serve(w http.ResponseWriter, r *http.Request) bool {
 	}
 
 	endStream := (r.Body == nil || r.Body == http.NoBody) && !s.upgrade
+	if m.MaxRequestHeaderBytes > 0 && headerBytes(h) > m.MaxRequestHeaderBytes {
+		// net/http's own limit has slack (4 KiB for HTTP/1); this one
+		// is exact: the names and values must fit max_request_headers_kb.
+		if !endStream {
+			s.w.Header().Set("Connection", "close")
+		}
+		s.setReply(filter.LocalReply{Code: http.StatusRequestHeaderFieldsTooLarge, Body: "request header fields too large",
+			Details: "request_headers_too_large"})
+	}
 	s.mu.Lock()
 	s.reqDone = endStream
 	if endStream {
@@ -231,6 +240,15 @@ func (s *stream) serve(w http.ResponseWriter, r *http.Request) bool {
 	}
 	s.waitDone()
 	return s.finishStream()
+}
+
+// headerBytes is the size of the request's header names and values.
+func headerBytes(h *filter.HeaderMap) int {
+	n := 0
+	for _, f := range h.Fields() {
+		n += len(f.Name) + len(f.Value)
+	}
+	return n
 }
 
 // prepareRequest applies the manager's request-header policy.
