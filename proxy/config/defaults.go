@@ -198,3 +198,7 @@ func (p *RetryPolicy) applyDefaults() {
 // RetryOnConditions are the retry_on values the router understands.
 var RetryOnConditions = []string{"5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx", "retriable-status-codes",
 	"refused-stream", "cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"}
+
+// LogComponents are the components whose log level can be set
+// (logging.components, the admin /logging endpoint).
+var LogComponents = []string{"accesslog", "admin", "filter", "hcm", "listener", "main", "router", "upstream"}

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"regexp"
 	"slices"
@@ -23,8 +24,11 @@ func (b *Bootstrap) Validate() error {
 	if _, ok := parseLevel(b.Logging.Level); !ok {
 		v.errf("logging.level", "unknown level %q (debug, info, warn, error)", b.Logging.Level)
 	}
-	for c, l := range b.Logging.Components {
-		if _, ok := parseLevel(l); !ok {
+	for _, c := range slices.Sorted(maps.Keys(b.Logging.Components)) {
+		l := b.Logging.Components[c]
+		if !slices.Contains(LogComponents, c) {
+			v.errf("logging.components."+c, "unknown component (known: %s)", strings.Join(LogComponents, ", "))
+		} else if _, ok := parseLevel(l); !ok {
 			v.errf("logging.components."+c, "unknown level %q (debug, info, warn, error)", l)
 		}
 	}
@@ -308,7 +312,8 @@ func (v *validator) mutations(p string, m *HeaderMutations) {
 }
 
 func (v *validator) perFilter(p string, m map[string]*yaml.Node) {
-	for name, node := range m {
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		node := m[name]
 		f, ok := filter.Lookup(name)
 		if !ok {
 			v.errf(p+"."+name, "unknown filter %q", name)
