@@ -257,7 +257,11 @@ func (s *stream) prepareRequest(h *filter.HeaderMap, scheme string) {
 	if m.useRemoteAddress {
 		if a := s.info.DownstreamDirectRemoteAddress; a.IsValid() {
 			ip := a.Addr().Unmap().String()
-			h.Append("x-forwarded-for", ip)
+			if prev, ok := h.Get("x-forwarded-for"); ok && prev != "" {
+				h.Set("x-forwarded-for", prev+", "+ip) // Envoy's list format
+			} else {
+				h.Set("x-forwarded-for", ip)
+			}
 			s.info.DownstreamRemoteAddress = a
 		}
 		h.Set("x-forwarded-proto", scheme)

@@ -269,6 +269,25 @@ func TestProxyHTTP1AndH2C(t *testing.T) {
 	}
 }
 
+func TestForwardedForAppends(t *testing.T) {
+	be := backend(t)
+	s := startProxy(t, fmt.Sprintf(testConfig, be.Listener.Addr(), deadAddr(t)))
+	req, _ := http.NewRequest("GET", "http://"+s.ListenerAddr("main").String()+"/xff", nil)
+	req.Header.Set("X-Forwarded-For", "10.0.0.1")
+	req.Header.Set("X-Request-Id", "keep-me")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("X-Got-Xff"); got != "10.0.0.1, 127.0.0.1" {
+		t.Fatalf("x-forwarded-for = %q", got)
+	}
+	if got := resp.Header.Get("X-Got-Request-Id"); got != "keep-me" {
+		t.Fatalf("x-request-id = %q, want the client's", got)
+	}
+}
+
 func TestSeveralListeners(t *testing.T) {
 	be := backend(t)
 	s := startProxy(t, fmt.Sprintf(testConfig, be.Listener.Addr(), deadAddr(t)))
