@@ -21,7 +21,7 @@ func TestDecodeStrict(t *testing.T) {
 	}
 	tests := []struct {
 		name, in, wantErr string
-		check            func(*outer) bool
+		check             func(*outer) bool
 	}{
 		{"ok", "name: x\nitems: [{a: 1, m: {k: v}, n: {free: [form]}}]", "", func(o *outer) bool {
 			return o.Name == "x" && o.Items[0].A == 1 && o.Items[0].M["k"] == "v" && o.Items[0].N != nil
