@@ -194,6 +194,15 @@ func newChainServer(m *hcm.Manager, tlsCfg *tls.Config, log *zap.Logger) (*http.
 			}
 			tlsCfg.NextProtos = alpn
 		}
+	case "HTTP2":
+		// HTTP/2 only: h2 by ALPN on TLS, prior knowledge in plaintext.
+		protos.SetHTTP1(false)
+		protos.SetHTTP2(true)
+		protos.SetUnencryptedHTTP2(true)
+		srv.HTTP2 = &http.HTTP2Config{MaxReadFrameSize: 1 << 20}
+		if tlsCfg != nil {
+			tlsCfg.NextProtos = []string{"h2"}
+		}
 	default:
 		protos.SetHTTP2(true)
 		protos.SetUnencryptedHTTP2(true)

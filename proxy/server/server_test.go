@@ -288,6 +288,36 @@ func TestForwardedForAppends(t *testing.T) {
 	}
 }
 
+func TestCodecTypeHTTP2Only(t *testing.T) {
+	s := startProxy(t, `
+admin: {address: "-"}
+listeners:
+- name: main
+  address: 127.0.0.1:0
+  filter_chains:
+  - http_connection_manager:
+      codec_type: HTTP2
+      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, direct_response: {status: 200, body: h2}}]}]}
+`)
+	url := "http://" + s.ListenerAddr("main").String() + "/"
+	tr := h2cTransport()
+	defer tr.CloseIdleConnections()
+	resp, err := tr.RoundTrip(mustReq(url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != 200 {
+		t.Fatalf("h2c: %s %d", resp.Proto, resp.StatusCode)
+	}
+	h1 := &http.Transport{}
+	defer h1.CloseIdleConnections()
+	if resp, err := h1.RoundTrip(mustReq(url)); err == nil {
+		resp.Body.Close()
+		t.Fatalf("HTTP/1.1 served on an HTTP2-only chain: %d", resp.StatusCode)
+	}
+}
+
 func TestSeveralListeners(t *testing.T) {
 	be := backend(t)
 	s := startProxy(t, fmt.Sprintf(testConfig, be.Listener.Addr(), deadAddr(t)))
