@@ -425,6 +425,9 @@ func TestHeaderTooLarge(t *testing.T) {
 			}
 			defer tr.CloseIdleConnections()
 			resp, err := tr.RoundTrip(req)
+			if err != nil && tt.h2 && strings.Contains(err.Error(), "larger than peer's advertised limit") {
+				return // the client already knew the proxy's SETTINGS_MAX_HEADER_LIST_SIZE
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
