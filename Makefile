@@ -17,13 +17,18 @@ STATICCHECK_VERSION        := v0.8.1
 FUZZTIME ?= 4s
 BENCHTIME ?= 1s
 
-.PHONY: all build test vet race fuzz-smoke fuzz lint proto proto-check bench clean tools
+.PHONY: all build demo test vet race fuzz-smoke fuzz lint proto bench clean
 
 all: build
 
 ## build: compile the remora binary into ./bin/remora
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/remora ./cmd/remora
+
+## demo: run mixer, sidecar and a sample upstream on loopback with sample traffic
+## (DEMO_ARGS=--keep leaves them running until Ctrl-C)
+demo: build
+	$(BIN)/remora demo $(DEMO_ARGS)
 
 ## test: vet, the race-enabled test suite, and a short smoke run of every fuzz target
 test: vet race fuzz-smoke
