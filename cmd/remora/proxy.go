@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"io"
 	"os"
@@ -20,10 +21,17 @@ func init() {
 	register(&command{name: "proxy", summary: "run the sidecar proxy", run: runProxy})
 }
 
+// defaultProxyConfig is what `remora proxy` serves without a configuration.
+//
+//go:embed proxy_default.yaml
+var defaultProxyConfig []byte
+
 const proxyUsage = `--config FILE | --listen ADDR --upstream ADDR [--mixer ADDR [--fail-close]] [--ext-authz ADDR] [--access-log PATH] [--admin ADDR] [--print-config]
 
 Runs the sidecar. With --config the YAML bootstrap file is used (see
-docs/configuration.md). Quick mode (--listen and --upstream) builds the
+docs/configuration.md); with neither --config nor quick mode, the embedded
+default (an inbound sidecar on 127.0.0.1:8080 for an application on
+127.0.0.1:8000, checking against a mixer on 127.0.0.1:9091, fail-open). Quick mode (--listen and --upstream) builds the
 equivalent of one listener speaking HTTP/1.1 and h2c, one catch-all route
 and one cluster with protocol use_downstream; --mixer adds the mixer filter
 (check and report, fail-open unless --fail-close), --ext-authz the ext_authz
@@ -118,7 +126,14 @@ func proxyConfig(path string, q config.QuickOptions) (*config.Bootstrap, error) 
 	case path != "" && quick:
 		return nil, usagef("--config cannot be combined with --listen/--upstream")
 	case path == "" && !quick:
-		return nil, usagef("either --config FILE or --listen ADDR --upstream ADDR is required")
+		cfg, err := config.Parse(defaultProxyConfig)
+		if err != nil {
+			return nil, fmt.Errorf("embedded default configuration: %w", err)
+		}
+		if adminAddr != "" {
+			cfg.Admin.Address = adminAddr
+		}
+		return cfg, cfg.Validate()
 	case quick && (listen == "" || upstreamAddr == ""):
 		return nil, usagef("quick mode needs both --listen and --upstream")
 	}

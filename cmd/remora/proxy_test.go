@@ -23,7 +23,7 @@ func TestProxyCommandLine(t *testing.T) {
 		wantCode   int
 		wantStderr string
 	}{
-		{"no flags", []string{"proxy"}, exitUsage, "either --config FILE or --listen ADDR --upstream ADDR is required"},
+		{"quick flags without quick mode", []string{"proxy", "--mixer", "127.0.0.1:9091"}, exitUsage, "belong to quick mode"},
 		{"listen only", []string{"proxy", "--listen", "127.0.0.1:0"}, exitUsage, "needs both --listen and --upstream"},
 		{"config and quick", []string{"proxy", "--config", bad, "--listen", "a:1", "--upstream", "b:2"}, exitUsage, "cannot be combined"},
 		{"bad config", []string{"proxy", "--config", bad}, exitFailure, "listeners[0].bogus: unknown field"},
@@ -133,5 +133,27 @@ func TestProxyPortInUse(t *testing.T) {
 	code := run(context.Background(), []string{"proxy", "--listen", ln.Addr().String(), "--upstream", "127.0.0.1:9", "--admin", "127.0.0.1:0"}, &stdout, &stderr)
 	if code != exitFailure || !strings.Contains(stderr.String(), "address already in use") {
 		t.Fatalf("exit %d, stderr %q", code, stderr.String())
+	}
+}
+
+// TestProxyEmbeddedDefault: without a configuration the proxy serves its
+// embedded default, which prints, re-parses and fully builds.
+func TestProxyEmbeddedDefault(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"proxy", "--print-config"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	for _, want := range []string{"address: 127.0.0.1:8080", "name: mixer", "127.0.0.1:9091", "fail_policy: open", "path: /dev/stdout"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("embedded default lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	path := filepath.Join(t.TempDir(), "default.yaml")
+	if err := os.WriteFile(path, defaultProxyConfig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	if code := run(context.Background(), []string{"validate", "--config", path}, &stdout, &stderr); code != 0 {
+		t.Fatalf("the embedded default does not validate: %s", stderr.String())
 	}
 }
