@@ -307,7 +307,26 @@ func TestValidate(t *testing.T) {
 			})
 		}
 	}
-	if checked < 5 {
+	// The configurations inside the Kubernetes manifests' ConfigMaps.
+	manifests, _ := filepath.Glob("../../docs/deploy/*.yaml")
+	embedded := regexp.MustCompile(`(?m)^  (proxy|mixer)\.yaml: \|\n((?:    .*\n|\n)+)`)
+	for _, mf := range manifests {
+		text, err := os.ReadFile(mf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range embedded.FindAllStringSubmatch(string(text), -1) {
+			checked++
+			body := regexp.MustCompile(`(?m)^    `).ReplaceAllString(m[2], "")
+			name := filepath.Base(mf) + "-" + m[1] + ".yaml"
+			t.Run(name, func(t *testing.T) {
+				if out, code := validate(t, write(name, materialize(t, body))); code != 0 {
+					t.Fatalf("%s in %s does not validate:\n%s\n%s", m[1], mf, out, body)
+				}
+			})
+		}
+	}
+	if checked < 7 {
 		t.Fatalf("only %d example configurations found in docs/", checked)
 	}
 }
