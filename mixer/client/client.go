@@ -3,13 +3,10 @@ package client
 import (
 	"context"
 	cryptorand "crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -20,11 +17,11 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/remora-mesh/remora/attributes"
+	"github.com/remora-mesh/remora/internal/tlsconfig"
 	mixerv1 "github.com/remora-mesh/remora/proto/mixer/v1"
 )
 
@@ -155,28 +152,14 @@ func New(cfg Config, opts Options) (*Client, error) {
 }
 
 func transportCredentials(t *TLSConfig) (credentials.TransportCredentials, error) {
-	if t == nil || (t.CAFile == "" && t.CertFile == "" && t.ServerName == "") {
-		return insecure.NewCredentials(), nil
+	if t == nil {
+		t = &TLSConfig{}
 	}
-	tc := &tls.Config{ServerName: t.ServerName, MinVersion: tls.VersionTLS12}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("mixer client: tls.ca_file: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("mixer client: tls.ca_file %s: no PEM certificates", t.CAFile)
-		}
+	creds, err := tlsconfig.Client{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName}.Credentials()
+	if err != nil {
+		return nil, fmt.Errorf("mixer client: %w", err)
 	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("mixer client: tls client certificate: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return credentials.NewTLS(tc), nil
+	return creds, nil
 }
 
 // Check asks whether the request described by bag may proceed, answering

@@ -18,12 +18,9 @@ package extauthz
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -34,11 +31,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"gopkg.in/yaml.v3"
 
 	"github.com/remora-mesh/remora/internal/config"
+	"github.com/remora-mesh/remora/internal/tlsconfig"
 	proxyconfig "github.com/remora-mesh/remora/proxy/config"
 	"github.com/remora-mesh/remora/proxy/filter"
 )
@@ -185,28 +182,7 @@ func (factory) ParsePerRouteConfig(node *yaml.Node) (any, error) {
 }
 
 func transportCredentials(g GRPCService) (credentials.TransportCredentials, error) {
-	if g.CAFile == "" && g.CertFile == "" && g.ServerName == "" {
-		return insecure.NewCredentials(), nil
-	}
-	tc := &tls.Config{ServerName: g.ServerName, MinVersion: tls.VersionTLS12}
-	if g.CAFile != "" {
-		pem, err := os.ReadFile(g.CAFile)
-		if err != nil {
-			return nil, err
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s: no PEM certificates", g.CAFile)
-		}
-	}
-	if g.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(g.CertFile, g.KeyFile)
-		if err != nil {
-			return nil, err
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return credentials.NewTLS(tc), nil
+	return tlsconfig.Client{CAFile: g.CAFile, CertFile: g.CertFile, KeyFile: g.KeyFile, ServerName: g.ServerName}.Credentials()
 }
 
 // metrics are Envoy's ext_authz stats.
