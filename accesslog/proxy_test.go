@@ -24,6 +24,7 @@ func TestProxyFileAccessLog(t *testing.T) {
 	dir := t.TempDir()
 	text, jsonPath := filepath.Join(dir, "access.log"), filepath.Join(dir, "access.json")
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
 listeners:
 - name: main
   address: 127.0.0.1:0

@@ -93,6 +93,7 @@ func (a *authServer) lastRequest() *authv3.CheckRequest {
 }
 
 const proxyConfig = `
+admin: {address: "127.0.0.1:0"}
 listeners:
 - name: main
   address: 127.0.0.1:0

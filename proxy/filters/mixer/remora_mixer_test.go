@@ -48,6 +48,7 @@ func startRemoraMixer(t *testing.T) (string, string) {
 }
 
 const sidecarWithRemoraMixer = `
+admin: {address: "127.0.0.1:0"}
 listeners:
 - name: inbound
   address: 127.0.0.1:0
