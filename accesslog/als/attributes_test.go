@@ -391,5 +391,3 @@ func BenchmarkTCPAttributes(b *testing.B) {
 		}
 	}
 }
-
-
