@@ -119,8 +119,17 @@ func stringLabels(s *structpb.Struct) attributes.StringMap {
 	return attributes.NewStringMap(kvs)
 }
 
-// entryAttrs is the number of attributes an HTTP entry usually yields.
-const entryAttrs = 32
+// entryAttrs bounds the attributes an entry yields (an HTTP entry with
+// every field set gives 38), so that the builder never grows.
+const entryAttrs = 40
+
+func newBuilder(id *Identity) *attributes.Builder {
+	n := entryAttrs
+	if id != nil {
+		n += id.bag.Len()
+	}
+	return attributes.NewBuilder(n)
+}
 
 // HTTPAttributes converts an Envoy HTTP access-log entry into the
 // attribute bag a Report of the same request carries. id may be nil (no
@@ -141,7 +150,7 @@ func HTTPAttributes(e *datav3.HTTPAccessLogEntry, id *Identity) (attributes.Bag,
 	default:
 		return attributes.Bag{}, ErrSkipped
 	}
-	bd := attributes.NewBuilder(entryAttrs)
+	bd := newBuilder(id)
 	kind := identityKind(id)
 	start, err := commonAttrs(bd, c, kind)
 	if err != nil {
@@ -195,7 +204,7 @@ func TCPAttributes(e *datav3.TCPAccessLogEntry, id *Identity) (attributes.Bag, e
 	default:
 		return attributes.Bag{}, ErrSkipped
 	}
-	bd := attributes.NewBuilder(entryAttrs)
+	bd := newBuilder(id)
 	if _, err := commonAttrs(bd, c, identityKind(id)); err != nil {
 		return attributes.Bag{}, fmt.Errorf("als: tcp entry: %w", err)
 	}

@@ -55,7 +55,7 @@ type AccessLogServiceConfig struct {
 	DefaultReporterKind string `yaml:"default_reporter_kind"`
 	// File, when set, also writes every ingested entry through an access-log
 	// file sink (the proxy's type: file config: path, format, json_format...).
-	File *accesslog.FileConfig `yaml:"file"`
+	File *accesslog.FileConfig `yaml:"file,omitempty"`
 }
 
 // GRPCConfig configures the gRPC listener.
