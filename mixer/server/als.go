@@ -10,6 +10,8 @@ import (
 	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/remora-mesh/remora/accesslog"
 	"github.com/remora-mesh/remora/accesslog/als"
@@ -29,6 +31,14 @@ type alsService struct {
 	file    *accesslog.Handler // optional file sink; nil without one
 	metrics *alsMetrics
 	infos   sync.Pool // *filter.StreamInfo, for the file sink
+
+	// stopping is closed when the server stops: streams end at once
+	// (UNAVAILABLE, so that Envoy reconnects elsewhere) instead of holding
+	// the graceful stop for its whole timeout, as Envoy never closes them.
+	stopping chan struct{}
+	stopOnce sync.Once
+	// onMessage, for tests, runs after each message is recorded.
+	onMessage func()
 }
 
 // ALS entry types and results of remora_mixer_als_entries_total.
@@ -88,7 +98,7 @@ func (m *alsMetrics) Collect(ch chan<- prometheus.Metric) {
 // newALSService builds the service of cfg, registering its metrics (and
 // the file sink's) on reg. The caller closes the returned service.
 func newALSService(s *Server, cfg AccessLogServiceConfig, reg prometheus.Registerer) (*alsService, error) {
-	a := &alsService{s: s, kind: cfg.DefaultReporterKind, metrics: newALSMetrics()}
+	a := &alsService{s: s, kind: cfg.DefaultReporterKind, metrics: newALSMetrics(), stopping: make(chan struct{})}
 	a.infos.New = func() any { return new(filter.StreamInfo) }
 	if err := reg.Register(a.metrics); err != nil {
 		return nil, fmt.Errorf("mixer: registering access-log service metrics: %w", err)
@@ -109,6 +119,9 @@ func newALSService(s *Server, cfg AccessLogServiceConfig, reg prometheus.Registe
 	return a, nil
 }
 
+// stop ends the streams in progress and refuses new ones.
+func (a *alsService) stop() { a.stopOnce.Do(func() { close(a.stopping) }) }
+
 // close flushes and closes the file sink.
 func (a *alsService) close(ctx context.Context) error {
 	if a == nil || a.file == nil {
@@ -121,7 +134,8 @@ func (a *alsService) close(ctx context.Context) error {
 // The identifier of the first message (later ones normally omit it; one
 // that carries an identifier replaces it) describes the reporting proxy.
 // A malformed entry is skipped and counted; the stream goes on. The
-// stream ends with an empty response when the client closes it.
+// stream ends with an empty response when the client closes it, and with
+// UNAVAILABLE when the server stops.
 func (a *alsService) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccessLogsServer) error {
 	s := a.s
 	a.metrics.streams.Inc()
@@ -134,14 +148,38 @@ func (a *alsService) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccess
 		drop = []string{s.principalAttr}
 	}
 	id := als.NewIdentity(nil, a.kind, extra, drop...)
+	// Recv runs on its own goroutine so that the stream can end when the
+	// server stops; it exits when the stream's context ends, which
+	// returning from this handler guarantees.
+	msgs := make(chan *alsv3.StreamAccessLogsMessage)
+	errc := make(chan error, 1)
+	ctx := stream.Context()
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case msgs <- msg:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	var bags []attributes.Bag
 	for {
-		msg, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return stream.SendAndClose(&alsv3.StreamAccessLogsResponse{})
-		}
-		if err != nil {
+		var msg *alsv3.StreamAccessLogsMessage
+		select {
+		case msg = <-msgs:
+		case err := <-errc:
+			if errors.Is(err, io.EOF) {
+				return stream.SendAndClose(&alsv3.StreamAccessLogsResponse{})
+			}
 			return err
+		case <-a.stopping:
+			return status.Error(codes.Unavailable, "mixer: access-log service: server stopping")
 		}
 		if ident := msg.GetIdentifier(); ident != nil {
 			id = als.NewIdentity(ident, a.kind, extra, drop...)
@@ -157,6 +195,9 @@ func (a *alsService) StreamAccessLogs(stream alsv3.AccessLogService_StreamAccess
 			s.tel.RecordBatch(bags)
 		}
 		clear(bags) // do not pin the previous message's bags
+		if a.onMessage != nil {
+			a.onMessage()
+		}
 	}
 }
 

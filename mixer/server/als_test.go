@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/remora-mesh/remora/accesslog"
 	"github.com/remora-mesh/remora/accesslog/als"
+	"github.com/remora-mesh/remora/internal/config"
 	"github.com/remora-mesh/remora/policy"
 	"github.com/remora-mesh/remora/proxy/filter"
 )
@@ -376,4 +378,58 @@ func BenchmarkALSStream(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N*len(entries))/b.Elapsed().Seconds(), "entries/s")
+}
+
+// A stream Envoy keeps open does not hold the server's graceful stop for
+// its timeout: it ends with UNAVAILABLE, after the entries already
+// received were recorded.
+func TestALSStreamEndsOnStop(t *testing.T) {
+	cfg := Config{Policy: policy.DefaultConfig()}
+	cfg.GRPC.ShutdownTimeout = config.Duration(time.Minute) // longer than stop waits
+	ts := start(t, cfg, Options{}, nil)
+	recorded := make(chan struct{}, 1)
+	ts.srv.als.onMessage = func() { recorded <- struct{}{} }
+	st, err := alsv3.NewAccessLogServiceClient(ts.conn).StreamAccessLogs(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(httpMsg(alsIdentifier(t, "inbound"), httpLog(200, "/a", nil, false))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-recorded:
+	case <-ctxT(t).Done():
+		t.Fatal("message not recorded")
+	}
+	ts.stop(t) // fails the test if Serve does not return within 10s
+	if _, err := st.CloseAndRecv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("stream after stop: %v, want UNAVAILABLE", err)
+	}
+	if err := testutil.GatherAndCompare(ts.reg, strings.NewReader(`
+# HELP remora_mixer_als_entries_total Envoy access-log entries received, by type (http, tcp) and result (ok, malformed, skipped).
+# TYPE remora_mixer_als_entries_total counter
+remora_mixer_als_entries_total{result="malformed",type="http"} 0
+remora_mixer_als_entries_total{result="malformed",type="tcp"} 0
+remora_mixer_als_entries_total{result="ok",type="http"} 1
+remora_mixer_als_entries_total{result="ok",type="tcp"} 0
+remora_mixer_als_entries_total{result="skipped",type="http"} 0
+remora_mixer_als_entries_total{result="skipped",type="tcp"} 0
+`), "remora_mixer_als_entries_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+// With mTLS to the server, the caller's certificate identity is the
+// principal attribute of every entry, overriding what the entry says.
+func TestALSCallerIdentity(t *testing.T) {
+	const id = "spiffe://cluster.local/ns/istio-system/sa/envoy"
+	pki := newPKI(t, id)
+	cfg := Config{Policy: policy.DefaultConfig()}
+	cfg.GRPC.TLS = TLSConfig{CertFile: pki.certFile, KeyFile: pki.keyFile, ClientCAFile: pki.caFile, RequireClientCert: true,
+		PrincipalAttribute: "source.principal"}
+	ts := start(t, cfg, Options{}, &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pki.client}, ServerName: "127.0.0.1"})
+	streamLogs(t, ts, httpMsg(alsIdentifier(t, "inbound"), httpLog(200, "/a", nil, false)))
+	if _, body := httpGet(t, ts.monURL+"/metrics"); !strings.Contains(body, `source_principal="`+id+`"`) {
+		t.Errorf("source_principal is not the caller's identity:\n%s", body)
+	}
 }

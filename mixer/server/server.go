@@ -257,6 +257,9 @@ func (s *Server) shutdown() {
 	timeout := s.cfg.GRPC.ShutdownTimeout.D()
 	s.log.Info("stopping", zap.Duration("timeout", timeout))
 	s.health.Shutdown()
+	if s.als != nil {
+		s.als.stop()
+	}
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
