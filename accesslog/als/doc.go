@@ -4,7 +4,11 @@
 // HTTPEntry turns a finished filter.StreamInfo into an HTTPAccessLogEntry,
 // copying everything it needs: the entry shares no memory with the
 // StreamInfo, so the StreamInfo may be reused as soon as HTTPEntry returns.
-// The gRPC access-log sink uses it to stream entries to a service; the
-// mixer server will use the reverse direction (entry → attributes) to
-// ingest real Envoy's access logs.
+// The gRPC access-log sink uses it to stream entries to a service.
+//
+// The reverse direction serves the mixer server, which ingests real
+// Envoy's access logs: HTTPAttributes and TCPAttributes turn an entry (and
+// the stream's Identity, from NewIdentity) into the attribute bag a Report
+// of the same request carries, and HTTPStreamInfo and TCPStreamInfo rebuild
+// a StreamInfo so that entries can be written by a file sink.
 package als

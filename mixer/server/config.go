@@ -8,6 +8,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/remora-mesh/remora/accesslog"
 	"github.com/remora-mesh/remora/attributes"
 	"github.com/remora-mesh/remora/internal/config"
 	"github.com/remora-mesh/remora/mixer/quota"
@@ -38,6 +39,23 @@ type Config struct {
 	Policy     policy.Config    `yaml:"policy"`
 	Quotas     []quota.Config   `yaml:"quotas"`
 	Telemetry  telemetry.Config `yaml:"telemetry"`
+	// AccessLogService configures the Envoy access-log service served on
+	// the gRPC port (see als.go).
+	AccessLogService AccessLogServiceConfig `yaml:"access_log_service"`
+}
+
+// AccessLogServiceConfig configures envoy.service.accesslog.v3
+// AccessLogService, which turns Envoy access-log entries into telemetry.
+type AccessLogServiceConfig struct {
+	// Disabled leaves the service unregistered (default false: served).
+	Disabled bool `yaml:"disabled"`
+	// DefaultReporterKind is the context.reporter.kind of entries whose
+	// log name and node metadata do not say: "inbound" (default) or
+	// "outbound".
+	DefaultReporterKind string `yaml:"default_reporter_kind"`
+	// File, when set, also writes every ingested entry through an access-log
+	// file sink (the proxy's type: file config: path, format, json_format...).
+	File *accesslog.FileConfig `yaml:"file,omitempty"`
 }
 
 // GRPCConfig configures the gRPC listener.
@@ -114,6 +132,10 @@ func (c *Config) ApplyDefaults() {
 		c.Quotas[i].ApplyDefaults()
 	}
 	c.Telemetry.ApplyDefaults()
+	setStr(&c.AccessLogService.DefaultReporterKind, attributes.ReporterInbound)
+	if c.AccessLogService.File != nil {
+		c.AccessLogService.File.ApplyDefaults()
+	}
 }
 
 func setStr(p *string, d string) {
@@ -187,6 +209,16 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Telemetry.Validate("telemetry"); err != nil {
 		errs = append(errs, err)
+	}
+	switch a := c.AccessLogService; a.DefaultReporterKind {
+	case attributes.ReporterInbound, attributes.ReporterOutbound:
+	default:
+		add("access_log_service.default_reporter_kind", "must be inbound or outbound, not %q", a.DefaultReporterKind)
+	}
+	if f := c.AccessLogService.File; f != nil {
+		if err := f.Validate("access_log_service.file"); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -3,7 +3,8 @@
 //
 // A Server listens on two sockets. The gRPC socket (default :9091) serves
 // istio.mixer.v1.Mixer Check and Report, envoy.service.auth.v3.Authorization
-// Check (Envoy's ext_authz), grpc.health.v1.Health and server reflection.
+// Check (Envoy's ext_authz), envoy.service.accesslog.v3.AccessLogService
+// StreamAccessLogs, grpc.health.v1.Health and server reflection.
 // The monitoring socket (default :15014) serves /metrics, /healthz,
 // /readyz and, when enabled, /debug/pprof.
 //
@@ -12,7 +13,9 @@
 // against quotas (mixer/quota) and answered with the decision's status,
 // cacheability, referenced attributes and route directive. Report batches
 // are decompressed and fed to the telemetry pipeline (mixer/telemetry),
-// whose metrics leave through /metrics with the server's own.
+// whose metrics leave through /metrics with the server's own. Envoy
+// access-log entries take the same path: each becomes a report bag
+// (accesslog/als.HTTPAttributes, TCPAttributes) recorded by telemetry.
 //
 // Every unary RPC passes two interceptors: one counts it in the
 // go-grpc-middleware metric convention, the other bounds the requests in

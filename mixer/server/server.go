@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -67,6 +68,7 @@ type Server struct {
 	grpc          *grpc.Server
 	http          *http.Server
 	principalAttr string
+	als           *alsService // nil when access_log_service.disabled
 
 	readyMu     sync.Mutex
 	ready       bool
@@ -121,6 +123,14 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		}
 		s.eval = s.engine
 	}
+	if !cfg.AccessLogService.Disabled {
+		if s.als, err = newALSService(s, cfg.AccessLogService, s.reg); err != nil {
+			s.reg.Unregister(s.metrics)
+			s.reg.Unregister(s.tel)
+			s.Close()
+			return nil, err
+		}
+	}
 	if n := cfg.GRPC.MaxInflightRequests; n > 0 {
 		s.sem = make(chan struct{}, n)
 	}
@@ -148,6 +158,9 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	s.grpc = grpc.NewServer(sopts...)
 	mixerv1.RegisterMixerServer(s.grpc, &mixerService{s: s})
 	authv3.RegisterAuthorizationServer(s.grpc, &authzService{s: s})
+	if s.als != nil {
+		alsv3.RegisterAccessLogServiceServer(s.grpc, s.als)
+	}
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -244,6 +257,9 @@ func (s *Server) shutdown() {
 	timeout := s.cfg.GRPC.ShutdownTimeout.D()
 	s.log.Info("stopping", zap.Duration("timeout", timeout))
 	s.health.Shutdown()
+	if s.als != nil {
+		s.als.stop()
+	}
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -266,11 +282,18 @@ func (s *Server) shutdown() {
 	s.log.Info("stopped")
 }
 
-// Close releases the policy engine the server built. Call it after Serve
-// returned (or instead of Serve).
+// Close releases the policy engine the server built and flushes and
+// closes the access-log service's file sink. Call it after Serve returned
+// (or instead of Serve).
 func (s *Server) Close() error {
-	if s.engine != nil {
-		return s.engine.Close()
+	var errs []error
+	if s.als != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.GRPC.ShutdownTimeout.D())
+		errs = append(errs, s.als.close(ctx))
+		cancel()
 	}
-	return nil
+	if s.engine != nil {
+		errs = append(errs, s.engine.Close())
+	}
+	return errors.Join(errs...)
 }
