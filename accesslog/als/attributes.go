@@ -200,6 +200,7 @@ func HTTPAttributes(e *datav3.HTTPAccessLogEntry, id *Identity) (attributes.Bag,
 	c := e.GetCommonProperties()
 	switch c.GetAccessLogType() {
 	case datav3.AccessLogType_NotSet, datav3.AccessLogType_DownstreamEnd:
+		//lint:ignore SA1019 older Envoys mark intermediate entries with this flag.
 		if c.GetIntermediateLogEntry() {
 			return attributes.Bag{}, ErrSkipped
 		}
@@ -253,6 +254,7 @@ func TCPAttributes(e *datav3.TCPAccessLogEntry, id *Identity) (attributes.Bag, e
 	event := "close"
 	switch c.GetAccessLogType() {
 	case datav3.AccessLogType_NotSet, datav3.AccessLogType_TcpConnectionEnd:
+		//lint:ignore SA1019 older Envoys mark intermediate entries with this flag.
 		if c.GetIntermediateLogEntry() {
 			return attributes.Bag{}, ErrSkipped
 		}
