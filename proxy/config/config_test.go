@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	. "github.com/remora-mesh/remora/proxy/config"
+	_ "github.com/remora-mesh/remora/accesslog"
 	_ "github.com/remora-mesh/remora/proxy/filters/headermutation"
 )
 
