@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	. "github.com/remora-mesh/remora/proxy/config"
 	_ "github.com/remora-mesh/remora/accesslog"
+	. "github.com/remora-mesh/remora/proxy/config"
 	_ "github.com/remora-mesh/remora/proxy/filters/headermutation"
 )
 
