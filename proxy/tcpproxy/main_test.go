@@ -164,5 +164,4 @@ func counter(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	return 0
 }
 
-
 func logPath(t testing.TB) string { return filepath.Join(t.TempDir(), "access.log") }
