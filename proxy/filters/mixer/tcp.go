@@ -51,13 +51,16 @@ type TCP struct {
 // connIDs numbers connections for connection.id.
 var connIDs atomic.Uint64
 
-// NewTCP decodes and validates a tcp_proxy's mixer entry (node must not be
-// nil) and builds its Mixer client; the client is closed (flushing queued
-// reports) through env.AddCloser.
-func NewTCP(node *yaml.Node, env filter.Env) (*TCP, error) {
+// ParseTCPConfig decodes a tcp_proxy's mixer entry strictly, applies
+// defaults and validates it; every problem is reported with its field
+// path.
+func ParseTCPConfig(node *yaml.Node) (TCPConfig, error) {
 	var cfg TCPConfig
+	if node == nil {
+		return cfg, errors.New("mixer: no configuration")
+	}
 	if err := config.DecodeStrict(node, &cfg); err != nil {
-		return nil, fmt.Errorf("mixer: %w", err)
+		return cfg, fmt.Errorf("mixer: %w", err)
 	}
 	cfg.ApplyDefaults()
 	if cfg.ReportInterval == 0 {
@@ -70,8 +73,22 @@ func NewTCP(node *yaml.Node, env filter.Env) (*TCP, error) {
 	if !cfg.ForwardAttributes.IsZero() {
 		errs = append(errs, errors.New("forward_attributes: not used on TCP connections (there is no header to carry them)"))
 	}
+	if cfg.IgnoreForwardedAttributes {
+		errs = append(errs, errors.New("ignore_forwarded_attributes: not used on TCP connections"))
+	}
 	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("mixer: %w", err)
+		return cfg, fmt.Errorf("mixer: %w", err)
+	}
+	return cfg, nil
+}
+
+// NewTCP parses a tcp_proxy's mixer entry (see ParseTCPConfig) and builds
+// its Mixer client; the client is closed (flushing queued reports) through
+// env.AddCloser.
+func NewTCP(node *yaml.Node, env filter.Env) (*TCP, error) {
+	cfg, err := ParseTCPConfig(node)
+	if err != nil {
+		return nil, err
 	}
 	c, err := newCompiled(cfg.Config, env)
 	if err != nil {
