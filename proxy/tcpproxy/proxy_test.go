@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 const tcpConfig = `
@@ -237,5 +238,37 @@ func TestIdleTimeout(t *testing.T) {
 	data, _ := os.ReadFile(path)
 	if strings.Count(string(data), "\n") != 2 {
 		t.Errorf("want 2 lines:\n%s", data)
+	}
+}
+
+// TestIdleTimeoutOneWayTraffic: bytes flowing in one direction only keep
+// the connection open past several idle timeouts.
+func TestIdleTimeoutOneWayTraffic(t *testing.T) {
+	addr := backend(t, func(c net.Conn) {
+		n, _ := io.Copy(io.Discard, c)
+		fmt.Fprintf(c, "ok %d", n)
+	})
+	s, reg := startProxy(t, tcpConfig, addr, "60ms", logPath(t), 1024)
+	c := dial(t, s, "tcp")
+	// The ticker paces the traffic (one byte every 15ms for 300ms); it
+	// synchronises nothing.
+	tick := time.NewTicker(15 * time.Millisecond)
+	defer tick.Stop()
+	end := time.Now().Add(300 * time.Millisecond)
+	sent := 0
+	for time.Now().Before(end) {
+		<-tick.C
+		if _, err := c.Write([]byte{'x'}); err != nil {
+			t.Fatalf("write after %d bytes: %v (closed as idle?)", sent, err)
+		}
+		sent++
+	}
+	c.CloseWrite()
+	if b := waitClosed(t, c); string(b) != fmt.Sprintf("ok %d", sent) {
+		t.Fatalf("got %q, want ok %d: the connection was closed while bytes flowed", b, sent)
+	}
+	s.Close()
+	if n := counter(t, reg, "remora_tcp_idle_timeout_total"); n != 0 {
+		t.Errorf("idle_timeout_total = %v, want 0", n)
 	}
 }
