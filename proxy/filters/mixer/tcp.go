@@ -48,7 +48,8 @@ type TCP struct {
 	interval time.Duration
 }
 
-// connIDs numbers connections for connection.id.
+// connIDs numbers connections for connection.id when the listener gave
+// none.
 var connIDs atomic.Uint64
 
 // ParseTCPConfig decodes a tcp_proxy's mixer entry strictly, applies
@@ -150,7 +151,11 @@ func (t *TCP) Open(ctx context.Context, info *filter.StreamInfo, conn filter.Con
 	if direction == attributes.ReporterInbound && info.DownstreamPeerURISAN != "" {
 		bd.Set(attributes.SourcePrincipal, attributes.String(strings.TrimPrefix(info.DownstreamPeerURISAN, "spiffe://")))
 	}
-	bd.Set(attributes.ConnectionID, attributes.String(strconv.FormatUint(connIDs.Add(1), 10)))
+	id := conn.ID
+	if id == 0 {
+		id = connIDs.Add(1) | 1<<63 // never collides with the listener's ids
+	}
+	bd.Set(attributes.ConnectionID, attributes.String(strconv.FormatUint(id, 10)))
 	bd.Set(attributes.ContextProtocol, attributes.String(attributes.ProtocolTCP))
 	start := info.StartTime
 	if start.IsZero() {
