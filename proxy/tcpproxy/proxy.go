@@ -19,8 +19,8 @@ import (
 
 // Options are a Proxy's dependencies.
 type Options struct {
-	// ListenerName and Direction describe the listener (filters and the
-	// mixer see them).
+	// ListenerName and Direction describe the listener (for logs; the
+	// mixer takes the direction from Downstream.Info).
 	ListenerName, Direction string
 	// Cluster is the upstream cluster named by the config; required.
 	Cluster *upstream.Cluster
@@ -61,8 +61,6 @@ type Proxy struct {
 	mixer   *mixer.TCP
 	stats   prefixed
 	log     *zap.Logger
-	dir     string
-	name    string
 
 	ctx    context.Context // cancelled by Close: aborts connects and checks
 	cancel context.CancelFunc
@@ -85,8 +83,8 @@ func New(cfg *config.TCPProxy, opts Options) (*Proxy, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	p := &Proxy{cfg: *cfg, cluster: opts.Cluster, stats: opts.Metrics.with(cfg.StatPrefix), log: log.Named("tcp_proxy"),
-		dir: opts.Direction, name: opts.ListenerName, open: map[*session]struct{}{}}
+	p := &Proxy{cfg: *cfg, cluster: opts.Cluster, stats: opts.Metrics.with(cfg.StatPrefix), log: log.Named("tcp_proxy").With(zap.String("listener", opts.ListenerName)),
+		open: map[*session]struct{}{}}
 	if cfg.IdleTimeout != nil {
 		p.idle = cfg.IdleTimeout.D()
 	}
