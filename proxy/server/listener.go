@@ -395,7 +395,7 @@ func (l *listener) dispatch(cc *countedConn) {
 		return
 	}
 	if best.tcp != nil {
-		l.serveTCP(best, cc, peeked)
+		l.serveTCP(best, cc, peeked, ch)
 		return
 	}
 	if !best.ln.hand(c) {
@@ -405,10 +405,14 @@ func (l *listener) dispatch(cc *countedConn) {
 
 // serveTCP runs a tcp_proxy chain on cc. A plain connection is handed
 // over as the *net.TCPConn itself (with the bytes tls_inspector read), so
-// that the proxy can splice; a TLS chain terminates TLS first.
-func (l *listener) serveTCP(ch *chain, cc *countedConn, peeked []byte) {
+// that the proxy can splice; a TLS chain terminates TLS first. hello is
+// the ClientHello tls_inspector parsed, nil if none.
+func (l *listener) serveTCP(ch *chain, cc *countedConn, peeked []byte, hello *ClientHello) {
 	d := tcpproxy.Downstream{Conn: cc.Conn, Close: cc.Close, Initial: peeked,
 		Info: filter.ConnectionInfo{ID: hcm.NextConnID(), ListenerName: l.cfg.Name, Direction: l.cfg.Direction}}
+	if hello != nil {
+		d.RequestedServerName = hello.ServerName // also for TLS passed through
+	}
 	if ch.tls != nil {
 		var raw net.Conn = cc.Conn
 		if len(peeked) > 0 {
