@@ -28,7 +28,7 @@ listeners:
         config:
           path: %[3]s
           flush_bytes: 1
-          format: "%%DOWNSTREAM_REMOTE_ADDRESS%% %%UPSTREAM_HOST%% %%BYTES_RECEIVED%% %%BYTES_SENT%% %%DURATION%% %%RESPONSE_FLAGS%% %%UPSTREAM_CLUSTER%% %%PROTOCOL%%\n"
+          format: "%%DOWNSTREAM_REMOTE_ADDRESS%% %%UPSTREAM_HOST%% %%BYTES_RECEIVED%% %%BYTES_SENT%% %%DURATION%% %%RESPONSE_FLAGS%% %%UPSTREAM_CLUSTER%% %%PROTOCOL%% %%RESPONSE_CODE_DETAILS%%\n"
 clusters:
 - name: backend
   connect_timeout: 1s
@@ -138,7 +138,7 @@ func TestUpstreamHalfClose(t *testing.T) {
 	}
 }
 
-var logLine = regexp.MustCompile(`^127\.0\.0\.1:\d+ (\S+) (\d+) (\d+) (\d+) (\S+) (\S+) (\S+)$`)
+var logLine = regexp.MustCompile(`^127\.0\.0\.1:\d+ (\S+) (\d+) (\d+) (\d+) (\S+) (\S+) (\S+) (\S+)$`)
 
 // TestAccessLog checks one line per connection through the file sink,
 // with TCP fields, and the failure flags.
@@ -236,8 +236,8 @@ func TestIdleTimeout(t *testing.T) {
 		t.Errorf("idle_timeout_total = %v, want 1", n)
 	}
 	data, _ := os.ReadFile(path)
-	if strings.Count(string(data), "\n") != 2 {
-		t.Errorf("want 2 lines:\n%s", data)
+	if strings.Count(string(data), "\n") != 2 || strings.Count(string(data), " idle_timeout\n") != 1 {
+		t.Errorf("want 2 lines, one with details idle_timeout:\n%s", data)
 	}
 }
 
