@@ -72,8 +72,29 @@ type FilterChain struct {
 	Name  string           `yaml:"name,omitempty"`
 	Match FilterChainMatch `yaml:"filter_chain_match,omitempty"`
 	// TLS terminates TLS on the connection when set.
-	TLS                   *DownstreamTLS `yaml:"tls,omitempty"`
-	HTTPConnectionManager *HCM           `yaml:"http_connection_manager"`
+	TLS *DownstreamTLS `yaml:"tls,omitempty"`
+	// Exactly one network filter is set: HTTPConnectionManager or TCPProxy.
+	HTTPConnectionManager *HCM      `yaml:"http_connection_manager,omitempty"`
+	TCPProxy              *TCPProxy `yaml:"tcp_proxy,omitempty"`
+}
+
+// TCPProxy is the tcp_proxy network filter: every connection of the
+// chain is relayed byte for byte to a host of Cluster.
+type TCPProxy struct {
+	// StatPrefix labels the filter's remora_tcp_* metrics; default "tcp".
+	StatPrefix string `yaml:"stat_prefix"`
+	// Cluster is the upstream cluster; required.
+	Cluster string `yaml:"cluster"`
+	// IdleTimeout closes a connection on which neither direction carried
+	// a byte for this long; default 1h, 0s disables it.
+	IdleTimeout *config.Duration `yaml:"idle_timeout"`
+	// AccessLog entries are the same as the connection manager's; each
+	// sink is called once per connection, when it ends.
+	AccessLog []AccessLog `yaml:"access_log,omitempty"`
+	// Mixer, when set, checks each connection and reports it to the Mixer
+	// server (the mixer HTTP filter's config plus report_interval; see
+	// docs/configuration.md). It is decoded by the mixer package.
+	Mixer *yaml.Node `yaml:"mixer,omitempty"`
 }
 
 // FilterChainMatch selects a filter chain; empty fields match anything.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	_ "github.com/remora-mesh/remora/accesslog"
 	. "github.com/remora-mesh/remora/proxy/config"
 	_ "github.com/remora-mesh/remora/proxy/filters/headermutation"
 )

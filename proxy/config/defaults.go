@@ -56,11 +56,14 @@ func (b *Bootstrap) ApplyDefaults() {
 		}
 		for j := range l.FilterChains {
 			fc := &l.FilterChains[j]
-			if fc.TLS != nil && len(fc.TLS.ALPN) == 0 {
+			if fc.TLS != nil && len(fc.TLS.ALPN) == 0 && fc.TCPProxy == nil {
 				fc.TLS.ALPN = append([]string(nil), DefaultALPN...)
 			}
 			if h := fc.HTTPConnectionManager; h != nil {
 				h.applyDefaults()
+			}
+			if t := fc.TCPProxy; t != nil {
+				t.applyDefaults()
 			}
 		}
 	}
@@ -69,6 +72,19 @@ func (b *Bootstrap) ApplyDefaults() {
 	}
 	for i := range b.Clusters {
 		b.Clusters[i].ApplyDefaults()
+	}
+}
+
+// DefaultTCPStatPrefix is a tcp_proxy's stat_prefix when none is set.
+const DefaultTCPStatPrefix = "tcp"
+
+func (t *TCPProxy) applyDefaults() {
+	if t.StatPrefix == "" {
+		t.StatPrefix = DefaultTCPStatPrefix
+	}
+	if t.IdleTimeout == nil {
+		d := config.Duration(DefaultIdleTimeout)
+		t.IdleTimeout = &d
 	}
 }
 

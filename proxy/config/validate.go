@@ -145,6 +145,12 @@ func (v *validator) filterChain(p string, fc *FilterChain, routeConfigs map[stri
 			v.errf(p+".tls.key_file", "required")
 		}
 		for k, a := range t.ALPN {
+			if fc.TCPProxy != nil {
+				if a == "" {
+					v.errf(fmt.Sprintf("%s.tls.alpn[%d]", p, k), "empty protocol")
+				}
+				continue
+			}
 			if a != "h2" && a != "http/1.1" {
 				v.errf(fmt.Sprintf("%s.tls.alpn[%d]", p, k), "unsupported protocol %q (h2, http/1.1)", a)
 			}
@@ -154,8 +160,15 @@ func (v *validator) filterChain(p string, fc *FilterChain, routeConfigs map[stri
 		}
 	}
 	h := fc.HTTPConnectionManager
-	if h == nil {
-		v.errf(p+".http_connection_manager", "required")
+	switch {
+	case h != nil && fc.TCPProxy != nil:
+		v.errf(p, "http_connection_manager and tcp_proxy are mutually exclusive")
+		return
+	case fc.TCPProxy != nil:
+		v.tcpProxy(p+".tcp_proxy", fc.TCPProxy)
+		return
+	case h == nil:
+		v.errf(p, "a network filter is required: http_connection_manager or tcp_proxy")
 		return
 	}
 	hp := p + ".http_connection_manager"
@@ -196,12 +209,34 @@ func (v *validator) filterChain(p string, fc *FilterChain, routeConfigs map[stri
 			v.errf(fp+".name", "unknown filter %q (registered: %s)", f.Name, registered(filter.Names()))
 		}
 	}
-	for k, a := range h.AccessLog {
+	v.accessLogs(hp, h.AccessLog)
+}
+
+func (v *validator) accessLogs(p string, logs []AccessLog) {
+	for k, a := range logs {
 		if a.Type == "" {
-			v.errf(fmt.Sprintf("%s.access_log[%d].type", hp, k), "required")
+			v.errf(fmt.Sprintf("%s.access_log[%d].type", p, k), "required")
 		} else if _, ok := filter.LookupAccessLog(a.Type); !ok {
-			v.errf(fmt.Sprintf("%s.access_log[%d].type", hp, k), "unknown access log type %q (registered: %s)", a.Type, registered(filter.AccessLogNames()))
+			v.errf(fmt.Sprintf("%s.access_log[%d].type", p, k), "unknown access log type %q (registered: %s)", a.Type, registered(filter.AccessLogNames()))
 		}
+	}
+}
+
+// tcpProxy checks a tcp_proxy. Its mixer config is decoded and checked
+// when the filter is built (the mixer package owns its schema); here only
+// its shape is.
+func (v *validator) tcpProxy(p string, t *TCPProxy) {
+	if t.Cluster == "" {
+		v.errf(p+".cluster", "required")
+	} else if !v.clusters[t.Cluster] {
+		v.errf(p+".cluster", "unknown cluster %q", t.Cluster)
+	}
+	if t.IdleTimeout != nil && *t.IdleTimeout < 0 {
+		v.errf(p+".idle_timeout", "must not be negative")
+	}
+	v.accessLogs(p, t.AccessLog)
+	if t.Mixer != nil && t.Mixer.Kind != yaml.MappingNode {
+		v.errf(p+".mixer", "must be a mapping")
 	}
 }
 

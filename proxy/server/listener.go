@@ -19,7 +19,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/remora-mesh/remora/proxy/config"
+	"github.com/remora-mesh/remora/proxy/filter"
 	"github.com/remora-mesh/remora/proxy/hcm"
+	"github.com/remora-mesh/remora/proxy/tcpproxy"
 	"go.uber.org/zap"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
@@ -55,11 +57,13 @@ func newListenerMetrics(reg prometheus.Registerer) (*listenerMetrics, error) {
 	return m, nil
 }
 
-// chain is a compiled filter chain: its match, its TLS config and the
-// http.Server that serves the connections handed to it.
+// chain is a compiled filter chain: its match, its TLS config and either
+// the http.Server that serves the connections handed to it (hcm, srv, ln)
+// or a TCP proxy (tcp).
 type chain struct {
 	match  config.FilterChainMatch
 	hcm    *hcm.Manager
+	tcp    *tcpproxy.Proxy
 	tls    *tls.Config
 	srv    *http.Server
 	ln     *chanListener
@@ -114,10 +118,15 @@ func (l *listener) closeConns() {
 	}
 }
 
-// activeStreams counts the streams in flight on the listener's chains.
+// activeStreams counts the streams in flight on the listener's chains; a
+// TCP proxy's connection counts as one stream.
 func (l *listener) activeStreams() int64 {
 	var n int64
 	for _, c := range l.chains {
+		if c.tcp != nil {
+			n += int64(c.tcp.Active())
+			continue
+		}
 		n += c.hcm.ActiveStreams()
 	}
 	return n
@@ -293,6 +302,9 @@ func (l *listener) start() error {
 	}
 	l.ln = ln
 	for _, c := range l.chains {
+		if c.tcp != nil {
+			continue // served on the accepting goroutine
+		}
 		c.ln = newChanListener(ln.Addr())
 		c.served = make(chan struct{})
 		var sl net.Listener = c.ln
@@ -351,12 +363,14 @@ func (l *listener) acceptLoop() {
 }
 
 // dispatch runs the listener filters and hands c to its filter chain.
-func (l *listener) dispatch(c net.Conn) {
+func (l *listener) dispatch(cc *countedConn) {
+	var c net.Conn = cc
+	var peeked []byte
 	var ch *ClientHello
 	transport := "raw_buffer"
 	if l.inspector {
 		_ = c.SetReadDeadline(time.Now().Add(l.cfg.ListenerFiltersTimeout.D()))
-		hello, peeked, err := inspect(c)
+		hello, buf, err := inspect(c)
 		_ = c.SetReadDeadline(time.Time{})
 		if err != nil && !errors.Is(err, errNotTLS) {
 			l.metrics.inspectErr.WithLabelValues(l.cfg.Name).Inc()
@@ -367,7 +381,8 @@ func (l *listener) dispatch(c net.Conn) {
 		if hello != nil {
 			ch, transport = hello, "tls"
 		}
-		c = &peekedConn{Conn: c, buf: peeked}
+		peeked = buf
+		c = &peekedConn{Conn: c, buf: buf}
 	}
 	port := 0
 	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
@@ -379,9 +394,52 @@ func (l *listener) dispatch(c net.Conn) {
 		c.Close()
 		return
 	}
+	if best.tcp != nil {
+		l.serveTCP(best, cc, peeked, ch)
+		return
+	}
 	if !best.ln.hand(c) {
 		c.Close()
 	}
+}
+
+// serveTCP runs a tcp_proxy chain on cc. A plain connection is handed
+// over as the *net.TCPConn itself (with the bytes tls_inspector read), so
+// that the proxy can splice; a TLS chain terminates TLS first. hello is
+// the ClientHello tls_inspector parsed, nil if none.
+func (l *listener) serveTCP(ch *chain, cc *countedConn, peeked []byte, hello *ClientHello) {
+	d := tcpproxy.Downstream{Conn: cc.Conn, Close: cc.Close, Initial: peeked,
+		Info: filter.ConnectionInfo{ID: hcm.NextConnID(), ListenerName: l.cfg.Name, Direction: l.cfg.Direction}}
+	if hello != nil {
+		d.RequestedServerName = hello.ServerName // also for TLS passed through
+	}
+	if ch.tls != nil {
+		var raw net.Conn = cc.Conn
+		if len(peeked) > 0 {
+			raw = &peekedConn{Conn: cc.Conn, buf: peeked}
+		}
+		tc := tls.Server(raw, ch.tls)
+		ctx, cancel := context.WithTimeout(context.Background(), l.cfg.ListenerFiltersTimeout.D())
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			l.log.Debug("tls handshake failed", zap.String("listener", l.cfg.Name), zap.Error(err))
+			cc.Close()
+			return
+		}
+		st := tc.ConnectionState()
+		d.Conn, d.Initial, d.TLS, d.RequestedServerName = tc, nil, true, st.ServerName
+		if len(st.PeerCertificates) > 0 {
+			d.Info.PeerCertificatePresented = true
+			for _, u := range st.PeerCertificates[0].URIs {
+				d.Info.PeerCertificateURISANs = append(d.Info.PeerCertificateURISANs, u.String())
+			}
+			if len(d.Info.PeerCertificateURISANs) > 0 {
+				d.PeerURISAN = d.Info.PeerCertificateURISANs[0]
+			}
+		}
+	}
+	ch.tcp.Serve(d)
 }
 
 // inspect reads until a full ClientHello (or proof that there is none).

@@ -15,6 +15,7 @@ import (
 	"github.com/remora-mesh/remora/proxy/filter"
 	"github.com/remora-mesh/remora/proxy/hcm"
 	"github.com/remora-mesh/remora/proxy/router"
+	"github.com/remora-mesh/remora/proxy/tcpproxy"
 	"github.com/remora-mesh/remora/proxy/upstream"
 	"go.uber.org/zap"
 )
@@ -133,6 +134,7 @@ func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	var tm *tcpproxy.Metrics // registered only when a chain uses tcp_proxy
 	env := filter.Env{Logger: logs.Logger("filter"), Registry: reg, NodeID: cfg.Node.ID, Cluster: cfg.Node.Cluster,
 		AddCloser:   func(f func() error) { s.closers = append(s.closers, f) },
 		AddReopener: func(f func() error) { s.reopeners = append(s.reopeners, f) }}
@@ -146,6 +148,21 @@ func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 		for j := range lc.FilterChains {
 			fc := &lc.FilterChains[j]
 			p := fmt.Sprintf("listeners[%d].filter_chains[%d]", i, j)
+			if fc.TCPProxy != nil {
+				if tm == nil {
+					if tm, err = tcpproxy.NewMetrics(reg); err != nil {
+						return nil, fmt.Errorf("server: %w", err)
+					}
+				}
+				c, err := newTCPChain(fc, lc, um, env, tm)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s.%w", p, err))
+					continue
+				}
+				s.closers = append(s.closers, c.tcp.Close)
+				l.chains = append(l.chains, c)
+				continue
+			}
 			h := fc.HTTPConnectionManager
 			var table *router.Table
 			if h.RouteConfig != nil {
@@ -186,6 +203,29 @@ func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 		s.admin = newAdmin(s)
 	}
 	return s, nil
+}
+
+// newTCPChain builds a tcp_proxy chain. Errors start with the field name
+// under the chain's path.
+func newTCPChain(fc *config.FilterChain, lc config.Listener, um *upstream.Manager, env filter.Env, tm *tcpproxy.Metrics) (*chain, error) {
+	c := &chain{match: fc.Match}
+	if fc.TLS != nil {
+		t, err := loadTLS(fc.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		if len(t.NextProtos) == 0 {
+			t.NextProtos = nil
+		}
+		c.tls = t
+	}
+	px, err := tcpproxy.New(fc.TCPProxy, tcpproxy.Options{ListenerName: lc.Name, Direction: lc.Direction,
+		Cluster: um.Cluster(fc.TCPProxy.Cluster), Env: env, Metrics: tm})
+	if err != nil {
+		return nil, fmt.Errorf("tcp_proxy: %w", err)
+	}
+	c.tcp = px
+	return c, nil
 }
 
 // needsInspector reports whether a chain matches on what only the
@@ -266,6 +306,9 @@ func (s *Server) Drain(ctx context.Context) error {
 	var cut atomic.Bool
 	for _, l := range s.listeners {
 		for _, c := range l.chains {
+			if c.tcp != nil {
+				continue // its connections are closed with the others below
+			}
 			wg.Add(1)
 			go func(c *chain) {
 				defer wg.Done()
@@ -330,6 +373,11 @@ func (s *Server) Close() error {
 		for _, l := range s.listeners {
 			l.stopAccepting()
 			l.closeConns()
+			for _, c := range l.chains {
+				if c.tcp != nil {
+					c.tcp.Close()
+				}
+			}
 			for _, c := range l.chains {
 				if c.srv != nil {
 					c.srv.Close()

@@ -57,6 +57,12 @@ func (factory) ParseConfig(node *yaml.Node, env filter.Env) (any, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("mixer: %w", err)
 	}
+	return newCompiled(cfg, env)
+}
+
+// newCompiled builds what a validated config needs at run time, the
+// client included (closed through env.AddCloser).
+func newCompiled(cfg Config, env filter.Env) (*compiled, error) {
 	log := env.Logger
 	if log == nil {
 		log = zap.NewNop()
