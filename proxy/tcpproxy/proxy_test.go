@@ -248,13 +248,15 @@ func TestIdleTimeoutOneWayTraffic(t *testing.T) {
 		n, _ := io.Copy(io.Discard, c)
 		fmt.Fprintf(c, "ok %d", n)
 	})
-	s, reg := startProxy(t, tcpConfig, addr, "60ms", logPath(t), 1024)
+	// The idle timeout is far above the pacing so that a loaded CI machine
+	// delaying a tick cannot look like idleness.
+	s, reg := startProxy(t, tcpConfig, addr, "400ms", logPath(t), 1024)
 	c := dial(t, s, "tcp")
-	// The ticker paces the traffic (one byte every 15ms for 300ms); it
-	// synchronises nothing.
-	tick := time.NewTicker(15 * time.Millisecond)
+	// The ticker paces the traffic (one byte every 20ms for 1.2s, three
+	// idle timeouts); it synchronises nothing.
+	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	end := time.Now().Add(300 * time.Millisecond)
+	end := time.Now().Add(1200 * time.Millisecond)
 	sent := 0
 	for time.Now().Before(end) {
 		<-tick.C
