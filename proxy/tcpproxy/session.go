@@ -226,6 +226,7 @@ func (s *session) pump(d, o *direction) {
 		case err == nil: // src sent FIN: pass it on, keep the other way open
 			s.mu.Lock()
 			d.done = true
+			d.quietSince = now // the FIN is the direction's last activity
 			both := o.done
 			if !both && !d.upstream {
 				p.stats.halfClose.Inc()
@@ -284,8 +285,12 @@ func (s *session) idleCheckLocked(d, o *direction, n int64, now time.Time) bool 
 		return false
 	}
 	switch {
-	case o.done, poked:
+	case poked:
 		return true
+	case o.done:
+		// The other way ended; the connection is idle once that end is
+		// idle_timeout old too.
+		return now.Sub(o.quietSince) >= idle
 	case !o.pokedAt.IsZero():
 		return now.Sub(o.pokedAt) >= idle
 	case now.Sub(o.quietSince) >= idle:
