@@ -31,7 +31,8 @@ func TestIdleCheck(t *testing.T) {
 	}{
 		{"bytes moved", idle, 5, st{quiet: time.Hour}, st{quiet: time.Hour}, false, false},
 		{"quiet less than idle", idle, 0, st{quiet: 50 * time.Millisecond}, st{quiet: time.Hour}, false, false},
-		{"other side done", idle, 0, st{quiet: idle}, st{done: true}, true, false},
+		{"other side done idle ago", idle, 0, st{quiet: idle}, st{quiet: idle, done: true}, true, false},
+		{"other side just done: wait for the answer", idle, 0, st{quiet: time.Hour}, st{quiet: time.Millisecond, done: true}, false, false},
 		{"poked and quiet", idle, 0, st{quiet: idle, poked: time.Millisecond}, st{quiet: idle}, true, false},
 		{"other quiet by its record: poke it", idle, 0, st{quiet: idle}, st{quiet: 2 * idle}, false, true},
 		{"other active", idle, 0, st{quiet: idle}, st{quiet: time.Millisecond}, false, false},
