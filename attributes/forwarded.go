@@ -35,7 +35,7 @@ func ToProto(b Bag) *mixerv1.Attributes {
 		case KindBool:
 			av.Value = &mixerv1.Attributes_AttributeValue_BoolValue{BoolValue: v.n != 0}
 		case KindBytes, KindIPAddress:
-			av.Value = &mixerv1.Attributes_AttributeValue_BytesValue{BytesValue: v.b}
+			av.Value = &mixerv1.Attributes_AttributeValue_BytesValue{BytesValue: v.BytesValue()}
 		case KindTimestamp:
 			av.Value = &mixerv1.Attributes_AttributeValue_TimestampValue{TimestampValue: &timestamppb.Timestamp{Seconds: v.n, Nanos: v.nanos}}
 		case KindDuration:
@@ -72,7 +72,7 @@ func FromProto(a *mixerv1.Attributes) (Bag, error) {
 			v = Bytes(x.BytesValue)
 			if Vocabulary[name] == KindIPAddress {
 				var ok bool
-				if v, ok = ipFromBytes(x.BytesValue); !ok {
+				if v, ok = ipFromBytes(bytesString(x.BytesValue)); !ok {
 					err = fmt.Errorf("an IP address has 4 or 16 bytes, got %d", len(x.BytesValue))
 				}
 			}

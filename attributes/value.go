@@ -1,13 +1,13 @@
 package attributes
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
 	"net/netip"
 	"strconv"
 	"time"
+	"unsafe"
 )
 
 // Kind is the type of an attribute value. The names follow Istio's
@@ -44,8 +44,7 @@ type Value struct {
 	kind  Kind
 	nanos int32  // Timestamp: nanoseconds within the second
 	n     int64  // Int64, Bool (0/1), Duration (ns), Timestamp (Unix seconds), Double (bits)
-	s     string // String
-	b     []byte // Bytes, IPAddress (4 or 16 bytes)
+	s     string // String; Bytes and IPAddress (4 or 16 bytes) as a string over the bytes
 	m     []KV   // StringMap, sorted by key
 }
 
@@ -68,7 +67,11 @@ func Bool(b bool) Value {
 }
 
 // Bytes returns a bytes value. The Value takes ownership of b.
-func Bytes(b []byte) Value { return Value{kind: KindBytes, b: b} }
+func Bytes(b []byte) Value { return Value{kind: KindBytes, s: bytesString(b)} }
+
+// bytesString returns a string over b without copying; b must not be
+// modified afterwards (Bytes takes ownership, so it is not).
+func bytesString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // Timestamp returns a point in time (monotonic clock and location dropped).
 func Timestamp(t time.Time) Value {
@@ -84,15 +87,15 @@ func StringMapValue(m StringMap) Value { return Value{kind: KindStringMap, m: m.
 // IPAddress returns an IP address value; an IPv4-mapped IPv6 address is
 // stored as IPv4, as Envoy reports it.
 func IPAddress(ip netip.Addr) Value {
-	return Value{kind: KindIPAddress, b: ip.Unmap().AsSlice()}
+	return Value{kind: KindIPAddress, s: bytesString(ip.Unmap().AsSlice())}
 }
 
 // ipFromBytes returns an IP address value over raw 4- or 16-byte b.
-func ipFromBytes(b []byte) (Value, bool) {
+func ipFromBytes(b string) (Value, bool) {
 	if len(b) != 4 && len(b) != 16 {
 		return Value{}, false
 	}
-	return Value{kind: KindIPAddress, b: b}, true
+	return Value{kind: KindIPAddress, s: b}, true
 }
 
 // Kind reports the value's type; KindInvalid for the zero Value.
@@ -102,7 +105,12 @@ func (v Value) Kind() Kind { return v.kind }
 func (v Value) IsValid() bool { return v.kind != KindInvalid }
 
 // StringValue returns the string of a KindString value, "" otherwise.
-func (v Value) StringValue() string { return v.s }
+func (v Value) StringValue() string {
+	if v.kind != KindString {
+		return ""
+	}
+	return v.s
+}
 
 // Int64Value returns the integer of a KindInt64 value, 0 otherwise.
 func (v Value) Int64Value() int64 {
@@ -123,8 +131,14 @@ func (v Value) DoubleValue() float64 {
 // BoolValue returns the boolean of a KindBool value, false otherwise.
 func (v Value) BoolValue() bool { return v.kind == KindBool && v.n != 0 }
 
-// BytesValue returns the bytes of a KindBytes or KindIPAddress value.
-func (v Value) BytesValue() []byte { return v.b }
+// BytesValue returns the bytes of a KindBytes or KindIPAddress value, nil
+// otherwise. The slice shares the value's storage and must not be modified.
+func (v Value) BytesValue() []byte {
+	if (v.kind != KindBytes && v.kind != KindIPAddress) || len(v.s) == 0 {
+		return nil
+	}
+	return unsafe.Slice(unsafe.StringData(v.s), len(v.s))
+}
 
 // TimeValue returns the time of a KindTimestamp value (UTC), zero otherwise.
 func (v Value) TimeValue() time.Time {
@@ -150,7 +164,13 @@ func (v Value) IPValue() (netip.Addr, bool) {
 	if v.kind != KindIPAddress {
 		return netip.Addr{}, false
 	}
-	return netip.AddrFromSlice(v.b)
+	switch len(v.s) {
+	case 4:
+		return netip.AddrFrom4([4]byte([]byte(v.s))), true
+	case 16:
+		return netip.AddrFrom16([16]byte([]byte(v.s))), true
+	}
+	return netip.Addr{}, false
 }
 
 // Equal reports whether v and o have the same kind and value. Doubles
@@ -160,8 +180,6 @@ func (v Value) Equal(o Value) bool {
 		return false
 	}
 	switch v.kind {
-	case KindBytes, KindIPAddress:
-		return bytes.Equal(v.b, o.b)
 	case KindStringMap:
 		return StringMap{kvs: v.m}.Equal(StringMap{kvs: o.m})
 	}
@@ -174,16 +192,13 @@ func (v Value) Equal(o Value) bool {
 func (v Value) AppendKey(dst []byte) []byte {
 	dst = append(dst, byte(v.kind))
 	switch v.kind {
-	case KindString:
+	case KindString, KindBytes, KindIPAddress:
 		dst = appendLenString(dst, v.s)
 	case KindInt64, KindDouble, KindBool, KindDuration:
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(v.n))
 	case KindTimestamp:
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(v.n))
 		dst = binary.LittleEndian.AppendUint32(dst, uint32(v.nanos))
-	case KindBytes, KindIPAddress:
-		dst = binary.AppendUvarint(dst, uint64(len(v.b)))
-		dst = append(dst, v.b...)
 	case KindStringMap:
 		dst = binary.AppendUvarint(dst, uint64(len(v.m)))
 		for _, kv := range v.m {
@@ -211,7 +226,7 @@ func (v Value) String() string {
 	case KindBool:
 		return strconv.FormatBool(v.BoolValue())
 	case KindBytes:
-		return fmt.Sprintf("%x", v.b)
+		return fmt.Sprintf("%x", v.s)
 	case KindTimestamp:
 		return v.TimeValue().Format(time.RFC3339Nano)
 	case KindDuration:
