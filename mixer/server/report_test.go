@@ -26,7 +26,7 @@ func (bytesCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.SliceBuffer(*v.(*[]byte))}, nil
 }
 func (bytesCodec) Unmarshal(mem.BufferSlice, any) error { return nil }
-func (bytesCodec) Name() string                        { return "proto" }
+func (bytesCodec) Name() string                         { return "proto" }
 
 // TestReportWireEdge: the Report handler decodes the wire bytes itself.
 // Malformed protobuf is INVALID_ARGUMENT naming the problem; a batch with
