@@ -31,7 +31,7 @@ func compressInto(ca *mixerv1.CompressedAttributes, entries []entry, enc *WordEn
 			if ca.Strings == nil {
 				ca.Strings = make(map[int32]int32)
 			}
-			ca.Strings[name] = enc.Index(v.s)
+			ca.Strings[name] = enc.Index(v.str())
 		case KindInt64:
 			if ca.Int64S == nil {
 				ca.Int64S = make(map[int32]int64)
@@ -66,8 +66,8 @@ func compressInto(ca *mixerv1.CompressedAttributes, entries []entry, enc *WordEn
 			if ca.StringMaps == nil {
 				ca.StringMaps = make(map[int32]*mixerv1.StringMap)
 			}
-			sm := &mixerv1.StringMap{Entries: make(map[int32]int32, len(v.m))}
-			for _, kv := range v.m {
+			sm := &mixerv1.StringMap{Entries: make(map[int32]int32, v.n)}
+			for _, kv := range v.kvs() {
 				sm.Entries[enc.Index(kv.Key)] = enc.Index(kv.Value)
 			}
 			ca.StringMaps[name] = sm

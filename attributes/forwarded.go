@@ -27,7 +27,7 @@ func ToProto(b Bag) *mixerv1.Attributes {
 		av := &mixerv1.Attributes_AttributeValue{}
 		switch v.kind {
 		case KindString:
-			av.Value = &mixerv1.Attributes_AttributeValue_StringValue{StringValue: v.s}
+			av.Value = &mixerv1.Attributes_AttributeValue_StringValue{StringValue: v.str()}
 		case KindInt64:
 			av.Value = &mixerv1.Attributes_AttributeValue_Int64Value{Int64Value: v.n}
 		case KindDouble:
@@ -41,8 +41,8 @@ func ToProto(b Bag) *mixerv1.Attributes {
 		case KindDuration:
 			av.Value = &mixerv1.Attributes_AttributeValue_DurationValue{DurationValue: durationpb.New(time.Duration(v.n))}
 		case KindStringMap:
-			entries := make(map[string]string, len(v.m))
-			for _, kv := range v.m {
+			entries := make(map[string]string, v.n)
+			for _, kv := range v.kvs() {
 				entries[kv.Key] = kv.Value
 			}
 			av.Value = &mixerv1.Attributes_AttributeValue_StringMapValue{StringMapValue: &mixerv1.Attributes_StringMap{Entries: entries}}

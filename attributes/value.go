@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 	"unsafe"
@@ -40,16 +41,42 @@ func (k Kind) String() string {
 // Values are immutable: byte slices and string maps given to a constructor
 // are owned by the Value afterwards, and those returned by accessors must
 // not be modified.
+//
+// A Value is 24 bytes: entries of bags and builders stay small to sort and
+// copy. String, Bytes and IPAddress values keep a pointer to their bytes
+// and the length in n; a StringMap keeps a pointer to its first KV and the
+// count in n.
 type Value struct {
+	p     unsafe.Pointer // String, Bytes, IPAddress: the bytes; StringMap: the first KV
+	n     int64          // the length of p's data; Int64, Bool (0/1), Duration (ns), Timestamp (Unix seconds), Double (bits)
+	nanos int32          // Timestamp: nanoseconds within the second
 	kind  Kind
-	nanos int32  // Timestamp: nanoseconds within the second
-	n     int64  // Int64, Bool (0/1), Duration (ns), Timestamp (Unix seconds), Double (bits)
-	s     string // String; Bytes and IPAddress (4 or 16 bytes) as a string over the bytes
-	m     []KV   // StringMap, sorted by key
+}
+
+// strValue returns a value of kind over the bytes of s.
+func strValue(kind Kind, s string) Value {
+	return Value{kind: kind, p: unsafe.Pointer(unsafe.StringData(s)), n: int64(len(s))}
+}
+
+// str returns the bytes of a String, Bytes or IPAddress value as a string.
+func (v Value) str() string {
+	switch v.kind {
+	case KindString, KindBytes, KindIPAddress:
+		return unsafe.String((*byte)(v.p), int(v.n))
+	}
+	return ""
+}
+
+// kvs returns the entries of a StringMap value.
+func (v Value) kvs() []KV {
+	if v.kind != KindStringMap {
+		return nil
+	}
+	return unsafe.Slice((*KV)(v.p), int(v.n))
 }
 
 // String returns a string value.
-func String(s string) Value { return Value{kind: KindString, s: s} }
+func String(s string) Value { return strValue(KindString, s) }
 
 // Int64 returns an integer value.
 func Int64(n int64) Value { return Value{kind: KindInt64, n: n} }
@@ -67,7 +94,7 @@ func Bool(b bool) Value {
 }
 
 // Bytes returns a bytes value. The Value takes ownership of b.
-func Bytes(b []byte) Value { return Value{kind: KindBytes, s: bytesString(b)} }
+func Bytes(b []byte) Value { return strValue(KindBytes, bytesString(b)) }
 
 // bytesString returns a string over b without copying; b must not be
 // modified afterwards (Bytes takes ownership, so it is not).
@@ -82,12 +109,14 @@ func Timestamp(t time.Time) Value {
 func Duration(d time.Duration) Value { return Value{kind: KindDuration, n: int64(d)} }
 
 // StringMapValue returns a string-map value.
-func StringMapValue(m StringMap) Value { return Value{kind: KindStringMap, m: m.kvs} }
+func StringMapValue(m StringMap) Value {
+	return Value{kind: KindStringMap, p: unsafe.Pointer(unsafe.SliceData(m.kvs)), n: int64(len(m.kvs))}
+}
 
 // IPAddress returns an IP address value; an IPv4-mapped IPv6 address is
 // stored as IPv4, as Envoy reports it.
 func IPAddress(ip netip.Addr) Value {
-	return Value{kind: KindIPAddress, s: bytesString(ip.Unmap().AsSlice())}
+	return strValue(KindIPAddress, bytesString(ip.Unmap().AsSlice()))
 }
 
 // ipFromBytes returns an IP address value over raw 4- or 16-byte b.
@@ -95,7 +124,7 @@ func ipFromBytes(b string) (Value, bool) {
 	if len(b) != 4 && len(b) != 16 {
 		return Value{}, false
 	}
-	return Value{kind: KindIPAddress, s: b}, true
+	return strValue(KindIPAddress, b), true
 }
 
 // Kind reports the value's type; KindInvalid for the zero Value.
@@ -109,7 +138,7 @@ func (v Value) StringValue() string {
 	if v.kind != KindString {
 		return ""
 	}
-	return v.s
+	return unsafe.String((*byte)(v.p), int(v.n))
 }
 
 // Int64Value returns the integer of a KindInt64 value, 0 otherwise.
@@ -134,10 +163,10 @@ func (v Value) BoolValue() bool { return v.kind == KindBool && v.n != 0 }
 // BytesValue returns the bytes of a KindBytes or KindIPAddress value, nil
 // otherwise. The slice shares the value's storage and must not be modified.
 func (v Value) BytesValue() []byte {
-	if (v.kind != KindBytes && v.kind != KindIPAddress) || len(v.s) == 0 {
+	if (v.kind != KindBytes && v.kind != KindIPAddress) || v.n == 0 {
 		return nil
 	}
-	return unsafe.Slice(unsafe.StringData(v.s), len(v.s))
+	return unsafe.Slice((*byte)(v.p), int(v.n))
 }
 
 // TimeValue returns the time of a KindTimestamp value (UTC), zero otherwise.
@@ -157,18 +186,18 @@ func (v Value) DurationValue() time.Duration {
 }
 
 // StringMapValue returns the map of a KindStringMap value (empty otherwise).
-func (v Value) StringMapValue() StringMap { return StringMap{kvs: v.m} }
+func (v Value) StringMapValue() StringMap { return StringMap{kvs: v.kvs()} }
 
 // IPValue returns the address of a KindIPAddress value.
 func (v Value) IPValue() (netip.Addr, bool) {
 	if v.kind != KindIPAddress {
 		return netip.Addr{}, false
 	}
-	switch len(v.s) {
+	switch b := v.BytesValue(); len(b) {
 	case 4:
-		return netip.AddrFrom4([4]byte([]byte(v.s))), true
+		return netip.AddrFrom4([4]byte(b)), true
 	case 16:
-		return netip.AddrFrom16([16]byte([]byte(v.s))), true
+		return netip.AddrFrom16([16]byte(b)), true
 	}
 	return netip.Addr{}, false
 }
@@ -176,14 +205,16 @@ func (v Value) IPValue() (netip.Addr, bool) {
 // Equal reports whether v and o have the same kind and value. Doubles
 // compare by bits, so NaN equals itself (a cache key needs that).
 func (v Value) Equal(o Value) bool {
-	if v.kind != o.kind || v.n != o.n || v.nanos != o.nanos || v.s != o.s {
+	if v.kind != o.kind || v.nanos != o.nanos {
 		return false
 	}
 	switch v.kind {
+	case KindString, KindBytes, KindIPAddress:
+		return v.str() == o.str()
 	case KindStringMap:
-		return StringMap{kvs: v.m}.Equal(StringMap{kvs: o.m})
+		return slices.Equal(v.kvs(), o.kvs())
 	}
-	return true
+	return v.n == o.n
 }
 
 // AppendKey appends an unambiguous binary encoding of v to dst: equal
@@ -193,15 +224,16 @@ func (v Value) AppendKey(dst []byte) []byte {
 	dst = append(dst, byte(v.kind))
 	switch v.kind {
 	case KindString, KindBytes, KindIPAddress:
-		dst = appendLenString(dst, v.s)
+		dst = appendLenString(dst, v.str())
 	case KindInt64, KindDouble, KindBool, KindDuration:
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(v.n))
 	case KindTimestamp:
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(v.n))
 		dst = binary.LittleEndian.AppendUint32(dst, uint32(v.nanos))
 	case KindStringMap:
-		dst = binary.AppendUvarint(dst, uint64(len(v.m)))
-		for _, kv := range v.m {
+		kvs := v.kvs()
+		dst = binary.AppendUvarint(dst, uint64(len(kvs)))
+		for _, kv := range kvs {
 			dst = appendLenString(dst, kv.Key)
 			dst = appendLenString(dst, kv.Value)
 		}
@@ -218,7 +250,7 @@ func appendLenString(dst []byte, s string) []byte {
 func (v Value) String() string {
 	switch v.kind {
 	case KindString:
-		return strconv.Quote(v.s)
+		return strconv.Quote(v.str())
 	case KindInt64:
 		return strconv.FormatInt(v.n, 10)
 	case KindDouble:
@@ -226,13 +258,13 @@ func (v Value) String() string {
 	case KindBool:
 		return strconv.FormatBool(v.BoolValue())
 	case KindBytes:
-		return fmt.Sprintf("%x", v.s)
+		return fmt.Sprintf("%x", v.str())
 	case KindTimestamp:
 		return v.TimeValue().Format(time.RFC3339Nano)
 	case KindDuration:
 		return v.DurationValue().String()
 	case KindStringMap:
-		return StringMap{kvs: v.m}.String()
+		return v.StringMapValue().String()
 	case KindIPAddress:
 		ip, _ := v.IPValue()
 		return ip.String()

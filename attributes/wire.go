@@ -554,7 +554,7 @@ func (d *ReportDecoder) value(a *rawAttr, dec WordDecoder, fail func(uint8, stri
 			}
 			return v, nil
 		}
-		return Value{kind: KindBytes, s: a.s}, nil
+		return strValue(KindBytes, a.s), nil
 	case caTimestamps:
 		v, err := timestampOf(a.n, a.nanos)
 		if err != nil {
