@@ -143,7 +143,18 @@ func (d *ReportDecoder) Reset() {
 	d.words, d.records, d.local, d.raw, d.pairs = d.words[:0], d.records[:0], d.local[:0], d.raw[:0], d.pairs[:0]
 	d.order = d.order[:0]
 	d.kvs, d.rec, d.arena, d.bags = d.kvs[:0], d.rec[:0], d.arena[:0], d.bags[:0]
+	// A decoder in a pool keeps its buffers; not those of a huge batch.
+	if cap(d.arena) > maxRetainedEntries {
+		d.arena = nil
+	}
+	if cap(d.kvs) > maxRetainedEntries {
+		d.kvs = nil
+	}
 }
+
+// maxRetainedEntries bounds the bag and string-map storage a decoder keeps
+// between requests (about 2.5 MiB of entries).
+const maxRetainedEntries = 1 << 16
 
 func wireError(element int, detail string, n int) error {
 	return &DecodeError{Element: element, Err: ErrWire, Detail: detail + ": " + protowire.ParseError(n).Error()}
