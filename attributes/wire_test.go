@@ -27,6 +27,17 @@ func decodeBoth(t testing.TB, data []byte) ([]Bag, error) {
 	}
 	var d ReportDecoder
 	got, err := d.DecodeAll(data)
+	// The same decoding over a copy handed to DecodeAllOwned.
+	var od ReportDecoder
+	owned, oerr := od.DecodeAllOwned(append([]byte(nil), data...))
+	if (err == nil) != (oerr == nil) || len(owned) != len(got) {
+		t.Fatalf("DecodeAll: %d bags, %v; DecodeAllOwned: %d bags, %v", len(got), err, len(owned), oerr)
+	}
+	for i := range got {
+		if !owned[i].Equal(got[i]) {
+			t.Fatalf("record %d: DecodeAllOwned differs", i)
+		}
+	}
 	// The same decoding through DecodeReportFunc, record by record.
 	var streamed []string
 	ferr := DecodeReportFunc(data, func(i int, b Bag) error {

@@ -219,7 +219,9 @@ func (m *mixerService) reportWire(_ context.Context, data []byte) (*mixerv1.Repo
 		d.Reset()
 		reportDecoders.Put(d)
 	}()
-	bags, err := d.DecodeAll(data)
+	// data is the message's own copy (serverCodec materializes it, Report
+	// marshals it): the decoder may keep referring to it.
+	bags, err := d.DecodeAllOwned(data)
 	if err != nil {
 		s.metrics.decodeErrors.WithLabelValues("report").Inc()
 		return nil, status.Error(codes.InvalidArgument, "mixer: report: "+err.Error())
