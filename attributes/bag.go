@@ -79,9 +79,21 @@ func (b Bag) String() string {
 
 // Builder collects attributes for one Bag. The zero Builder is ready to use.
 // It is not safe for concurrent use.
+//
+// Set and Delete append to a log in O(1); Build sorts and resolves it: of
+// several records for one name the last wins, and a deletion is a record
+// with the zero Value. The first sorted entries of the log (those copied by
+// NewBuilderFrom, or left by an earlier compaction) are sorted and unique,
+// so that Build sorts only what was set since and merges it in.
 type Builder struct {
 	entries []entry
+	sorted  int // entries[:sorted] are sorted by name, unique and valid
 }
+
+// compactAfter is how many unsorted records the log may hold before Set
+// compacts it rather than growing it, so that setting one name over and
+// over does not grow the builder without bound.
+const compactAfter = 32
 
 // NewBuilder returns a builder with room for n attributes.
 func NewBuilder(n int) *Builder { return &Builder{entries: make([]entry, 0, n)} }
@@ -91,39 +103,30 @@ func NewBuilder(n int) *Builder { return &Builder{entries: make([]entry, 0, n)} 
 func NewBuilderFrom(b Bag, extra int) *Builder {
 	entries := make([]entry, len(b.entries), len(b.entries)+extra)
 	copy(entries, b.entries)
-	return &Builder{entries: entries}
+	return &Builder{entries: entries, sorted: len(entries)}
 }
 
 // Set records name = v, replacing an earlier value of name. A zero
 // (invalid) Value deletes name instead.
 func (bd *Builder) Set(name string, v Value) {
-	if !v.IsValid() {
-		bd.Delete(name)
-		return
-	}
-	for i := range bd.entries {
-		if bd.entries[i].name == name {
-			bd.entries[i].value = v
-			return
-		}
+	if len(bd.entries) == cap(bd.entries) && len(bd.entries)-bd.sorted >= compactAfter {
+		bd.normalize()
 	}
 	bd.entries = append(bd.entries, entry{name: name, value: v})
 }
 
 // Get returns the value recorded for name.
 func (bd *Builder) Get(name string) (Value, bool) {
-	for i := range bd.entries {
+	for i := len(bd.entries) - 1; i >= bd.sorted; i-- {
 		if bd.entries[i].name == name {
-			return bd.entries[i].value, true
+			return bd.entries[i].value, bd.entries[i].value.IsValid()
 		}
 	}
-	return Value{}, false
+	return Bag{entries: bd.entries[:bd.sorted]}.Get(name)
 }
 
 // Delete removes name.
-func (bd *Builder) Delete(name string) {
-	bd.entries = slices.DeleteFunc(bd.entries, func(e entry) bool { return e.name == name })
-}
+func (bd *Builder) Delete(name string) { bd.Set(name, Value{}) }
 
 // Merge sets every attribute of b, overriding values already recorded.
 func (bd *Builder) Merge(b Bag) {
@@ -133,15 +136,111 @@ func (bd *Builder) Merge(b Bag) {
 }
 
 // Len is the number of attributes recorded.
-func (bd *Builder) Len() int { return len(bd.entries) }
+func (bd *Builder) Len() int {
+	bd.normalize()
+	return len(bd.entries)
+}
 
 // Build returns the bag and leaves the builder empty. The bag owns the
 // builder's storage; the builder allocates anew on its next Set.
 func (bd *Builder) Build() Bag {
+	bd.normalize()
 	entries := bd.entries
-	bd.entries = nil
-	slices.SortFunc(entries, compareEntry)
+	bd.entries, bd.sorted = nil, 0
 	return Bag{entries: entries}
+}
+
+// normalize sorts the log by name, keeps the last record of each name and
+// drops deletions, without allocating for up to 32 new records.
+func (bd *Builder) normalize() {
+	nb := bd.sorted
+	if nb == len(bd.entries) {
+		return
+	}
+	tail := bd.entries[nb:]
+	// Stable, so that of records for one name the last stays last.
+	if len(tail) <= 32 {
+		insertionSortEntries(tail)
+	} else {
+		slices.SortStableFunc(tail, compareEntry)
+	}
+	// Keep the last record of each name.
+	nt := 0
+	for i := range tail {
+		if i+1 < len(tail) && tail[i+1].name == tail[i].name {
+			continue
+		}
+		tail[nt] = tail[i]
+		nt++
+	}
+	clear(tail[nt:])
+	tail = tail[:nt]
+	var out []entry
+	if nb == 0 {
+		out = dropDeleted(tail)
+	} else {
+		// Merge from the back into entries, reading the new records from
+		// a copy: base entries are never overwritten before being read.
+		var buf [32]entry
+		top := buf[:0]
+		if nt > len(buf) {
+			top = make([]entry, 0, nt)
+		}
+		top = append(top, tail...)
+		base := bd.entries[:nb]
+		w := nb + nt
+		i, j := nb, nt
+		for j > 0 {
+			t := &top[j-1]
+			switch {
+			case i > 0 && base[i-1].name > t.name:
+				w--
+				bd.entries[w] = base[i-1]
+				i--
+			default:
+				if i > 0 && base[i-1].name == t.name {
+					i-- // replaced or deleted
+				}
+				if t.value.IsValid() {
+					w--
+					bd.entries[w] = *t
+				}
+				j--
+			}
+		}
+		// base[:i] is in place when nothing was dropped; else move it up.
+		if w != i {
+			copy(bd.entries[w-i:w], base[:i])
+		}
+		w -= i
+		out = bd.entries[:copy(bd.entries, bd.entries[w:nb+nt])]
+		clear(bd.entries[len(out) : nb+nt])
+		clear(buf[:])
+	}
+	bd.entries = out
+	bd.sorted = len(out)
+}
+
+// dropDeleted removes the deletion records of sorted, unique entries.
+func dropDeleted(entries []entry) []entry {
+	n := 0
+	for _, e := range entries {
+		if e.value.IsValid() {
+			entries[n] = e
+			n++
+		}
+	}
+	clear(entries[n:])
+	return entries[:n]
+}
+
+// insertionSortEntries sorts a few entries by name, stably.
+func insertionSortEntries(es []entry) {
+	for i := 1; i < len(es); i++ {
+		for j := i; j > 0 && es[j].name < es[j-1].name; j-- {
+			es[j], es[j-1] = es[j-1], es[j]
+		}
+	}
 }
 
 // BagOf returns a bag of the given attributes; a later duplicate name wins.

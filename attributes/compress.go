@@ -31,7 +31,7 @@ func compressInto(ca *mixerv1.CompressedAttributes, entries []entry, enc *WordEn
 			if ca.Strings == nil {
 				ca.Strings = make(map[int32]int32)
 			}
-			ca.Strings[name] = enc.Index(v.s)
+			ca.Strings[name] = enc.Index(v.str())
 		case KindInt64:
 			if ca.Int64S == nil {
 				ca.Int64S = make(map[int32]int64)
@@ -51,7 +51,7 @@ func compressInto(ca *mixerv1.CompressedAttributes, entries []entry, enc *WordEn
 			if ca.Bytes == nil {
 				ca.Bytes = make(map[int32][]byte)
 			}
-			ca.Bytes[name] = v.b
+			ca.Bytes[name] = v.BytesValue()
 		case KindTimestamp:
 			if ca.Timestamps == nil {
 				ca.Timestamps = make(map[int32]*timestamppb.Timestamp)
@@ -66,8 +66,8 @@ func compressInto(ca *mixerv1.CompressedAttributes, entries []entry, enc *WordEn
 			if ca.StringMaps == nil {
 				ca.StringMaps = make(map[int32]*mixerv1.StringMap)
 			}
-			sm := &mixerv1.StringMap{Entries: make(map[int32]int32, len(v.m))}
-			for _, kv := range v.m {
+			sm := &mixerv1.StringMap{Entries: make(map[int32]int32, v.n)}
+			for _, kv := range v.kvs() {
 				sm.Entries[enc.Index(kv.Key)] = enc.Index(kv.Value)
 			}
 			ca.StringMaps[name] = sm
@@ -167,7 +167,7 @@ func decompress(entries []entry, ca *mixerv1.CompressedAttributes, dec WordDecod
 		val := Bytes(v)
 		if kind == KindIPAddress {
 			var ok bool
-			if val, ok = ipFromBytes(v); !ok {
+			if val, ok = ipFromBytes(bytesString(v)); !ok {
 				return nil, fail("bytes", n, k, ErrValue, fmt.Sprintf("an IP address has 4 or 16 bytes, got %d", len(v)))
 			}
 		}
@@ -228,10 +228,23 @@ func timestampValue(ts *timestamppb.Timestamp) (Value, error) {
 	if ts == nil {
 		return Value{}, fmt.Errorf("timestamp is empty")
 	}
-	if err := ts.CheckValid(); err != nil {
-		return Value{}, fmt.Errorf("timestamp {seconds:%d nanos:%d} is out of range", ts.GetSeconds(), ts.GetNanos())
+	return timestampOf(ts.GetSeconds(), ts.GetNanos())
+}
+
+// Bounds of google.protobuf.Timestamp and Duration, as their CheckValid
+// methods enforce them.
+const (
+	minTimestampSeconds = -62135596800 // 0001-01-01T00:00:00Z
+	maxTimestampSeconds = 253402300799 // 9999-12-31T23:59:59Z
+	maxDurationSeconds  = 315576000000 // 10,000 years
+)
+
+// timestampOf is timestampValue over the fields, without a message.
+func timestampOf(sec int64, nanos int32) (Value, error) {
+	if sec < minTimestampSeconds || sec > maxTimestampSeconds || nanos < 0 || nanos >= 1e9 {
+		return Value{}, fmt.Errorf("timestamp {seconds:%d nanos:%d} is out of range", sec, nanos)
 	}
-	return Value{kind: KindTimestamp, n: ts.GetSeconds(), nanos: ts.GetNanos()}, nil
+	return Value{kind: KindTimestamp, n: sec, nanos: nanos}, nil
 }
 
 // durationValue converts a wire duration, rejecting one that a Go
@@ -240,10 +253,16 @@ func durationValue(d *durationpb.Duration) (Value, error) {
 	if d == nil {
 		return Value{}, fmt.Errorf("duration is empty")
 	}
-	if err := d.CheckValid(); err != nil {
-		return Value{}, fmt.Errorf("duration {seconds:%d nanos:%d} is invalid", d.GetSeconds(), d.GetNanos())
+	return durationOf(d.GetSeconds(), d.GetNanos())
+}
+
+// durationOf is durationValue over the fields, without a message.
+func durationOf(s int64, nanos int32) (Value, error) {
+	if s < -maxDurationSeconds || s > maxDurationSeconds || nanos <= -1e9 || nanos >= 1e9 ||
+		(s > 0 && nanos < 0) || (s < 0 && nanos > 0) {
+		return Value{}, fmt.Errorf("duration {seconds:%d nanos:%d} is invalid", s, nanos)
 	}
-	s, ns := d.GetSeconds(), int64(d.GetNanos())
+	ns := int64(nanos)
 	if s > math.MaxInt64/int64(time.Second) || s < math.MinInt64/int64(time.Second) {
 		return Value{}, fmt.Errorf("duration of %d seconds does not fit in 292 years", s)
 	}

@@ -21,17 +21,21 @@ func global(t *testing.T, w string) int32 {
 	return i
 }
 
-func TestDecompressErrors(t *testing.T) {
+// decompressErrorCase is one malformed CompressedAttributes.
+type decompressErrorCase struct {
+	name    string
+	ca      *mixerv1.CompressedAttributes
+	gwc     uint32
+	wantErr error
+	want    []string // substrings of the message
+}
+
+// decompressErrorCases are shared by the Decompress and wire decoder tests.
+func decompressErrorCases(t *testing.T) []decompressErrorCase {
 	all := GlobalWordCount()
 	reqSize := global(t, RequestSize)
 	srcIP := global(t, SourceIP)
-	tests := []struct {
-		name    string
-		ca      *mixerv1.CompressedAttributes
-		gwc     uint32
-		wantErr error
-		want    []string // substrings of the message
-	}{
+	return []decompressErrorCase{
 		{
 			name: "gwc beyond dictionary", ca: &mixerv1.CompressedAttributes{}, gwc: all + 1,
 			wantErr: ErrWordCount, want: []string{"global_word_count is 223", "knows 222"},
@@ -95,7 +99,10 @@ func TestDecompressErrors(t *testing.T) {
 			wantErr: ErrIndex, want: []string{`value of map key ":path"`, "global index 999"},
 		},
 	}
-	for _, tt := range tests {
+}
+
+func TestDecompressErrors(t *testing.T) {
+	for _, tt := range decompressErrorCases(t) {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Decompress(tt.ca, tt.gwc)
 			if !errors.Is(err, tt.wantErr) {

@@ -2,6 +2,7 @@ package attributes
 
 import (
 	_ "embed"
+	"slices"
 	"strings"
 )
 
@@ -21,6 +22,36 @@ var globalIndex = func() map[string]int32 {
 		}
 	}
 	return m
+}()
+
+// globalRank[i] is the position of GlobalDictionary[i] in sorted order
+// (equal words have equal ranks), so that decoders order global names by
+// comparing integers instead of strings.
+var globalRank = func() []int32 {
+	idx := make([]int, len(GlobalDictionary))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return strings.Compare(GlobalDictionary[a], GlobalDictionary[b]) })
+	rank := make([]int32, len(GlobalDictionary))
+	r := int32(0)
+	for j, i := range idx {
+		if j > 0 && GlobalDictionary[i] != GlobalDictionary[idx[j-1]] {
+			r++
+		}
+		rank[i] = r
+	}
+	return rank
+}()
+
+// globalVocabulary[i] is Vocabulary[GlobalDictionary[i]], KindInvalid when
+// the word is no vocabulary attribute.
+var globalVocabulary = func() []Kind {
+	kinds := make([]Kind, len(GlobalDictionary))
+	for i, w := range GlobalDictionary {
+		kinds[i] = Vocabulary[w]
+	}
+	return kinds
 }()
 
 // parseDictionary reads one word per line, skipping '#' comment lines.

@@ -8,4 +8,10 @@
 // path (a Builder filled by the mixer filter), from the wire (Decompress,
 // DecodeReport, DecodeForwarded) and leave to the wire (Compress,
 // ReportEncoder, EncodeForwarded) or to the policy engine.
+//
+// Report batches have a second decoder for servers: ReportDecoder and
+// DecodeReportFunc read the ReportRequest wire bytes with protowire, without
+// the generated types, into bags whose storage is reused from batch to
+// batch (see their ownership rules). FuzzDecodeReportWire holds it to the
+// same results as proto.Unmarshal followed by DecodeReport.
 package attributes

@@ -27,7 +27,7 @@ func ToProto(b Bag) *mixerv1.Attributes {
 		av := &mixerv1.Attributes_AttributeValue{}
 		switch v.kind {
 		case KindString:
-			av.Value = &mixerv1.Attributes_AttributeValue_StringValue{StringValue: v.s}
+			av.Value = &mixerv1.Attributes_AttributeValue_StringValue{StringValue: v.str()}
 		case KindInt64:
 			av.Value = &mixerv1.Attributes_AttributeValue_Int64Value{Int64Value: v.n}
 		case KindDouble:
@@ -35,14 +35,14 @@ func ToProto(b Bag) *mixerv1.Attributes {
 		case KindBool:
 			av.Value = &mixerv1.Attributes_AttributeValue_BoolValue{BoolValue: v.n != 0}
 		case KindBytes, KindIPAddress:
-			av.Value = &mixerv1.Attributes_AttributeValue_BytesValue{BytesValue: v.b}
+			av.Value = &mixerv1.Attributes_AttributeValue_BytesValue{BytesValue: v.BytesValue()}
 		case KindTimestamp:
 			av.Value = &mixerv1.Attributes_AttributeValue_TimestampValue{TimestampValue: &timestamppb.Timestamp{Seconds: v.n, Nanos: v.nanos}}
 		case KindDuration:
 			av.Value = &mixerv1.Attributes_AttributeValue_DurationValue{DurationValue: durationpb.New(time.Duration(v.n))}
 		case KindStringMap:
-			entries := make(map[string]string, len(v.m))
-			for _, kv := range v.m {
+			entries := make(map[string]string, v.n)
+			for _, kv := range v.kvs() {
 				entries[kv.Key] = kv.Value
 			}
 			av.Value = &mixerv1.Attributes_AttributeValue_StringMapValue{StringMapValue: &mixerv1.Attributes_StringMap{Entries: entries}}
@@ -72,7 +72,7 @@ func FromProto(a *mixerv1.Attributes) (Bag, error) {
 			v = Bytes(x.BytesValue)
 			if Vocabulary[name] == KindIPAddress {
 				var ok bool
-				if v, ok = ipFromBytes(x.BytesValue); !ok {
+				if v, ok = ipFromBytes(bytesString(x.BytesValue)); !ok {
 					err = fmt.Errorf("an IP address has 4 or 16 bytes, got %d", len(x.BytesValue))
 				}
 			}

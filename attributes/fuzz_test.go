@@ -79,3 +79,16 @@ func FuzzDecodeForwarded(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeReportWire compares the wire decoder with proto.Unmarshal and
+// DecodeReport on the same bytes: the same bags, or both an error.
+func FuzzDecodeReportWire(f *testing.F) {
+	for _, sem := range []mixerv1.ReportRequest_RepeatedAttributesSemantics{0, 1} {
+		seed, _ := proto.Marshal(EncodeReport([]Bag{requestBag(), requestBag()}, sem, GlobalWordCount()))
+		f.Add(seed)
+	}
+	f.Add([]byte{0x18, 0x80, 0x01, 0x0a, 0x06, 0x12, 0x04, 0x08, 0x02, 0x10, 0x7f})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		decodeBoth(t, data)
+	})
+}

@@ -1,13 +1,14 @@
 package attributes
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
+	"unsafe"
 )
 
 // Kind is the type of an attribute value. The names follow Istio's
@@ -40,17 +41,42 @@ func (k Kind) String() string {
 // Values are immutable: byte slices and string maps given to a constructor
 // are owned by the Value afterwards, and those returned by accessors must
 // not be modified.
+//
+// A Value is 24 bytes: entries of bags and builders stay small to sort and
+// copy. String, Bytes and IPAddress values keep a pointer to their bytes
+// and the length in n; a StringMap keeps a pointer to its first KV and the
+// count in n.
 type Value struct {
+	p     unsafe.Pointer // String, Bytes, IPAddress: the bytes; StringMap: the first KV
+	n     int64          // the length of p's data; Int64, Bool (0/1), Duration (ns), Timestamp (Unix seconds), Double (bits)
+	nanos int32          // Timestamp: nanoseconds within the second
 	kind  Kind
-	nanos int32  // Timestamp: nanoseconds within the second
-	n     int64  // Int64, Bool (0/1), Duration (ns), Timestamp (Unix seconds), Double (bits)
-	s     string // String
-	b     []byte // Bytes, IPAddress (4 or 16 bytes)
-	m     []KV   // StringMap, sorted by key
+}
+
+// strValue returns a value of kind over the bytes of s.
+func strValue(kind Kind, s string) Value {
+	return Value{kind: kind, p: unsafe.Pointer(unsafe.StringData(s)), n: int64(len(s))}
+}
+
+// str returns the bytes of a String, Bytes or IPAddress value as a string.
+func (v Value) str() string {
+	switch v.kind {
+	case KindString, KindBytes, KindIPAddress:
+		return unsafe.String((*byte)(v.p), int(v.n))
+	}
+	return ""
+}
+
+// kvs returns the entries of a StringMap value.
+func (v Value) kvs() []KV {
+	if v.kind != KindStringMap {
+		return nil
+	}
+	return unsafe.Slice((*KV)(v.p), int(v.n))
 }
 
 // String returns a string value.
-func String(s string) Value { return Value{kind: KindString, s: s} }
+func String(s string) Value { return strValue(KindString, s) }
 
 // Int64 returns an integer value.
 func Int64(n int64) Value { return Value{kind: KindInt64, n: n} }
@@ -68,7 +94,11 @@ func Bool(b bool) Value {
 }
 
 // Bytes returns a bytes value. The Value takes ownership of b.
-func Bytes(b []byte) Value { return Value{kind: KindBytes, b: b} }
+func Bytes(b []byte) Value { return strValue(KindBytes, bytesString(b)) }
+
+// bytesString returns a string over b without copying; b must not be
+// modified afterwards (Bytes takes ownership, so it is not).
+func bytesString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // Timestamp returns a point in time (monotonic clock and location dropped).
 func Timestamp(t time.Time) Value {
@@ -79,20 +109,22 @@ func Timestamp(t time.Time) Value {
 func Duration(d time.Duration) Value { return Value{kind: KindDuration, n: int64(d)} }
 
 // StringMapValue returns a string-map value.
-func StringMapValue(m StringMap) Value { return Value{kind: KindStringMap, m: m.kvs} }
+func StringMapValue(m StringMap) Value {
+	return Value{kind: KindStringMap, p: unsafe.Pointer(unsafe.SliceData(m.kvs)), n: int64(len(m.kvs))}
+}
 
 // IPAddress returns an IP address value; an IPv4-mapped IPv6 address is
 // stored as IPv4, as Envoy reports it.
 func IPAddress(ip netip.Addr) Value {
-	return Value{kind: KindIPAddress, b: ip.Unmap().AsSlice()}
+	return strValue(KindIPAddress, bytesString(ip.Unmap().AsSlice()))
 }
 
 // ipFromBytes returns an IP address value over raw 4- or 16-byte b.
-func ipFromBytes(b []byte) (Value, bool) {
+func ipFromBytes(b string) (Value, bool) {
 	if len(b) != 4 && len(b) != 16 {
 		return Value{}, false
 	}
-	return Value{kind: KindIPAddress, b: b}, true
+	return strValue(KindIPAddress, b), true
 }
 
 // Kind reports the value's type; KindInvalid for the zero Value.
@@ -102,7 +134,12 @@ func (v Value) Kind() Kind { return v.kind }
 func (v Value) IsValid() bool { return v.kind != KindInvalid }
 
 // StringValue returns the string of a KindString value, "" otherwise.
-func (v Value) StringValue() string { return v.s }
+func (v Value) StringValue() string {
+	if v.kind != KindString {
+		return ""
+	}
+	return unsafe.String((*byte)(v.p), int(v.n))
+}
 
 // Int64Value returns the integer of a KindInt64 value, 0 otherwise.
 func (v Value) Int64Value() int64 {
@@ -123,8 +160,14 @@ func (v Value) DoubleValue() float64 {
 // BoolValue returns the boolean of a KindBool value, false otherwise.
 func (v Value) BoolValue() bool { return v.kind == KindBool && v.n != 0 }
 
-// BytesValue returns the bytes of a KindBytes or KindIPAddress value.
-func (v Value) BytesValue() []byte { return v.b }
+// BytesValue returns the bytes of a KindBytes or KindIPAddress value, nil
+// otherwise. The slice shares the value's storage and must not be modified.
+func (v Value) BytesValue() []byte {
+	if (v.kind != KindBytes && v.kind != KindIPAddress) || v.n == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(v.p), int(v.n))
+}
 
 // TimeValue returns the time of a KindTimestamp value (UTC), zero otherwise.
 func (v Value) TimeValue() time.Time {
@@ -143,29 +186,35 @@ func (v Value) DurationValue() time.Duration {
 }
 
 // StringMapValue returns the map of a KindStringMap value (empty otherwise).
-func (v Value) StringMapValue() StringMap { return StringMap{kvs: v.m} }
+func (v Value) StringMapValue() StringMap { return StringMap{kvs: v.kvs()} }
 
 // IPValue returns the address of a KindIPAddress value.
 func (v Value) IPValue() (netip.Addr, bool) {
 	if v.kind != KindIPAddress {
 		return netip.Addr{}, false
 	}
-	return netip.AddrFromSlice(v.b)
+	switch b := v.BytesValue(); len(b) {
+	case 4:
+		return netip.AddrFrom4([4]byte(b)), true
+	case 16:
+		return netip.AddrFrom16([16]byte(b)), true
+	}
+	return netip.Addr{}, false
 }
 
 // Equal reports whether v and o have the same kind and value. Doubles
 // compare by bits, so NaN equals itself (a cache key needs that).
 func (v Value) Equal(o Value) bool {
-	if v.kind != o.kind || v.n != o.n || v.nanos != o.nanos || v.s != o.s {
+	if v.kind != o.kind || v.nanos != o.nanos {
 		return false
 	}
 	switch v.kind {
-	case KindBytes, KindIPAddress:
-		return bytes.Equal(v.b, o.b)
+	case KindString, KindBytes, KindIPAddress:
+		return v.str() == o.str()
 	case KindStringMap:
-		return StringMap{kvs: v.m}.Equal(StringMap{kvs: o.m})
+		return slices.Equal(v.kvs(), o.kvs())
 	}
-	return true
+	return v.n == o.n
 }
 
 // AppendKey appends an unambiguous binary encoding of v to dst: equal
@@ -174,19 +223,17 @@ func (v Value) Equal(o Value) bool {
 func (v Value) AppendKey(dst []byte) []byte {
 	dst = append(dst, byte(v.kind))
 	switch v.kind {
-	case KindString:
-		dst = appendLenString(dst, v.s)
+	case KindString, KindBytes, KindIPAddress:
+		dst = appendLenString(dst, v.str())
 	case KindInt64, KindDouble, KindBool, KindDuration:
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(v.n))
 	case KindTimestamp:
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(v.n))
 		dst = binary.LittleEndian.AppendUint32(dst, uint32(v.nanos))
-	case KindBytes, KindIPAddress:
-		dst = binary.AppendUvarint(dst, uint64(len(v.b)))
-		dst = append(dst, v.b...)
 	case KindStringMap:
-		dst = binary.AppendUvarint(dst, uint64(len(v.m)))
-		for _, kv := range v.m {
+		kvs := v.kvs()
+		dst = binary.AppendUvarint(dst, uint64(len(kvs)))
+		for _, kv := range kvs {
 			dst = appendLenString(dst, kv.Key)
 			dst = appendLenString(dst, kv.Value)
 		}
@@ -203,7 +250,7 @@ func appendLenString(dst []byte, s string) []byte {
 func (v Value) String() string {
 	switch v.kind {
 	case KindString:
-		return strconv.Quote(v.s)
+		return strconv.Quote(v.str())
 	case KindInt64:
 		return strconv.FormatInt(v.n, 10)
 	case KindDouble:
@@ -211,13 +258,13 @@ func (v Value) String() string {
 	case KindBool:
 		return strconv.FormatBool(v.BoolValue())
 	case KindBytes:
-		return fmt.Sprintf("%x", v.b)
+		return fmt.Sprintf("%x", v.str())
 	case KindTimestamp:
 		return v.TimeValue().Format(time.RFC3339Nano)
 	case KindDuration:
 		return v.DurationValue().String()
 	case KindStringMap:
-		return StringMap{kvs: v.m}.String()
+		return v.StringMapValue().String()
 	case KindIPAddress:
 		ip, _ := v.IPValue()
 		return ip.String()

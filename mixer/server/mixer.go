@@ -4,12 +4,18 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"sync"
 
 	"go.uber.org/zap"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/remora-mesh/remora/attributes"
@@ -100,13 +106,122 @@ func denyMessage(d *policy.Decision) string {
 	return msg
 }
 
-// Report decodes every record of the batch and feeds them to telemetry. A
-// batch with a malformed record is rejected whole with INVALID_ARGUMENT
-// naming the record, so that nothing is counted twice when the client
-// fixes and resends it.
-func (m *mixerService) Report(_ context.Context, req *mixerv1.ReportRequest) (*mixerv1.ReportResponse, error) {
+// Report decoding.
+//
+// A Report batch is decoded straight from its wire bytes by
+// attributes.ReportDecoder (protowire, no generated maps, no allocation per
+// record), not through the generated ReportRequest. To get the bytes, the
+// Mixer service is registered with mixerServiceDesc instead of the
+// generated descriptor: its Report handler asks the codec for a *rawReport,
+// and the server's codec, serverCodec, is grpc's proto codec except that it
+// fills a *rawReport with the message bytes as they came. Every other
+// message (Check, ext_authz, health, reflection) goes through the proto
+// codec unchanged; only the Report method's handler asks for raw bytes, so
+// a codec that is per server rather than per method changes nothing else.
+// The interceptors see a *rawReport as the request.
+
+// rawReport is an istio.mixer.v1.ReportRequest left in its wire form.
+type rawReport struct {
+	data []byte
+}
+
+// serverCodec is the server's codec: grpc's proto codec, which hands a
+// *rawReport the request bytes undecoded.
+type serverCodec struct {
+	encoding.CodecV2
+}
+
+func newServerCodec() serverCodec {
+	return serverCodec{encoding.GetCodecV2(grpcproto.Name)}
+}
+
+// Unmarshal implements encoding.CodecV2.
+func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if r, ok := v.(*rawReport); ok {
+		r.data = data.Materialize()
+		return nil
+	}
+	return c.CodecV2.Unmarshal(data, v)
+}
+
+// mixerServiceDesc is istio.mixer.v1.Mixer as mixerv1.Mixer_ServiceDesc
+// describes it, with a Report handler that takes the request undecoded.
+var mixerServiceDesc = grpc.ServiceDesc{
+	ServiceName: "istio.mixer.v1.Mixer",
+	HandlerType: (*mixerv1.MixerServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{MethodName: "Check", Handler: checkHandler},
+		{MethodName: "Report", Handler: reportHandler},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "mixer/v1/mixer.proto",
+}
+
+// registerMixer registers m on s for both Mixer methods.
+func registerMixer(s *grpc.Server, m *mixerService) { s.RegisterService(&mixerServiceDesc, m) }
+
+// checkHandler is the generated Check handler's equivalent.
+func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	in := new(mixerv1.CheckRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	m := srv.(*mixerService)
+	if interceptor == nil {
+		return m.Check(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: mixerv1.Mixer_Check_FullMethodName}
+	return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
+		return m.Check(ctx, req.(*mixerv1.CheckRequest))
+	})
+}
+
+// reportHandler receives the request as a *rawReport.
+func reportHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	in := new(rawReport)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	m := srv.(*mixerService)
+	if interceptor == nil {
+		return m.reportWire(ctx, in.data)
+	}
+	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: mixerv1.Mixer_Report_FullMethodName}
+	return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
+		return m.reportWire(ctx, req.(*rawReport).data)
+	})
+}
+
+// reportDecoders pools the decoders of Report batches; a decoder's buffers
+// grow to the largest batch it has seen.
+var reportDecoders = sync.Pool{New: func() any { return new(attributes.ReportDecoder) }}
+
+// Report is the MixerServer method for callers holding a decoded request
+// (the gRPC server itself uses reportWire): it re-encodes the request and
+// takes the same path.
+func (m *mixerService) Report(ctx context.Context, req *mixerv1.ReportRequest) (*mixerv1.ReportResponse, error) {
+	data, err := proto.Marshal(req)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, "mixer: report: "+err.Error())
+	}
+	return m.reportWire(ctx, data)
+}
+
+// reportWire decodes every record of the batch in data (a ReportRequest's
+// wire bytes) and feeds them to telemetry. A batch with a malformed record
+// is rejected whole with INVALID_ARGUMENT naming the record, so that
+// nothing is counted twice when the client fixes and resends it. The bags
+// live in the pooled decoder's storage; telemetry copies what it keeps.
+func (m *mixerService) reportWire(_ context.Context, data []byte) (*mixerv1.ReportResponse, error) {
 	s := m.s
-	bags, err := attributes.DecodeReport(req)
+	d := reportDecoders.Get().(*attributes.ReportDecoder)
+	defer func() {
+		d.Reset()
+		reportDecoders.Put(d)
+	}()
+	// data is the message's own copy (serverCodec materializes it, Report
+	// marshals it): the decoder may keep referring to it.
+	bags, err := d.DecodeAllOwned(data)
 	if err != nil {
 		s.metrics.decodeErrors.WithLabelValues("report").Inc()
 		return nil, status.Error(codes.InvalidArgument, "mixer: report: "+err.Error())

@@ -23,7 +23,6 @@ import (
 	"github.com/remora-mesh/remora/mixer/quota"
 	"github.com/remora-mesh/remora/mixer/telemetry"
 	"github.com/remora-mesh/remora/policy"
-	mixerv1 "github.com/remora-mesh/remora/proto/mixer/v1"
 )
 
 // Evaluator decides Check requests; *policy.Engine is the production one.
@@ -151,12 +150,13 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: g.Keepalive.MinTime.D(), PermitWithoutStream: g.Keepalive.PermitWithoutStream}),
 		grpc.ChainUnaryInterceptor(s.unaryMetrics, s.unaryLimit),
 		grpc.ChainStreamInterceptor(s.streamMetrics),
+		grpc.ForceServerCodecV2(newServerCodec()), // see mixer.go: Report decoding
 	}
 	if creds != nil {
 		sopts = append(sopts, grpc.Creds(creds))
 	}
 	s.grpc = grpc.NewServer(sopts...)
-	mixerv1.RegisterMixerServer(s.grpc, &mixerService{s: s})
+	registerMixer(s.grpc, &mixerService{s: s})
 	authv3.RegisterAuthorizationServer(s.grpc, &authzService{s: s})
 	if s.als != nil {
 		alsv3.RegisterAccessLogServiceServer(s.grpc, s.als)
