@@ -378,8 +378,10 @@ func requestAttributes(bd *attributes.Builder, h *filter.HeaderMap, info *filter
 	if !info.StartTime.IsZero() {
 		bd.Set(attributes.RequestTime, attributes.Timestamp(info.StartTime))
 	}
-	if n, err := strconv.ParseInt(h.Value("content-length"), 10, 64); err == nil && n >= 0 {
-		bd.Set(attributes.RequestSize, attributes.Int64(n))
+	if cl, ok := h.Get("content-length"); ok {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+			bd.Set(attributes.RequestSize, attributes.Int64(n))
+		}
 	}
 	protocol := attributes.ProtocolHTTP
 	if strings.HasPrefix(h.Value("content-type"), "application/grpc") {
