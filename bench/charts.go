@@ -1,0 +1,113 @@
+package main
+
+import (
+	"fmt"
+	"image/color"
+	"path/filepath"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+)
+
+// palette for grouped bars.
+var palette = []color.Color{
+	color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
+	color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
+	color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+	color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
+}
+
+// charts draws the PNG charts the Markdown links to.
+func (e *env) charts() error {
+	res := e.res
+	if len(res.http) > 0 {
+		var names []string
+		var rps plotter.Values
+		for _, pd := range proxies {
+			if runs, ok := res.http[pd.name]; ok {
+				names = append(names, pd.name)
+				rps = append(rps, max(0, median(runs, func(r httpRun) float64 { return r.rps })))
+			}
+		}
+		if err := barChart(filepath.Join(e.o.img, "throughput.png"),
+			fmt.Sprintf("HTTP/1.1 keep-alive, 1 KiB, wrk -t%d -c%d (median of %d)", e.o.threads, e.o.conns, e.o.runs),
+			"requests/s", names, []string{""}, []plotter.Values{rps}); err != nil {
+			return err
+		}
+		var lnames []string
+		groups := make([]plotter.Values, len(percentiles))
+		legend := make([]string, len(percentiles))
+		for i, q := range percentiles {
+			legend[i] = fmt.Sprintf("p%g", q)
+		}
+		direct := res.http["direct"]
+		for _, pd := range proxies {
+			runs, ok := res.http[pd.name]
+			if !ok || pd.name == "direct" || len(direct) == 0 {
+				continue
+			}
+			lnames = append(lnames, pd.name)
+			for i, q := range percentiles {
+				v := median(runs, func(r httpRun) float64 { return r.lat[q] }) - median(direct, func(r httpRun) float64 { return r.lat[q] })
+				groups[i] = append(groups[i], v*1000)
+			}
+		}
+		if len(lnames) > 0 {
+			if err := barChart(filepath.Join(e.o.img, "latency.png"),
+				fmt.Sprintf("latency added over direct, fortio %d qps, %d connections", e.o.latQPS, e.o.latConns),
+				"added latency (ms)", lnames, legend, groups); err != nil {
+				return err
+			}
+		}
+	}
+	if len(res.server) > 0 {
+		var names []string
+		var v plotter.Values
+		for _, k := range serverOrder(res.server) {
+			if k == "remora mixer: Report (records)" {
+				continue
+			}
+			names = append(names, k)
+			v = append(v, max(0, median(res.server[k], perCPU)))
+		}
+		if len(names) > 0 {
+			if err := barChart(filepath.Join(e.o.img, "server.png"),
+				fmt.Sprintf("RBAC policy decisions per CPU-second of the server, %d callers", e.o.srvConns),
+				"decisions per CPU-second", names, []string{""}, []plotter.Values{v}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// barChart draws one bar group per legend entry over the names.
+func barChart(path, title, ylabel string, names, legend []string, groups []plotter.Values) error {
+	p := plot.New()
+	p.Title.Text = title
+	p.Y.Label.Text = ylabel
+	p.Y.Min = 0
+	n := float64(len(groups))
+	w := vg.Points(min(60, 240/n/float64(max(1, len(names)))*3))
+	for i, g := range groups {
+		bars, err := plotter.NewBarChart(g, w)
+		if err != nil {
+			return fmt.Errorf("chart %s: %w", path, err)
+		}
+		bars.LineStyle.Width = 0
+		bars.Color = palette[i%len(palette)]
+		bars.Offset = vg.Length(float64(i)-(n-1)/2) * w
+		p.Add(bars)
+		if legend[i] != "" {
+			p.Legend.Add(legend[i], bars)
+		}
+	}
+	p.Legend.Top = true
+	p.NominalX(names...)
+	p.Add(plotter.NewGrid())
+	if err := p.Save(8*vg.Inch, 4.5*vg.Inch, path); err != nil {
+		return fmt.Errorf("chart %s: %w", path, err)
+	}
+	return nil
+}
