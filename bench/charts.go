@@ -89,7 +89,19 @@ func barChart(path, title, ylabel string, names, legend []string, groups []plott
 	p.Y.Label.Text = ylabel
 	p.Y.Min = 0
 	n := float64(len(groups))
-	w := vg.Points(min(60, 240/n/float64(max(1, len(names)))*3))
+	// About 480 points of the 8-inch plot are data area; each name gets its
+	// bars and a gap of one bar, or a bar's worth more for a single group.
+	gap := 1.0
+	if n == 1 {
+		gap = 0.8
+	}
+	w := vg.Points(min(60, 480/float64(max(1, len(names)))/(n+gap)))
+	top := 0.0
+	for _, g := range groups {
+		for _, v := range g {
+			top = max(top, v)
+		}
+	}
 	for i, g := range groups {
 		bars, err := plotter.NewBarChart(g, w)
 		if err != nil {
@@ -104,6 +116,10 @@ func barChart(path, title, ylabel string, names, legend []string, groups []plott
 		}
 	}
 	p.Legend.Top = true
+	p.Legend.Left = true
+	if top > 0 {
+		p.Y.Max = top * 1.2 // room for the legend
+	}
 	p.NominalX(names...)
 	p.Add(plotter.NewGrid())
 	if err := p.Save(8*vg.Inch, 4.5*vg.Inch, path); err != nil {
