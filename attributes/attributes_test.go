@@ -53,6 +53,20 @@ func TestBuilder(t *testing.T) {
 	}
 }
 
+func TestNewBuilderFrom(t *testing.T) {
+	base := BagOf(map[string]Value{"a": Int64(1), "b": Int64(2)})
+	bd := NewBuilderFrom(base, 1)
+	bd.Set("b", Int64(3))
+	bd.Set("c", Int64(4))
+	got := bd.Build()
+	if v, _ := base.Get("b"); v.Int64Value() != 2 {
+		t.Fatal("the source bag changed")
+	}
+	if !got.Equal(BagOf(map[string]Value{"a": Int64(1), "b": Int64(3), "c": Int64(4)})) {
+		t.Fatalf("got %v", got)
+	}
+}
+
 func TestStringMapLastWins(t *testing.T) {
 	m := NewStringMap([]KV{{"b", "1"}, {"a", "2"}, {"b", "3"}})
 	if m.Len() != 2 {

@@ -86,6 +86,14 @@ type Builder struct {
 // NewBuilder returns a builder with room for n attributes.
 func NewBuilder(n int) *Builder { return &Builder{entries: make([]entry, 0, n)} }
 
+// NewBuilderFrom returns a builder holding the attributes of b, with room
+// for extra more. It copies b's entries (b is unchanged).
+func NewBuilderFrom(b Bag, extra int) *Builder {
+	entries := make([]entry, len(b.entries), len(b.entries)+extra)
+	copy(entries, b.entries)
+	return &Builder{entries: entries}
+}
+
 // Set records name = v, replacing an earlier value of name. A zero
 // (invalid) Value deletes name instead.
 func (bd *Builder) Set(name string, v Value) {

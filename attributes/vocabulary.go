@@ -78,13 +78,16 @@ const (
 	ConnectionMTLS                = "connection.mtls"
 	ConnectionRequestedServerName = "connection.requested_server_name"
 
-	ContextProtocol       = "context.protocol"
-	ContextTime           = "context.time"
-	ContextTimestamp      = "context.timestamp"
-	ContextReporterKind   = "context.reporter.kind"
-	ContextReporterUID    = "context.reporter.uid"
-	ContextProxyErrorCode = "context.proxy_error_code"
-	ContextProxyVersion   = "context.proxy_version"
+	ContextProtocol     = "context.protocol"
+	ContextTime         = "context.time"
+	ContextTimestamp    = "context.timestamp"
+	ContextReporterKind = "context.reporter.kind"
+	ContextReporterUID  = "context.reporter.uid"
+	// ContextReporterPrincipal is the verified identity of the caller of
+	// the Mixer server (its client certificate), set by the server only.
+	ContextReporterPrincipal = "context.reporter.principal"
+	ContextProxyErrorCode    = "context.proxy_error_code"
+	ContextProxyVersion      = "context.proxy_version"
 
 	APIService   = "api.service"
 	APIVersion   = "api.version"
@@ -144,7 +147,7 @@ var Vocabulary = map[string]Kind{
 	ConnectionDuration: KindDuration, ConnectionMTLS: KindBool, ConnectionRequestedServerName: KindString,
 
 	ContextProtocol: KindString, ContextTime: KindTimestamp, ContextTimestamp: KindTimestamp,
-	ContextReporterKind: KindString, ContextReporterUID: KindString, ContextProxyErrorCode: KindString,
+	ContextReporterKind: KindString, ContextReporterUID: KindString, ContextReporterPrincipal: KindString, ContextProxyErrorCode: KindString,
 	ContextProxyVersion: KindString,
 
 	APIService: KindString, APIVersion: KindString, APIOperation: KindString, APIProtocol: KindString,

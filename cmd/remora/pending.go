@@ -11,7 +11,6 @@ import (
 // subsystem's command removes its entry here.
 var pending = []struct{ name, summary string }{
 	{"proxy", "run the sidecar proxy (not available yet)"},
-	{"mixer", "run the policy and telemetry server (not available yet)"},
 	{"validate", "check a configuration file (not available yet)"},
 	{"demo", "run server, sidecar and upstream with sample traffic (not available yet)"},
 }

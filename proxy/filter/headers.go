@@ -140,6 +140,9 @@ func (h *HeaderMap) Fields() []HeaderField {
 // ByteSize is the size of the fields as HTTP/2 counts it for header-list
 // limits: name and value lengths plus 32 per field.
 func (h *HeaderMap) ByteSize() int {
+	if h == nil {
+		return 0
+	}
 	n := 0
 	for i := range h.fields {
 		n += len(h.fields[i].Name) + len(h.fields[i].Value) + 32

@@ -1,0 +1,126 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/genproto/googleapis/rpc/code"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/remora-mesh/remora/policy"
+)
+
+// authzService implements envoy.service.auth.v3.Authorization, so that
+// Envoy's ext_authz filter (and Remora's) can ask this server.
+type authzService struct {
+	authv3.UnimplementedAuthorizationServer
+	s *Server
+}
+
+// Check evaluates the policy on the request's attribute context. An
+// evaluation failure is an RPC error, which Envoy handles by its
+// failure_mode_allow setting; a denial is an OK RPC with a DeniedHttpResponse.
+func (a *authzService) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	s := a.s
+	bag := s.withPeerPrincipal(ctx, policy.BagFromCheckRequest(req))
+	d, err := s.evaluate(ctx, "ext_authz", bag)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := authzResponse(d)
+	if err != nil {
+		s.metrics.decision("ext_authz", "error")
+		return nil, status.Error(codes.Internal, "mixer: ext_authz: "+err.Error())
+	}
+	return resp, nil
+}
+
+// authzResponse renders a decision as Envoy expects it: allowed requests
+// get OkHttpResponse header mutations, denied ones a DeniedHttpResponse
+// with http_status (403 by default), headers and body. Dynamic metadata
+// goes to CheckResponse.dynamic_metadata.
+func authzResponse(d *policy.Decision) (*authv3.CheckResponse, error) {
+	resp := &authv3.CheckResponse{}
+	if len(d.DynamicMetadata) > 0 {
+		md, err := toStruct(d.DynamicMetadata)
+		if err != nil {
+			return nil, fmt.Errorf("dynamic_metadata: %w", err)
+		}
+		resp.DynamicMetadata = md
+	}
+	if d.Allowed {
+		ok := &authv3.OkHttpResponse{HeadersToRemove: d.RequestHeadersToRemove}
+		seen := map[string]bool{}
+		for _, h := range d.Headers {
+			// The first value of a name replaces the request's header,
+			// later values of the same name are appended to it.
+			action := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+			if seen[http.CanonicalHeaderKey(h.Key)] {
+				action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+			}
+			seen[http.CanonicalHeaderKey(h.Key)] = true
+			ok.Headers = append(ok.Headers, headerOption(h, action))
+		}
+		for _, h := range d.ResponseHeadersToAdd {
+			ok.ResponseHeadersToAdd = append(ok.ResponseHeadersToAdd, headerOption(h, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD))
+		}
+		resp.Status = &rpcstatus.Status{Code: int32(code.Code_OK)}
+		resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: ok}
+		return resp, nil
+	}
+	httpStatus := d.HTTPStatus
+	if httpStatus == 0 {
+		httpStatus = http.StatusForbidden
+	}
+	denied := &authv3.DeniedHttpResponse{
+		Status: &typev3.HttpStatus{Code: typev3.StatusCode(httpStatus)},
+		Body:   d.Body,
+	}
+	for _, h := range d.Headers {
+		denied.Headers = append(denied.Headers, headerOption(h, corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD))
+	}
+	resp.Status = &rpcstatus.Status{Code: int32(code.Code_PERMISSION_DENIED), Message: denyMessage(d)}
+	resp.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied}
+	return resp, nil
+}
+
+func headerOption(h policy.HeaderValue, action corev3.HeaderValueOption_HeaderAppendAction) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: h.Key, Value: h.Value}, AppendAction: action}
+}
+
+// toStruct converts decoded JSON (json.Number for numbers) to a Struct.
+func toStruct(m map[string]any) (*structpb.Struct, error) {
+	return structpb.NewStruct(normalizeJSON(m).(map[string]any))
+}
+
+func normalizeJSON(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		f, err := x.Float64()
+		if err != nil {
+			return x.String()
+		}
+		return f
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = normalizeJSON(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = normalizeJSON(e)
+		}
+		return out
+	}
+	return v
+}

@@ -1,0 +1,34 @@
+package policy
+
+import "github.com/open-policy-agent/opa/v1/ast"
+
+// commonStrings are header names and values that recur on every request;
+// their terms are built once and shared (OPA never mutates input terms).
+var commonStrings = []string{
+	":authority", ":method", ":path", ":scheme", ":status",
+	"accept", "accept-encoding", "accept-language", "authorization", "cache-control",
+	"connection", "content-length", "content-type", "cookie", "host", "origin", "pragma",
+	"referer", "te", "user-agent", "x-b3-parentspanid", "x-b3-sampled", "x-b3-spanid",
+	"x-b3-traceid", "x-envoy-attempt-count", "x-envoy-expected-rq-timeout-ms",
+	"x-envoy-internal", "x-forwarded-client-cert", "x-forwarded-for", "x-forwarded-proto",
+	"x-request-id", "traceparent", "tracestate", "grpc-timeout", "grpc-encoding",
+	"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+	"http", "https", "HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/3",
+	"application/json", "application/grpc", "*/*", "trailers", "keep-alive", "close",
+}
+
+var commonTerms = func() map[string]*ast.Term {
+	m := make(map[string]*ast.Term, len(commonStrings))
+	for _, s := range commonStrings {
+		m[s] = ast.StringTerm(s)
+	}
+	return m
+}()
+
+// strTerm returns a string term, shared for common strings.
+func strTerm(s string) *ast.Term {
+	if t, ok := commonTerms[s]; ok {
+		return t
+	}
+	return ast.InternedTerm(s)
+}
