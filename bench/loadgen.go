@@ -56,14 +56,17 @@ type loadResult struct {
 
 // closedLoop runs call from callers goroutines for d and measures every
 // call's latency. call returns an error for a failed or wrong answer.
+//
+// Calls run under ctx itself, not under a deadline: a call that is in
+// flight when d ends completes and counts, so that no call is cut short and
+// miscounted as a failure.
 func closedLoop(ctx context.Context, callers int, d time.Duration, call func(ctx context.Context, worker, i int) error) loadResult {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
 	var errs atomic.Int64
 	lats := make([][]time.Duration, callers)
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
 	start := time.Now()
+	end := start.Add(d)
 	for w := 0; w < callers; w++ {
 		wg.Add(1)
 		go func() {
@@ -71,9 +74,12 @@ func closedLoop(ctx context.Context, callers int, d time.Duration, call func(ctx
 			l := make([]time.Duration, 0, 1<<16)
 			for i := w; ctx.Err() == nil; i += callers {
 				t := time.Now()
+				if !t.Before(end) {
+					break
+				}
 				err := call(ctx, w, i)
 				if ctx.Err() != nil {
-					break // the call may have been cut by the deadline
+					break // interrupted
 				}
 				if err != nil {
 					errs.Add(1)
