@@ -112,6 +112,7 @@ var caddyConf = template.Must(template.New("caddy").Parse(`# Caddy reverse_proxy
 // (whose decisions the check cache answers after the first request), the
 // mixer report batcher and a file access log in Envoy's default format.
 var remoraFullConf = template.Must(template.New("remora").Parse(`# remora proxy with mixer check (cached) + report + file access log
+node: {id: bench, cluster: bench}
 admin:
   address: {{.Admin}}
 logging:
@@ -119,6 +120,7 @@ logging:
 listeners:
 - name: ingress
   address: {{.Listen}}
+  direction: inbound
   filter_chains:
   - http_connection_manager:
       stat_prefix: ingress
@@ -135,7 +137,7 @@ listeners:
         config:
           address: {{.Mixer}}
           check:
-            fail_policy: fail_close
+            fail_policy: close
           report:
             max_batch_entries: 100
             max_batch_time: 1s
@@ -146,7 +148,9 @@ listeners:
           path: {{.AccessLog}}
 clusters:
 - name: upstream
-  endpoints: [{{.Upstream}}]
+  type: STATIC
+  protocol: use_downstream
+  endpoints: [{address: {{.Upstream}}}]
 `))
 
 type confData struct {

@@ -8,9 +8,12 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,22 +153,11 @@ func (e *env) measureMixer(ctx context.Context, r int) error {
 	authz := authv3.NewAuthorizationClient(conn)
 
 	mixerReqs := make([]*mixerv1.CheckRequest, len(checkCases))
-	authzReqs := make([]*authv3.CheckRequest, len(checkCases))
 	for i, c := range checkCases {
 		mixerReqs[i] = &mixerv1.CheckRequest{
 			Attributes:      attributes.Compress(checkBag(c), attributes.GlobalWordCount()),
 			GlobalWordCount: attributes.GlobalWordCount(),
 		}
-		authzReqs[i] = &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-			Source:      &authv3.AttributeContext_Peer{Principal: "spiffe://cluster.local/ns/default/sa/client"},
-			Destination: &authv3.AttributeContext_Peer{Principal: "spiffe://cluster.local/ns/default/sa/reviews"},
-			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-				Id: "bench", Method: c.method, Path: c.path, Host: "reviews.default.svc.cluster.local",
-				Scheme: "http", Protocol: "HTTP/1.1",
-				Headers: map[string]string{":method": c.method, ":path": c.path, ":authority": "reviews",
-					"x-user": c.user, "user-agent": "remora-bench", "accept": "*/*"},
-			}},
-		}}
 	}
 	// Each caller keeps its own dedup counter so that requests differ.
 	var dedup atomic.Int64
@@ -185,18 +177,7 @@ func (e *env) measureMixer(ctx context.Context, r int) error {
 		}
 		return nil
 	}
-	checkAuthz := func(ctx context.Context, _, i int) error {
-		c := checkCases[i%len(checkCases)]
-		resp, err := authz.Check(ctx, authzReqs[i%len(checkCases)])
-		if err != nil {
-			return err
-		}
-		got := resp.GetStatus().GetCode() == int32(codes.OK)
-		if got != c.allow {
-			return fmt.Errorf("ext_authz check %v: allowed=%v, want %v", c, got, c.allow)
-		}
-		return nil
-	}
+	checkAuthz := authzCaller(authz)
 	// One call of each first: a wrong decision or a missing service is
 	// reported instead of measured.
 	for _, f := range []struct {
@@ -250,6 +231,107 @@ func (e *env) measureMixer(ctx context.Context, r int) error {
 	m.ops *= int64(e.o.batch)
 	e.res.server["remora mixer: Report (records)"] = append(e.res.server["remora mixer: Report (records)"], m)
 	logf("report: %.0f records/s", m.perSecond)
+	return nil
+}
+
+// authzCaller returns a closed-loop call of ext_authz Check with the
+// workload's requests, as Envoy's ext_authz filter sends them.
+func authzCaller(authz authv3.AuthorizationClient) func(context.Context, int, int) error {
+	reqs := make([]*authv3.CheckRequest, len(checkCases))
+	for i, c := range checkCases {
+		reqs[i] = &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Source:      &authv3.AttributeContext_Peer{Principal: "spiffe://cluster.local/ns/default/sa/client"},
+			Destination: &authv3.AttributeContext_Peer{Principal: "spiffe://cluster.local/ns/default/sa/reviews"},
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Id: "bench", Method: c.method, Path: c.path, Host: "reviews.default.svc.cluster.local",
+				Scheme: "http", Protocol: "HTTP/1.1",
+				Headers: map[string]string{":method": c.method, ":path": c.path, ":authority": "reviews",
+					"x-user": c.user, "user-agent": "remora-bench", "accept": "*/*"},
+			}},
+		}}
+	}
+	return func(ctx context.Context, _, i int) error {
+		c := checkCases[i%len(checkCases)]
+		resp, err := authz.Check(ctx, reqs[i%len(checkCases)])
+		if err != nil {
+			return err
+		}
+		got := resp.GetStatus().GetCode() == int32(codes.OK)
+		if got != c.allow {
+			return fmt.Errorf("ext_authz check %v: allowed=%v, want %v", c, got, c.allow)
+		}
+		return nil
+	}
+}
+
+// measureOPAEnvoy measures opa-envoy-plugin's gRPC ext_authz server with the
+// same policy, when a binary of it is available (-opa-envoy or
+// .cache/bin/opa-envoy-plugin). It is not installed by the harness: the Go
+// module proxy does not serve it, so it has to be built from its sources.
+func (e *env) measureOPAEnvoy(ctx context.Context, r int) error {
+	const name = "server-opa-envoy-plugin"
+	if _, skip := e.res.unavailable[name]; skip {
+		return nil
+	}
+	exe := e.o.opaEnvoy
+	if exe == "" {
+		exe = filepath.Join(e.peers.cache, "bin", "opa-envoy-plugin")
+	}
+	if _, err := os.Stat(exe); err != nil {
+		e.unavailable(name, "no opa-envoy-plugin binary (the Go module proxy does not serve it; build it from "+
+			"github.com/open-policy-agent/opa-envoy-plugin and pass -opa-envoy PATH)")
+		return nil
+	}
+	if _, ok := e.peers.version["opa-envoy-plugin"]; !ok {
+		out, _ := exec.CommandContext(ctx, exe, "version").CombinedOutput()
+		e.peers.version["opa-envoy-plugin"] = oneLine(strings.TrimSpace(string(out)))
+	}
+	httpAddr, err := freePort()
+	if err != nil {
+		return err
+	}
+	grpcAddr, err := freePort()
+	if err != nil {
+		return err
+	}
+	policy, err := filepath.Abs("testdata/policy")
+	if err != nil {
+		return err
+	}
+	argv := []string{exe, "run", "--server", "--addr", httpAddr, "--log-level", "error", "--disable-telemetry",
+		"--set", "plugins.envoy_ext_authz_grpc.addr=" + grpcAddr,
+		"--set", "plugins.envoy_ext_authz_grpc.path=envoy/authz/allow",
+		"--set", "decision_logs.console=false", policy}
+	env := []string{"GOMAXPROCS=" + strconv.Itoa(e.o.workers)}
+	e.commands["opa-envoy-plugin"] = envPrefix(env) + shellJoin(argv)
+	p, err := e.ps.start("opa-envoy-plugin", e.path("opa-envoy-plugin.log"), env, argv...)
+	if err != nil {
+		return err
+	}
+	defer p.stop(3 * time.Second)
+	if err := waitReady(ctx, p, 20*time.Second, tcpReady(grpcAddr)); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		e.unavailable(name, err.Error())
+		return nil
+	}
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("opa-envoy-plugin: dial: %w", err)
+	}
+	defer conn.Close()
+	call := authzCaller(authv3.NewAuthorizationClient(conn))
+	for i := range checkCases {
+		if err := call(ctx, 0, i); err != nil {
+			e.unavailable(name, err.Error())
+			return nil
+		}
+	}
+	const key = "opa-envoy-plugin: ext_authz Check"
+	m := measured(p.pid(), func() loadResult { return closedLoop(ctx, e.o.srvConns, e.o.duration, call) })
+	e.res.server[key] = append(e.res.server[key], m)
+	logf("opa-envoy-plugin: %.0f/s p99 %s", m.perSecond, ms(m.pct[99]))
 	return nil
 }
 

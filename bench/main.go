@@ -50,6 +50,7 @@ type options struct {
 	out        string
 	img        string
 	only       string
+	opaEnvoy   string
 	keepDir    bool
 	resolution float64
 }
@@ -75,6 +76,7 @@ func parseOptions(args []string) (options, error) {
 	fs.StringVar(&o.repo, "repo", "..", "the Remora repository (built when -remora is empty)")
 	fs.StringVar(&o.out, "out", "../docs/benchmarks.md", "Markdown results file (empty: print to stdout only)")
 	fs.StringVar(&o.img, "img", "../docs/img", "directory for the PNG charts")
+	fs.StringVar(&o.opaEnvoy, "opa-envoy", "", "opa-envoy-plugin binary (default: .cache/bin/opa-envoy-plugin when present; not installed by the harness)")
 	fs.StringVar(&o.only, "only", "", "comma-separated sections to run: http,grpc,server (default all)")
 	fs.Float64Var(&o.resolution, "resolution", 0.00001, "fortio histogram resolution in seconds (-r)")
 	if err := fs.Parse(args); err != nil {

@@ -168,6 +168,10 @@ func (e *env) plan() []step {
 				planned: 3*o.duration + 2*time.Second,
 				run:     func(ctx context.Context) error { return e.measureMixer(ctx, r) },
 			}, step{
+				label:   fmt.Sprintf("server opa-envoy-plugin (run %d/%d)", r, o.runs),
+				planned: o.duration + 2*time.Second,
+				run:     func(ctx context.Context) error { return e.measureOPAEnvoy(ctx, r) },
+			}, step{
 				label:   fmt.Sprintf("server opa run --server (run %d/%d)", r, o.runs),
 				planned: o.duration + 2*time.Second,
 				run:     func(ctx context.Context) error { return e.measureOPA(ctx, r) },
