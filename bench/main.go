@@ -213,7 +213,7 @@ func run(ctx context.Context, o options, ps *procs) error {
 		return fmt.Errorf("cache: %w", err)
 	}
 	started := time.Now()
-	pr := installPeers(ctx, ps, cache, o.neededPeers(), logf)
+	pr := installPeers(ctx, cache, o.neededPeers(), logf)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

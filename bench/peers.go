@@ -57,7 +57,7 @@ func (p *peers) has(name string) bool { _, ok := p.path[name]; return ok }
 // installPeers finds or installs every peer into cache. A peer that cannot
 // be installed is recorded in missing, and the scenarios that need it are
 // reported as not measured.
-func installPeers(ctx context.Context, ps *procs, cache string, need map[string]bool, logf func(string, ...any)) *peers {
+func installPeers(ctx context.Context, cache string, need map[string]bool, logf func(string, ...any)) *peers {
 	p := &peers{
 		cache:   cache,
 		root:    filepath.Join(cache, "root"),
@@ -83,7 +83,7 @@ func installPeers(ctx context.Context, ps *procs, cache string, need map[string]
 	}
 	if len(toFetch) > 0 {
 		logf("installing from Debian into %s: %v", p.root, pkgNames(toFetch))
-		if err := p.fetchDebs(ctx, ps, toFetch); err != nil {
+		if err := p.fetchDebs(ctx, toFetch); err != nil {
 			logf("debian: %v", err)
 		}
 	}
@@ -133,7 +133,7 @@ func pkgNames(ds []debPeer) []string {
 
 // fetchDebs downloads the packages and the libraries they depend on that
 // are not installed on the machine, and unpacks them into p.root.
-func (p *peers) fetchDebs(ctx context.Context, ps *procs, ds []debPeer) error {
+func (p *peers) fetchDebs(ctx context.Context, ds []debPeer) error {
 	debs := filepath.Join(p.cache, "debs")
 	if err := os.MkdirAll(debs, 0o755); err != nil {
 		return err

@@ -156,24 +156,6 @@ func (ps *procs) stopAll() {
 	wg.Wait()
 }
 
-// run starts argv, waits for it and returns its whole output. ctx's end
-// stops it.
-func (ps *procs) run(ctx context.Context, name, logPath string, argv ...string) (string, error) {
-	p, err := ps.start(name, logPath, nil, argv...)
-	if err != nil {
-		return "", err
-	}
-	err = p.wait(ctx)
-	out, rerr := os.ReadFile(logPath)
-	if rerr != nil && err == nil {
-		err = rerr
-	}
-	if err != nil {
-		return string(out), fmt.Errorf("bench: %s: %w: %s", name, err, lastLines(string(out), 3))
-	}
-	return string(out), nil
-}
-
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	if len(lines) > n {

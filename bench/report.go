@@ -178,19 +178,20 @@ func (e *env) httpTables(b *strings.Builder) {
 
 	p("\n### Resources\n\n")
 	p("CPU seconds per 1,000 requests (= vCPU per 1,000 requests/s) of the proxy's processes; RSS after the %d qps run.\n\n", e.o.resQPS)
-	p("| path | CPU s / 1k req at %d qps | at %d qps | at max rate (wrk) | RSS MiB at %d qps | peak RSS MiB (VmHWM) |\n", e.o.latQPS, e.o.resQPS, e.o.resQPS)
-	p("|---|---:|---:|---:|---:|---:|\n")
+	p("| path | CPU s / 1k req at %d qps | at %d qps | at max rate (wrk) | RSS MiB at %d qps | peak RSS MiB (VmHWM) | achieved qps of the %d qps run |\n", e.o.latQPS, e.o.resQPS, e.o.resQPS, e.o.resQPS)
+	p("|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, pd := range proxies {
 		runs, ok := res.http[pd.name]
 		if !ok || pd.name == "direct" {
 			continue
 		}
-		p("| %s | %s | %s | %s | %s | %s |\n", pd.name,
+		p("| %s | %s | %s | %s | %s | %s | %s |\n", pd.name,
 			fnum(median(runs, func(r httpRun) float64 { return r.cpu1k }), 3),
 			fnum(median(runs, func(r httpRun) float64 { return r.cpuRes }), 3),
 			fnum(median(runs, func(r httpRun) float64 { return r.cpuMax }), 3),
 			fmb(int64(median(runs, func(r httpRun) float64 { return float64(r.rss) }))),
-			fmb(int64(median(runs, func(r httpRun) float64 { return float64(r.hwm) }))))
+			fmb(int64(median(runs, func(r httpRun) float64 { return float64(r.hwm) }))),
+			fnum(median(runs, func(r httpRun) float64 { return r.resQPS }), 0))
 	}
 	if runs, ok := res.http["remora-full"]; ok {
 		p("\nThe `remora mixer` beside remora-full had %s MiB RSS at the end of its run.\n",
