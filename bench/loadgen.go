@@ -298,7 +298,7 @@ func (e *env) measureOPAEnvoy(ctx context.Context, r int) error {
 	if err != nil {
 		return err
 	}
-	argv := []string{exe, "run", "--server", "--addr", httpAddr, "--log-level", "error", "--disable-telemetry",
+	argv := []string{exe, "run", "--server", "--addr", httpAddr, "--log-level", "error", "--skip-version-check",
 		"--set", "plugins.envoy_ext_authz_grpc.addr=" + grpcAddr,
 		"--set", "plugins.envoy_ext_authz_grpc.path=envoy/authz/allow",
 		"--set", "decision_logs.console=false", policy}
@@ -406,7 +406,7 @@ func (e *env) measureOPA(ctx context.Context, r int) error {
 		return err
 	}
 	argv := []string{e.peers.path["opa"], "run", "--server", "--addr", addr, "--log-level", "error",
-		"--disable-telemetry", policy}
+		"--skip-version-check", policy}
 	env := []string{"GOMAXPROCS=" + strconv.Itoa(e.o.workers)}
 	e.commands["opa"] = envPrefix(env) + shellJoin(argv)
 	p, err := e.ps.start("opa", e.path("opa.log"), env, argv...)
