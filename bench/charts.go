@@ -68,7 +68,7 @@ func (e *env) charts() error {
 			if k == "remora mixer: Report (records)" {
 				continue
 			}
-			names = append(names, k)
+			names = append(names, shortServerName[k])
 			v = append(v, max(0, median(res.server[k], perCPU)))
 		}
 		if len(names) > 0 {
@@ -82,12 +82,21 @@ func (e *env) charts() error {
 	return nil
 }
 
+// shortServerName labels the server chart's bars.
+var shortServerName = map[string]string{
+	"remora mixer: Mixer Check":         "remora Mixer Check",
+	"remora mixer: ext_authz Check":     "remora ext_authz",
+	"opa-envoy-plugin: ext_authz Check": "opa-envoy-plugin",
+	"opa run --server: REST":            "opa REST",
+}
+
 // barChart draws one bar group per legend entry over the names.
 func barChart(path, title, ylabel string, names, legend []string, groups []plotter.Values) error {
 	p := plot.New()
 	p.Title.Text = title
 	p.Y.Label.Text = ylabel
 	p.Y.Min = 0
+	p.Add(plotter.NewGrid())
 	n := float64(len(groups))
 	// About 480 points of the 8-inch plot are data area; each name gets its
 	// bars and a gap of one bar, or a bar's worth more for a single group.
@@ -121,7 +130,6 @@ func barChart(path, title, ylabel string, names, legend []string, groups []plott
 		p.Y.Max = top * 1.2 // room for the legend
 	}
 	p.NominalX(names...)
-	p.Add(plotter.NewGrid())
 	if err := p.Save(8*vg.Inch, 4.5*vg.Inch, path); err != nil {
 		return fmt.Errorf("chart %s: %w", path, err)
 	}
