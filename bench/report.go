@@ -236,12 +236,17 @@ func (e *env) serverTable(b *strings.Builder) {
 	}
 	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
 	p("## Server: policy checks and report ingestion\n\n![server](img/server.png)\n\n")
-	p("| what | per second (median) | per CPU-second | p50 ms | p90 | p99 | p99.9 | server RSS MiB | errors |\n")
-	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	p("| what | per second (median) | per CPU-second | CPU s / 1k | p50 ms | p90 | p99 | p99.9 | server RSS MiB | errors |\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, k := range serverOrder(res.server) {
 		runs := res.server[k]
-		row := fmt.Sprintf("| %s | %s | %s", k, fnum(median(runs, func(r loadResult) float64 { return r.perSecond }), 0),
-			fnum(median(runs, perCPU), 0))
+		pc := median(runs, perCPU)
+		cpu1k := -1.0
+		if pc > 0 {
+			cpu1k = 1000 / pc
+		}
+		row := fmt.Sprintf("| %s | %s | %s | %s", k, fnum(median(runs, func(r loadResult) float64 { return r.perSecond }), 0),
+			fnum(pc, 0), fnum(cpu1k, 3))
 		for _, q := range percentiles {
 			row += " | " + fms(median(runs, func(r loadResult) float64 { return r.pct[q] }))
 		}
