@@ -284,7 +284,8 @@ func (e *env) measureOPAEnvoy(ctx context.Context, r int) error {
 	}
 	if _, ok := e.peers.version["opa-envoy-plugin"]; !ok {
 		out, _ := exec.CommandContext(ctx, exe, "version").CombinedOutput()
-		e.peers.version["opa-envoy-plugin"] = oneLine(strings.TrimSpace(string(out)))
+		v, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+		e.peers.version["opa-envoy-plugin"] = v + " (the OPA it embeds; opa-envoy-plugin built from its source, see Running it)"
 	}
 	httpAddr, err := freePort()
 	if err != nil {

@@ -202,8 +202,17 @@ func (p *peers) readVersions(ctx context.Context) {
 		if i := strings.IndexByte(v, '\n'); i >= 0 {
 			v = v[:i]
 		}
-		if v == "" {
+		if v == "" || v == "unknown" {
 			v = "unknown"
+			// `caddy version` says "unknown" when built by go install; the
+			// module version is in its build information.
+			if b, err := exec.CommandContext(ctx, "go", "version", "-m", exe).Output(); err == nil {
+				for _, l := range strings.Split(string(b), "\n") {
+					if f := strings.Fields(l); len(f) >= 3 && f[0] == "mod" {
+						v = f[1] + " " + f[2]
+					}
+				}
+			}
 		}
 		p.version[name] = v
 	}

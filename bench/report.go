@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -111,7 +112,17 @@ func (e *env) markdown() string {
 	for _, k := range sortedKeys(e.configs) {
 		p("<details><summary>%s</summary>\n\n```\n%s```\n\n</details>\n\n", k, e.configs[k])
 	}
-	return b.String()
+	return e.relative(b.String())
+}
+
+// relative writes the repository's absolute path as "." so that command
+// lines and configurations read the same on every checkout.
+func (e *env) relative(s string) string {
+	repo, err := filepath.Abs(e.o.repo)
+	if err != nil || repo == "/" || repo == "" {
+		return s
+	}
+	return strings.ReplaceAll(s, repo+"/", "./")
 }
 
 func oneLine(s string) string {
@@ -169,7 +180,7 @@ func (e *env) httpTables(b *strings.Builder) {
 			if pd.name == "direct" || direct[q] < 0 {
 				added += " | –"
 			} else {
-				added += " | " + fms(v-direct[q])
+				added += " | " + fmsSigned(v-direct[q])
 			}
 		}
 		p("%s%s | %s | %d |\n", row, added, fnum(median(runs, func(r httpRun) float64 { return r.latQPS }), 0),

@@ -153,6 +153,9 @@ func fms(s float64) string {
 	return fmt.Sprintf("%.3f", s*1000)
 }
 
+// fmsSigned formats an added latency, which noise can make negative.
+func fmsSigned(s float64) string { return fmt.Sprintf("%.3f", s*1000) }
+
 func fratio(a, b float64) string {
 	if a < 0 || b <= 0 {
 		return "–"
