@@ -52,6 +52,12 @@ const (
 	RequestTime        = "request.time"
 	RequestUserAgent   = "request.useragent"
 
+	// Remora additions, so that everything an Envoy ext_authz request
+	// carries has an attribute to travel in.
+	RequestProtocol   = "request.protocol"   // "HTTP/1.1", "HTTP/2" as Envoy names them
+	RequestBody       = "request.body"       // the (possibly truncated) request body
+	ContextExtensions = "context.extensions" // ext_authz context extensions of the route
+
 	RequestAuthPrincipal = "request.auth.principal"
 	RequestAuthAudiences = "request.auth.audiences"
 	RequestAuthPresenter = "request.auth.presenter"
@@ -134,6 +140,7 @@ var Vocabulary = map[string]Kind{
 	RequestQueryParams: KindStringMap, RequestHost: KindString, RequestMethod: KindString,
 	RequestReason: KindString, RequestReferer: KindString, RequestScheme: KindString, RequestSize: KindInt64,
 	RequestTotalSize: KindInt64, RequestTime: KindTimestamp, RequestUserAgent: KindString,
+	RequestProtocol: KindString, RequestBody: KindString, ContextExtensions: KindStringMap,
 
 	RequestAuthPrincipal: KindString, RequestAuthAudiences: KindString, RequestAuthPresenter: KindString,
 	RequestAuthClaims: KindStringMap, RequestAuthRawClaims: KindString, RequestAPIKey: KindString,

@@ -105,7 +105,8 @@ type refWalker struct {
 	seen map[*ast.Rule]bool
 	refs map[attrRef]bool
 
-	reason     string // first reason the policy is not cacheable
+	aliases    *aliases // of the rule being walked; nil when none
+	reason     string   // first reason the policy is not cacheable
 	wholeInput bool
 	leaves     leafSet // input leaves read
 	mixerAll   bool
@@ -126,7 +127,7 @@ func (w *refWalker) dataRef(ref ast.Ref) {
 	if node == nil {
 		return
 	}
-	for _, t := range ref[1:] {
+	for i, t := range ref[1:] {
 		if !t.IsGround() {
 			break
 		}
@@ -135,6 +136,19 @@ func (w *refWalker) dataRef(ref ast.Ref) {
 			return
 		}
 		node = child
+		if rest := ref[i+2:]; len(rest) > 0 && len(node.Children) == 0 && len(node.Values) == 1 {
+			if target, ok := ruleAlias(node.Values[0]); ok {
+				// data.pkg.http_request.method where http_request :=
+				// input.attributes.request.http reads input...http.method.
+				w.input(append(target[1:].Copy(), rest...))
+				for _, t := range rest {
+					if !t.IsGround() {
+						w.walk(t)
+					}
+				}
+				return
+			}
+		}
 		for _, r := range node.Values {
 			w.rule(r)
 		}
@@ -159,6 +173,8 @@ func (w *refWalker) rule(r *ast.Rule) {
 			return
 		}
 		w.seen[r] = true
+		saved := w.aliases
+		w.aliases = findAliases(r)
 		for _, t := range r.Head.Args {
 			w.walk(t)
 		}
@@ -174,7 +190,161 @@ func (w *refWalker) rule(r *ast.Rule) {
 			}
 		}
 		w.walk(r.Body)
+		w.aliases = saved
 	}
+}
+
+// ruleAlias reports whether r is a plain alias of a constant reference
+// into input, p := input.attributes.request.http, compiled as
+// p := __local0__ if __local0__ = input.attributes.request.http, and
+// returns the reference. Reading data.pkg.p.method then reads
+// input.attributes.request.http.method: the rule is the only one at its
+// path, so data.pkg.p.method is undefined exactly when the input path is.
+func ruleAlias(r *ast.Rule) (ast.Ref, bool) {
+	if r.Else != nil || len(r.Head.Args) > 0 || r.Head.Key != nil || r.Default || len(r.Body) != 1 || len(r.Body[0].With) > 0 || r.Body[0].Negated {
+		return nil, false
+	}
+	if len(r.Head.Reference) != 1 || r.Head.Value == nil {
+		return nil, false
+	}
+	e := r.Body[0]
+	if !e.IsCall() || len(e.Operands()) != 2 || (e.Operator().String() != "eq" && e.Operator().String() != "assign") {
+		return nil, false
+	}
+	for _, pair := range [][2]*ast.Term{{e.Operand(0), e.Operand(1)}, {e.Operand(1), e.Operand(0)}} {
+		if !pair[0].Equal(r.Head.Value) {
+			continue
+		}
+		if _, ok := pair[0].Value.(ast.Var); !ok {
+			continue
+		}
+		ref, ok := pair[1].Value.(ast.Ref)
+		if ok && ref[0].Value.Compare(ast.InputRootDocument.Value) == 0 && constantStrings(ref[1:]) {
+			return ref, true
+		}
+	}
+	return nil, false
+}
+
+func constantStrings(ts []*ast.Term) bool {
+	for _, t := range ts {
+		if _, ok := t.Value.(ast.String); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// aliases are the local variables of one rule bound to a constant
+// reference into input (h := input.attributes.request.http.headers) and
+// used only as the head of references (h["x-user"], h.authorization), so
+// that h["x-user"] references what input.attributes.request.http.headers["x-user"]
+// references instead of the whole map.
+type aliases struct {
+	paths map[ast.Var]ast.Ref   // variable → the input reference it is bound to
+	exprs map[*ast.Expr]ast.Var // the binding expressions
+}
+
+// findAliases finds the rule's input aliases. A variable qualifies when
+// exactly one expression binds it (x = ref, x := ref) to one of the
+// aliasTargets, and every other
+// occurrence of it, anywhere in the rule, is the head of a longer
+// reference. Anything else keeps the conservative treatment.
+func findAliases(r *ast.Rule) *aliases {
+	a := &aliases{paths: map[ast.Var]ast.Ref{}, exprs: map[*ast.Expr]ast.Var{}}
+	binds := map[ast.Var]int{}
+	ast.NewGenericVisitor(func(x any) bool {
+		e, ok := x.(*ast.Expr)
+		if !ok || !e.IsCall() || len(e.Operands()) != 2 {
+			return false
+		}
+		op := e.Operator().String()
+		if op != "eq" && op != "assign" {
+			return false
+		}
+		for _, pair := range [][2]*ast.Term{{e.Operand(0), e.Operand(1)}, {e.Operand(1), e.Operand(0)}} {
+			v, ok := pair[0].Value.(ast.Var)
+			if !ok || v.IsWildcard() {
+				continue
+			}
+			binds[v]++
+			ref, ok := pair[1].Value.(ast.Ref)
+			if !ok || ref[0].Value.Compare(ast.InputRootDocument.Value) != 0 || !aliasTarget(ref[1:]) {
+				continue
+			}
+			a.paths[v] = ref
+			a.exprs[e] = v
+		}
+		return false
+	}).Walk(r)
+	for v, n := range binds {
+		if n > 1 {
+			delete(a.paths, v)
+		}
+	}
+	if len(a.paths) == 0 {
+		return nil
+	}
+	// Every other occurrence must head a longer reference.
+	ast.NewGenericVisitor(func(x any) bool {
+		switch x := x.(type) {
+		case *ast.Expr:
+			if v, ok := a.exprs[x]; ok && a.paths[v] != nil {
+				return true // the binding itself
+			}
+		case ast.Ref:
+			if v, ok := x[0].Value.(ast.Var); ok && a.paths[v] != nil && len(x) > 1 {
+				for _, t := range x[1:] {
+					ast.NewGenericVisitor(func(y any) bool {
+						if yv, ok := y.(ast.Var); ok {
+							delete(a.paths, yv)
+						}
+						return false
+					}).Walk(t)
+				}
+				return true
+			}
+		case ast.Var:
+			delete(a.paths, x)
+		}
+		return false
+	}).Walk(r)
+	for e, v := range a.exprs {
+		if a.paths[v] == nil {
+			delete(a.exprs, e)
+		}
+	}
+	if len(a.paths) == 0 {
+		return nil
+	}
+	return a
+}
+
+// aliasTargets are the input objects a variable may alias. Binding a
+// variable fails when its target is undefined, so a target must exist
+// whatever the bag holds: the builder always emits these objects (empty
+// if need be) whenever the policy reads below them. Other objects, such as
+// source or labels, exist only when the bag has their attributes.
+var aliasTargets = [][]string{
+	{"attributes", "request", "http"},
+	{"attributes", "request", "http", "headers"},
+}
+
+func aliasTarget(ts []*ast.Term) bool {
+	path := make([]string, 0, len(ts))
+	for _, t := range ts {
+		s, ok := t.Value.(ast.String)
+		if !ok {
+			return false
+		}
+		path = append(path, string(s))
+	}
+	for _, target := range aliasTargets {
+		if slices.Equal(path, target) {
+			return true
+		}
+	}
+	return false
 }
 
 // walk visits x and everything below it.
@@ -182,6 +352,11 @@ func (w *refWalker) walk(x any) {
 	ast.NewGenericVisitor(func(x any) bool {
 		switch v := x.(type) {
 		case *ast.Expr:
+			if w.aliases != nil {
+				if _, ok := w.aliases.exprs[v]; ok {
+					return true // an alias binding: read through its uses
+				}
+			}
 			if v.IsCall() {
 				w.call(v.Operator())
 			}
@@ -205,6 +380,17 @@ func (w *refWalker) walk(x any) {
 // ref handles a reference into input or data and walks its dynamic parts;
 // it reports whether the visitor should skip the reference's terms.
 func (w *refWalker) ref(r ast.Ref) bool {
+	if v, ok := r[0].Value.(ast.Var); ok && w.aliases != nil {
+		if target := w.aliases.paths[v]; target != nil {
+			w.input(append(target[1:].Copy(), r[1:]...))
+			for _, t := range r[1:] {
+				if !t.IsGround() {
+					w.walk(t)
+				}
+			}
+			return true
+		}
+	}
 	switch {
 	case r[0].Value.Compare(ast.InputRootDocument.Value) == 0:
 		w.input(r[1:])
@@ -261,7 +447,7 @@ func (w *refWalker) input(terms ast.Ref) {
 		case len(path) <= len(leaf.path) && slices.Equal(path, leaf.path[:len(path)]):
 			w.addLeaf(leafID(id), leaf.attrs)
 		case len(path) > len(leaf.path) && slices.Equal(path[:len(leaf.path)], leaf.path):
-			if leaf.mapLeaf() {
+			if leaf.mapLeaf() && path[len(leaf.path)] != "" { // "" would read as "whole" on the wire
 				w.leaves |= 1 << id
 				w.add(attrRef{name: leaf.attrs[0].name, key: path[len(leaf.path)], keyed: true})
 			} else {
@@ -291,7 +477,7 @@ func (w *refWalker) mixerRef(path []string) {
 	}
 	name := path[0]
 	w.mixer[name] = true
-	if len(path) > 1 && attributes.Vocabulary[name] == attributes.KindStringMap {
+	if len(path) > 1 && path[1] != "" && attributes.Vocabulary[name] == attributes.KindStringMap {
 		w.add(attrRef{name: name, key: path[1], keyed: true})
 		return
 	}

@@ -57,8 +57,50 @@ func TestReferencedAttributesAnalysis(t *testing.T) {
 		{"header with variable key references the whole map",
 			`allow if { some k; input.attributes.request.http.headers[k] == "x"; input.attributes.request.http.headers["x-user"] }`,
 			[]string{"request.headers"}, true, ""},
-		{"headers through a variable",
-			`allow if { h := input.attributes.request.http.headers; h["x-user"] == "a" }`,
+		{"headers through an alias",
+			`allow if { h := input.attributes.request.http.headers; h["x-user"] == "a"; not h.debug }`,
+			[]string{"request.headers[debug]", "request.headers[x-user]"}, true, ""},
+		{"http object through an alias",
+			`allow if { r := input.attributes.request.http; r.method == "GET"; r.headers["x-user"] == "a" }`,
+			[]string{"request.headers[x-user]", "request.method"}, true, ""},
+		{"alias used whole",
+			`allow if { h := input.attributes.request.http.headers; h["x-user"] == "a"; count(h) > 1 }`,
+			[]string{"request.headers"}, true, ""},
+		{"alias with a variable key",
+			`allow if { h := input.attributes.request.http.headers; some k; h[k] == "a" }`,
+			[]string{"request.headers"}, true, ""},
+		{"alias in the rule head",
+			`allow := h if { h := input.attributes.request.http.headers; h["x-user"] }`,
+			[]string{"request.headers"}, true, ""},
+		{"alias bound twice",
+			`allow if { h = input.attributes.request.http.headers; h = input.attributes.request.http.headers; h["x-user"] }`,
+			[]string{"request.headers"}, true, ""},
+		{"labels are no alias target",
+			`allow if { l := input.attributes.source.labels; l.app == "a" }`,
+			[]string{"source.labels"}, true, ""},
+		{"rule alias of the http object",
+			`http_request := input.attributes.request.http
+			 allow if { http_request.method == "GET"; http_request.headers["x-user"] == "a" }`,
+			[]string{"request.headers[x-user]", "request.method"}, true, ""},
+		{"rule alias of labels",
+			`labels := input.attributes.source.labels
+			 allow if { labels.app == "web" }`,
+			[]string{"source.labels[app]"}, true, ""},
+		{"rule alias used whole",
+			`labels := input.attributes.source.labels
+			 allow if { labels.app == "web"; count(labels) == 1 }`,
+			[]string{"source.labels"}, true, ""},
+		{"rule alias with a default is walked",
+			`default labels := {}
+			 labels := input.attributes.source.labels
+			 allow if { labels.app == "web" }`,
+			[]string{"source.labels"}, true, ""},
+		{"alias in a helper rule",
+			`allow if user == "alice"
+			 user := u if { h := input.attributes.request.http.headers; u := h["x-user"] }`,
+			[]string{"request.headers[x-user]"}, true, ""},
+		{"empty header name is the whole map",
+			`allow if input.attributes.request.http.headers[""] == "x"`,
 			[]string{"request.headers"}, true, ""},
 		{"parsed path and query",
 			`allow if { input.parsed_path[0] == "api"; input.parsed_query.page[0] == "1" }`,
@@ -225,6 +267,29 @@ func TestCacheabilityProperty(t *testing.T) {
 		"rbac":    {Paths: []string{"testdata/rbac"}},
 		"jwt":     {Paths: []string{"testdata/jwt"}},
 		"object":  {Paths: []string{"testdata/object"}},
+		// Aliases whose binding would fail on a missing object: the
+		// decision must not depend on whether the bag has headers at all.
+		"alias": {Modules: map[string]string{"a.rego": `package envoy.authz
+default allow := false
+allow if {
+	h := input.attributes.request.http.headers
+	not h["x-user"]
+}
+allow if {
+	r := input.attributes.request.http
+	not r.method
+}
+`}},
+		"rule alias": {Modules: map[string]string{"r.rego": `package envoy.authz
+default allow := false
+http_request := input.attributes.request.http
+labels := input.attributes.source.labels
+allow if {
+	http_request.method == "GET"
+	not http_request.headers["x-user"]
+}
+allow if not labels.app
+`}},
 		"body": {Modules: map[string]string{"b.rego": `package envoy.authz
 default allow := false
 allow if input.parsed_body.user == "alice"
@@ -286,7 +351,7 @@ func universe(reader, admin string) map[string][]attributes.Value {
 		attributes.RequestMethod: str("GET", "HEAD", "POST", "DELETE"),
 		attributes.RequestPath:   str("/", "/admin", "/admin/x", "/api/v1/items", "/api/v1/items?debug=1", "/people"),
 		attributes.RequestHost:   str("a", "b"),
-		AttrRequestBody:          str(`{"user":"alice"}`, `{"user":"bob"}`),
+		attributes.RequestBody:   str(`{"user":"alice"}`, `{"user":"bob"}`),
 		attributes.SourcePort:    {attributes.Int64(443), attributes.Int64(80)},
 		attributes.SourceLabels: {
 			attributes.StringMapValue(attributes.StringMapOf(map[string]string{"app": "admin"})),

@@ -44,6 +44,23 @@ func BenchmarkEvalRBAC(b *testing.B) {
 	}
 }
 
+// BenchmarkEvalRBACParallel is BenchmarkEvalRBAC from GOMAXPROCS goroutines.
+func BenchmarkEvalRBACParallel(b *testing.B) {
+	e := benchEngine(b)
+	bag := mixerBagFor("GET", "/api/v1/items?page=2", benchHeaders)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			d, err := e.Eval(ctx, bag)
+			if err != nil || !d.Allowed {
+				b.Error(d, err)
+				return
+			}
+		}
+	})
+}
+
 // BenchmarkEvalRBACMapInput evaluates the same policy with the input built
 // as map[string]any and handed to OPA, which converts it to AST itself.
 func BenchmarkEvalRBACMapInput(b *testing.B) {
@@ -154,7 +171,7 @@ func mapInput(bag attributes.Bag) map[string]any {
 	http := map[string]any{}
 	for key, name := range map[string]string{"id": attributes.RequestID, "method": attributes.RequestMethod,
 		"path": attributes.RequestPath, "host": attributes.RequestHost, "scheme": attributes.RequestScheme,
-		"protocol": AttrRequestProtocol, "body": AttrRequestBody} {
+		"protocol": attributes.RequestProtocol, "body": attributes.RequestBody} {
 		if s, ok := str(name); ok {
 			http[key] = s
 		}
@@ -195,7 +212,7 @@ func mapInput(bag attributes.Bag) map[string]any {
 		"source":      peer(attributes.SourceIP, attributes.SourcePort, attributes.SourcePrincipal, attributes.SourceLabels),
 		"destination": peer(attributes.DestinationIP, attributes.DestinationPort, attributes.DestinationPrincipal, attributes.DestinationLabels),
 	}
-	if m, ok := strMap(AttrContextExtensions); ok {
+	if m, ok := strMap(attributes.ContextExtensions); ok {
 		attrs["contextExtensions"] = m
 	}
 	path, _ := str(attributes.RequestPath)

@@ -214,3 +214,30 @@ func (c blockingCore) Write(zapcore.Entry, []zapcore.Field) error {
 	<-c.release
 	return nil
 }
+
+func TestDecisionLogTokenBucket(t *testing.T) {
+	var rate, queue int
+	core, logs := observer.New(zap.InfoLevel)
+	l := newDecisionLog(zap.New(core), DecisionLogConfig{SampleRate: 1, MaxPerSecond: 2, QueueSize: 100},
+		func(reason string) {
+			if reason == "rate" {
+				rate++
+			} else {
+				queue++
+			}
+		})
+	t0 := l.lastFill
+	for i, at := range []time.Duration{0, 0, 0, 500 * time.Millisecond, 400 * time.Millisecond, 10 * time.Second, 10 * time.Second, 10 * time.Second} {
+		l.offer(logEntry{id: string(rune('a' + i)), at: t0.Add(at)})
+	}
+	l.close()
+	var ids []string
+	for _, e := range logs.All() {
+		ids = append(ids, e.ContextMap()["decision_id"].(string))
+	}
+	// a, b: the burst; c: dropped; d: half a second refills one; e: earlier
+	// than d, no refill, dropped; f, g: refilled to the burst; h: dropped.
+	if got := strings.Join(ids, ""); got != "abdfg" || rate != 3 || queue != 0 {
+		t.Errorf("logged %q, dropped rate=%d queue=%d; want \"abdfg\", 3, 0", got, rate, queue)
+	}
+}

@@ -72,9 +72,12 @@ func (l *decisionLog) offer(e logEntry) {
 		l.mu.Unlock()
 		return
 	}
-	now := e.at
-	l.tokens = min(l.rate, l.tokens+now.Sub(l.lastFill).Seconds()*l.rate)
-	l.lastFill = now
+	// Concurrent evaluations offer slightly out of order; time only moves
+	// the bucket forward.
+	if now := e.at; now.After(l.lastFill) {
+		l.tokens = min(l.rate, l.tokens+now.Sub(l.lastFill).Seconds()*l.rate)
+		l.lastFill = now
+	}
 	if l.tokens < 1 {
 		l.mu.Unlock()
 		l.dropped("rate")

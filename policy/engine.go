@@ -3,8 +3,10 @@ package policy
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -240,6 +242,10 @@ func (e *Engine) compile(ctx context.Context, set *sourceSet) (*compiledPolicy, 
 		return nil, c.Errors
 	}
 	a := analyze(c, e.query)
+	if c.RuleTree.Find(e.query) == nil && !dataHas(l.data, e.query) {
+		e.log.Warn("the query matches no rule or data document: every decision is undefined, which denies",
+			zap.String("query", e.cfg.Query))
+	}
 	pq, err := rego.New(
 		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(e.query)))),
 		rego.Compiler(c),
@@ -251,7 +257,7 @@ func (e *Engine) compile(ctx context.Context, set *sourceSet) (*compiledPolicy, 
 	return &compiledPolicy{
 		pq:       pq,
 		analysis: a,
-		revision: hex.EncodeToString(set.digest[:6]),
+		revision: revision(set, e.cfg.Modules),
 		modules:  len(l.modules),
 	}, nil
 }
@@ -352,4 +358,39 @@ func (e *Engine) logDecision(p *compiledPolicy, bag attributes.Bag, d *Decision,
 		entry.references = len(d.Referenced)
 	}
 	e.dlog.offer(entry)
+}
+
+// revision identifies a policy version: a digest of the files read and the
+// embedded modules.
+func revision(set *sourceSet, modules map[string]string) string {
+	h := sha256.New()
+	h.Write(set.digest[:])
+	names := make([]string, 0, len(modules))
+	for name := range modules {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		fmt.Fprintf(h, "%s\x00%d\x00%s", name, len(modules[name]), modules[name])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:6])
+}
+
+// dataHas reports whether data holds a document at the query's path.
+func dataHas(data map[string]any, query ast.Ref) bool {
+	var cur any = data
+	for _, t := range query[1:] {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return false
+		}
+		k, ok := t.Value.(ast.String)
+		if !ok {
+			return false
+		}
+		if cur, ok = m[string(k)]; !ok {
+			return false
+		}
+	}
+	return true
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/remora-mesh/remora/attributes"
 )
@@ -327,5 +329,30 @@ func TestReadyAndNotReady(t *testing.T) {
 	}
 	if _, err := zero.Eval(context.Background(), attributes.Bag{}); !errors.Is(err, ErrNotReady) {
 		t.Errorf("Eval without policy: %v", err)
+	}
+}
+
+func TestQueryMatchingNothingWarns(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	off := false
+	e := newTestEngine(t, Config{Modules: map[string]string{"m.rego": allowGET}, Query: "data.envoy.authz.alow", Watch: &off},
+		Options{Logger: zap.New(core)})
+	if n := logs.FilterMessageSnippet("matches no rule").Len(); n != 1 {
+		t.Errorf("%d warnings about the query, want 1", n)
+	}
+	if mustEval(t, e, httpBag("GET", "/", nil)).Allowed {
+		t.Error("undefined decision allowed")
+	}
+	// A query into data documents is no mistake.
+	logs.TakeAll()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "p.rego"), "package x\np := 1\n")
+	writeFile(t, filepath.Join(dir, "envoy", "authz", "data.json"), `{"allow": true}`)
+	e2 := newTestEngine(t, Config{Paths: []string{dir}, Watch: &off}, Options{Logger: zap.New(core)})
+	if logs.FilterMessageSnippet("matches no rule").Len() != 0 {
+		t.Error("warned about a query answered by a data document")
+	}
+	if !mustEval(t, e2, httpBag("GET", "/", nil)).Allowed {
+		t.Error("data document decision not used")
 	}
 }

@@ -61,7 +61,7 @@ func BagFromCheckRequest(req *authv3.CheckRequest) attributes.Bag {
 	}
 	setString(attributes.RequestHost, h.GetHost())
 	setString(attributes.RequestScheme, h.GetScheme())
-	setString(AttrRequestProtocol, h.GetProtocol())
+	setString(attributes.RequestProtocol, h.GetProtocol())
 	if s := h.GetSize(); s != 0 {
 		bd.Set(attributes.RequestSize, attributes.Int64(s))
 	}
@@ -71,7 +71,7 @@ func BagFromCheckRequest(req *authv3.CheckRequest) attributes.Bag {
 	}
 	setMap(attributes.RequestHeaders, headers)
 	setString(attributes.RequestUserAgent, headers["user-agent"])
-	setString(AttrRequestBody, h.GetBody())
+	setString(attributes.RequestBody, h.GetBody())
 	if h != nil {
 		proto := attributes.ProtocolHTTP
 		if strings.HasPrefix(headers["content-type"], "application/grpc") {
@@ -79,7 +79,7 @@ func BagFromCheckRequest(req *authv3.CheckRequest) attributes.Bag {
 		}
 		bd.Set(attributes.ContextProtocol, attributes.String(proto))
 	}
-	setMap(AttrContextExtensions, a.GetContextExtensions())
+	setMap(attributes.ContextExtensions, a.GetContextExtensions())
 	setString(attributes.ConnectionRequestedServerName, a.GetTlsSession().GetSni())
 	return bd.Build()
 }

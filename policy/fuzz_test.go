@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"os"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -19,6 +20,10 @@ func FuzzLoadRego(f *testing.F) {
 	f.Add("package x\np if {\n")
 	f.Add("package envoy.authz\nallow if count(input) > 0\nallow if time.now_ns() > 0\n")
 	f.Add("package envoy.authz\nallow := x if { some k; x := input.mixer_attributes[k] } else := false\n")
+	f.Add("package envoy.authz\nhttp_request := input.attributes.request.http\nallow if http_request.headers.authorization\n")
+	f.Add("package envoy.authz\nallow if { h := input.attributes.request.http.headers; not h[\"x\"]; count(h) > 0 }\n")
+	f.Add(readSeed(f, "testdata/rbac/policy.rego"))
+	f.Add(readSeed(f, "testdata/v0/policy.rego"))
 	f.Add("")
 	q, _ := parseQuery(DefaultQuery)
 	f.Fuzz(func(t *testing.T, src string) {
@@ -44,6 +49,14 @@ func FuzzLoadRego(f *testing.F) {
 	})
 }
 
+func readSeed(f *testing.F, name string) string {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		f.Fatal(err)
+	}
+	return string(b)
+}
+
 // FuzzBuildInput builds input documents from arbitrary paths and bodies.
 func FuzzBuildInput(f *testing.F) {
 	f.Add("/api/v1/items?page=2&tag=a", `{"a":1}`, "application/json", "7")
@@ -53,7 +66,7 @@ func FuzzBuildInput(f *testing.F) {
 	f.Fuzz(func(t *testing.T, path, body, contentType, contentLength string) {
 		bag := attributes.BagOf(map[string]attributes.Value{
 			attributes.RequestPath: attributes.String(path),
-			AttrRequestBody:        attributes.String(body),
+			attributes.RequestBody: attributes.String(body),
 			attributes.RequestHeaders: attributes.StringMapValue(attributes.StringMapOf(map[string]string{
 				"content-type": contentType, "content-length": contentLength})),
 		})

@@ -123,23 +123,29 @@ func buildAttributes(bag attributes.Bag, leaves leafSet) *ast.Term {
 	addString(leafHTTPPath, kPath, attributes.RequestPath)
 	addString(leafHTTPHost, kHost, attributes.RequestHost)
 	addString(leafHTTPScheme, kScheme, attributes.RequestScheme)
-	addString(leafHTTPProtocol, kProtocol, AttrRequestProtocol)
+	addString(leafHTTPProtocol, kProtocol, attributes.RequestProtocol)
 	if v, ok := bag.Get(attributes.RequestSize); ok && leaves.has(leafHTTPSize) && v.Kind() == attributes.KindInt64 && v.Int64Value() != 0 {
 		// protojson writes int64 fields as strings; so does the plugin's input.
 		http = append(http, ast.Item(kSize, ast.StringTerm(strconv.FormatInt(v.Int64Value(), 10))))
 	}
 	if leaves.has(leafHTTPHeaders) {
-		if t := stringMapTerm(bag, attributes.RequestHeaders); t != nil {
-			http = append(http, ast.Item(kHeaders, t))
+		// Always present, so that aliasing it (h := ...headers) cannot fail
+		// on one bag and succeed on another with the same references.
+		t := stringMapTerm(bag, attributes.RequestHeaders)
+		if t == nil {
+			t = ast.ObjectTerm()
 		}
+		http = append(http, ast.Item(kHeaders, t))
 	}
-	addString(leafHTTPBody, kBody, AttrRequestBody)
+	addString(leafHTTPBody, kBody, attributes.RequestBody)
 
 	var request [][2]*ast.Term
 	if v, ok := bag.Get(attributes.RequestTime); ok && leaves.has(leafRequestTime) && v.Kind() == attributes.KindTimestamp {
 		request = append(request, ast.Item(kTime, ast.StringTerm(formatTimestamp(v.TimeValue()))))
 	}
-	if len(http) > 0 {
+	// The http object exists whenever the policy reads any of it, so that
+	// aliasing it cannot fail on some bags only.
+	if len(http) > 0 || leaves&httpLeaves != 0 {
 		request = append(request, ast.Item(kHTTP, ast.ObjectTerm(http...)))
 	}
 	if len(request) > 0 {
@@ -152,7 +158,7 @@ func buildAttributes(bag attributes.Bag, leaves leafSet) *ast.Term {
 		items = append(items, ast.Item(kDestination, t))
 	}
 	if leaves.has(leafContextExtensions) {
-		if t := stringMapTerm(bag, AttrContextExtensions); t != nil {
+		if t := stringMapTerm(bag, attributes.ContextExtensions); t != nil {
 			items = append(items, ast.Item(kContextExt, t))
 		}
 	}
@@ -177,7 +183,7 @@ func peerTerm(bag attributes.Bag, leaves leafSet, first leafID, ipName, portName
 		}
 	}
 	if v, ok := bag.Get(portName); ok && leaves.has(first+1) && v.Kind() == attributes.KindInt64 && v.Int64Value() != 0 {
-		sock = append(sock, ast.Item(kPortValue, ast.IntNumberTerm(int(v.Int64Value()))))
+		sock = append(sock, ast.Item(kPortValue, ast.InternedTerm(v.Int64Value())))
 	}
 	if len(sock) > 0 {
 		items = append(items, ast.Item(kAddress, ast.ObjectTerm(ast.Item(kSocketAddress, ast.ObjectTerm(sock...)))))
@@ -261,7 +267,7 @@ func parseBody(bag attributes.Bag) (*ast.Term, bool, error) {
 	if !ok || !strings.Contains(ct, "application/json") {
 		return ast.InternedNullTerm, false, nil
 	}
-	bv, _ := bag.Get(AttrRequestBody)
+	bv, _ := bag.Get(attributes.RequestBody)
 	body := bv.StringValue()
 	if body == "" {
 		return ast.InternedNullTerm, false, nil
@@ -293,7 +299,7 @@ func mixerObject(bag attributes.Bag, needs *inputNeeds) *ast.Term {
 		if !needs.mixerAll && !needs.mixer[name] {
 			continue
 		}
-		items = append(items, ast.Item(ast.StringTerm(name), valueTerm(v)))
+		items = append(items, ast.Item(strTerm(name), valueTerm(v)))
 	}
 	return ast.ObjectTerm(items...)
 }
@@ -304,7 +310,7 @@ func valueTerm(v attributes.Value) *ast.Term {
 	case attributes.KindString:
 		return strTerm(v.StringValue())
 	case attributes.KindInt64:
-		return ast.NewTerm(ast.Number(strconv.FormatInt(v.Int64Value(), 10)))
+		return ast.InternedTerm(v.Int64Value())
 	case attributes.KindDouble:
 		f := v.DoubleValue()
 		if math.IsNaN(f) || math.IsInf(f, 0) {

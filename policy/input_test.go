@@ -96,6 +96,17 @@ func pluginInput(t *testing.T, req *authv3.CheckRequest) map[string]any {
 		q[k] = arr
 	}
 	input["parsed_query"] = q
+	// The one deliberate difference: Remora's input always has a headers
+	// object (empty when the request has none), so that a policy may alias
+	// it (h := input.attributes.request.http.headers) without its decision
+	// depending on whether the map exists. Envoy always sends headers.
+	if attrs, ok := input["attributes"].(map[string]any); ok {
+		if req, ok := attrs["request"].(map[string]any); ok {
+			if http, ok := req["http"].(map[string]any); ok && http["headers"] == nil {
+				http["headers"] = map[string]any{}
+			}
+		}
+	}
 	input["parsed_body"] = nil
 	input["truncated_body"] = false
 	if strings.Contains(h.GetHeaders()["content-type"], "application/json") && h.GetBody() != "" {
@@ -161,11 +172,11 @@ func fullBag() attributes.Bag {
 	bd.Set(attributes.RequestURLPath, attributes.String("/api/v1/items"))
 	bd.Set(attributes.RequestHost, attributes.String("shop.example"))
 	bd.Set(attributes.RequestScheme, attributes.String("https"))
-	bd.Set(AttrRequestProtocol, attributes.String("HTTP/2"))
+	bd.Set(attributes.RequestProtocol, attributes.String("HTTP/2"))
 	bd.Set(attributes.RequestSize, attributes.Int64(15))
 	bd.Set(attributes.RequestHeaders, attributes.StringMapValue(attributes.StringMapOf(map[string]string{
 		"content-type": "application/json", "content-length": "15", "x-user": "alice"})))
-	bd.Set(AttrRequestBody, attributes.String(`{"name":"lamp"}`))
+	bd.Set(attributes.RequestBody, attributes.String(`{"name":"lamp"}`))
 	bd.Set(attributes.RequestTime, attributes.Timestamp(time.Date(2026, 11, 22, 4, 5, 6, 500, time.UTC)))
 	bd.Set(attributes.SourceIP, attributes.IPAddress(netip.MustParseAddr("::ffff:10.0.0.7")))
 	bd.Set(attributes.SourcePort, attributes.Int64(52000))
@@ -176,7 +187,7 @@ func fullBag() attributes.Bag {
 	bd.Set(attributes.DestinationPrincipal, attributes.String("spiffe://cluster.local/ns/shop/sa/api"))
 	bd.Set(attributes.DestinationLabels, attributes.StringMapValue(attributes.StringMapOf(map[string]string{"app": "api", "version": "v2"})))
 	bd.Set(attributes.DestinationServiceHost, attributes.String("api.shop.svc.cluster.local"))
-	bd.Set(AttrContextExtensions, attributes.StringMapValue(attributes.StringMapOf(map[string]string{"virtual_host": "shop"})))
+	bd.Set(attributes.ContextExtensions, attributes.StringMapValue(attributes.StringMapOf(map[string]string{"virtual_host": "shop"})))
 	bd.Set(attributes.ConnectionRequestedServerName, attributes.String("shop.example"))
 	bd.Set(attributes.ConnectionMTLS, attributes.Bool(true))
 	bd.Set(attributes.ResponseDuration, attributes.Duration(1500*time.Millisecond))
@@ -283,10 +294,10 @@ func TestInputErrors(t *testing.T) {
 		{"bad path", map[string]attributes.Value{attributes.RequestPath: attributes.String("/a%zz")}, `request.path "/a%zz"`},
 		{"bad json body", map[string]attributes.Value{
 			attributes.RequestHeaders: headers("content-type", "application/json"),
-			AttrRequestBody:           attributes.String(`{"a":`)}, "request body"},
+			attributes.RequestBody:    attributes.String(`{"a":`)}, "request body"},
 		{"bad content-length", map[string]attributes.Value{
 			attributes.RequestHeaders: headers("content-type", "application/json", "content-length", "ten"),
-			AttrRequestBody:           attributes.String(`{}`)}, `content-length "ten"`},
+			attributes.RequestBody:    attributes.String(`{}`)}, `content-length "ten"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -299,7 +310,7 @@ func TestInputErrors(t *testing.T) {
 	// A truncated JSON body is not parsed: parsed_body is null.
 	v := mustInput(t, attributes.BagOf(map[string]attributes.Value{
 		attributes.RequestHeaders: headers("content-type", "application/json", "content-length", "100"),
-		AttrRequestBody:           attributes.String(`{"a":`),
+		attributes.RequestBody:    attributes.String(`{"a":`),
 	}))
 	m := astToJSON(t, v)
 	if m["parsed_body"] != nil || m["truncated_body"] != true {
@@ -361,7 +372,7 @@ func mixerBagFor(method, path string, headers map[string]string) attributes.Bag 
 	s(attributes.RequestURLPath, strings.SplitN(path, "?", 2)[0])
 	s(attributes.RequestHost, "shop.example")
 	s(attributes.RequestScheme, "https")
-	s(AttrRequestProtocol, "HTTP/1.1")
+	s(attributes.RequestProtocol, "HTTP/1.1")
 	s(attributes.SourcePrincipal, "spiffe://cluster.local/ns/shop/sa/web")
 	s(attributes.DestinationPrincipal, "spiffe://cluster.local/ns/shop/sa/api")
 	s(attributes.ContextProtocol, "http")
@@ -375,7 +386,7 @@ func mixerBagFor(method, path string, headers map[string]string) attributes.Bag 
 	bd.Set(attributes.DestinationIP, attributes.IPAddress(netip.MustParseAddr("10.0.0.9")))
 	bd.Set(attributes.DestinationPort, attributes.Int64(8080))
 	bd.Set(attributes.RequestTime, attributes.Timestamp(time.Date(2026, 11, 22, 4, 5, 6, 789000000, time.UTC)))
-	bd.Set(AttrContextExtensions, attributes.StringMapValue(attributes.StringMapOf(map[string]string{"virtual_host": "shop"})))
+	bd.Set(attributes.ContextExtensions, attributes.StringMapValue(attributes.StringMapOf(map[string]string{"virtual_host": "shop"})))
 	return bd.Build()
 }
 

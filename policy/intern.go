@@ -1,6 +1,10 @@
 package policy
 
-import "github.com/open-policy-agent/opa/v1/ast"
+import (
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/remora-mesh/remora/attributes"
+)
 
 // commonStrings are header names and values that recur on every request;
 // their terms are built once and shared (OPA never mutates input terms).
@@ -17,10 +21,18 @@ var commonStrings = []string{
 	"application/json", "application/grpc", "*/*", "trailers", "keep-alive", "close",
 }
 
+// commonTerms holds the terms of commonStrings and of every attribute
+// name of the vocabulary (the keys of input.mixer_attributes).
 var commonTerms = func() map[string]*ast.Term {
-	m := make(map[string]*ast.Term, len(commonStrings))
+	m := make(map[string]*ast.Term, len(commonStrings)+len(attributes.Vocabulary)+3)
 	for _, s := range commonStrings {
 		m[s] = ast.StringTerm(s)
+	}
+	for name := range attributes.Vocabulary {
+		m[name] = ast.StringTerm(name)
+	}
+	for _, name := range []string{attributes.RequestProtocol, attributes.RequestBody, attributes.ContextExtensions} {
+		m[name] = ast.StringTerm(name)
 	}
 	return m
 }()

@@ -419,3 +419,44 @@ func TestEvalDuringReloads(t *testing.T) {
 		t.Error("last policy (GET allowed) not serving")
 	}
 }
+
+func TestBundleHotReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bundle.tar.gz")
+	bundle := func(team string) string {
+		return string(buildBundle(t, map[string]string{
+			"/envoy/authz/authz.rego": "package envoy.authz\nallow if input.attributes.request.http.headers[\"x-team\"] == data.team\n",
+			"/data.json":              `{"team": "` + team + `"}`,
+		}))
+	}
+	writeFile(t, path, bundle("blue"))
+	events := make(reloads, 16)
+	e := newTestEngine(t, Config{Paths: []string{path}, PollInterval: config.Duration(5 * time.Millisecond)}, Options{OnReload: events.hook})
+	if err := events.next(t); err != nil {
+		t.Fatal(err)
+	}
+	blue := httpBag("GET", "/", map[string]string{"x-team": "blue"})
+	red := httpBag("GET", "/", map[string]string{"x-team": "red"})
+	if !mustEval(t, e, blue).Allowed || mustEval(t, e, red).Allowed {
+		t.Fatal("initial bundle: want blue allowed, red denied")
+	}
+	writeFile(t, path, bundle("red"))
+	if err := events.next(t); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if mustEval(t, e, blue).Allowed || !mustEval(t, e, red).Allowed {
+		t.Fatal("new bundle: want red allowed, blue denied")
+	}
+}
+
+func TestReadyNamesWhyNotCacheable(t *testing.T) {
+	e := moduleEngine(t, "package envoy.authz\nallow if time.now_ns() > 0\n")
+	if _, detail := e.Ready(); !strings.Contains(detail, "not cacheable (calls the non-deterministic built-in time.now_ns)") {
+		t.Errorf("Ready detail %q does not say why the policy is not cacheable", detail)
+	}
+	if d := mustEval(t, e, httpBag("GET", "/", nil)); d.Cacheable || d.Referenced != nil {
+		t.Errorf("decision of a non-deterministic policy: cacheable=%v referenced=%v", d.Cacheable, d.Referenced)
+	}
+	if got := testutil.ToFloat64(e.metrics.cacheable); got != 0 {
+		t.Errorf("remora_policy_cacheable = %v, want 0", got)
+	}
+}

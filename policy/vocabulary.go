@@ -2,20 +2,6 @@ package policy
 
 import "github.com/remora-mesh/remora/attributes"
 
-// Attributes Remora adds to Istio's vocabulary so that everything an Envoy
-// ext_authz request carries has an attribute to travel in. They are
-// ordinary attributes: a Mixer client may send them too.
-const (
-	// AttrRequestProtocol is the HTTP protocol of the request as Envoy
-	// names it ("HTTP/1.1", "HTTP/2"); a string.
-	AttrRequestProtocol = "request.protocol"
-	// AttrRequestBody is the (possibly truncated) request body; a string.
-	AttrRequestBody = "request.body"
-	// AttrContextExtensions are the ext_authz context extensions set on the
-	// route or virtual host; a string map.
-	AttrContextExtensions = "context.extensions"
-)
-
 // inputLeaf ties one place of the input document to the attribute it is
 // built from. The input builder and the reference analysis share this
 // table; TestInputLeavesMatchBuilder keeps them in step.
@@ -37,7 +23,7 @@ type attrRef struct {
 // references only that map key.
 func (l inputLeaf) mapLeaf() bool {
 	return len(l.attrs) == 1 && !l.attrs[0].keyed && attributes.Vocabulary[l.attrs[0].name] == attributes.KindStringMap ||
-		len(l.attrs) == 1 && l.attrs[0].name == AttrContextExtensions
+		len(l.attrs) == 1 && l.attrs[0].name == attributes.ContextExtensions
 }
 
 func whole(names ...string) []attrRef {
@@ -51,7 +37,7 @@ func whole(names ...string) []attrRef {
 // bodyDeps are the attributes parsed_body and truncated_body are derived
 // from: the body, its content type and its declared length.
 var bodyDeps = []attrRef{
-	{name: AttrRequestBody},
+	{name: attributes.RequestBody},
 	{name: attributes.RequestHeaders, key: "content-type", keyed: true},
 	{name: attributes.RequestHeaders, key: "content-length", keyed: true},
 }
@@ -93,6 +79,9 @@ type leafSet uint32
 // allLeaves holds every leaf.
 const allLeaves = leafSet(1)<<numLeaves - 1
 
+// httpLeaves are the leaves below attributes.request.http.
+const httpLeaves = leafSet(1)<<(leafHTTPBody+1) - 1
+
 func (s leafSet) has(id leafID) bool { return s&(1<<id) != 0 }
 
 // inputLeaves lists every input path the builder fills from the bag, except
@@ -103,10 +92,10 @@ var inputLeaves = [numLeaves]inputLeaf{
 	leafHTTPPath:             {[]string{"attributes", "request", "http", "path"}, whole(attributes.RequestPath)},
 	leafHTTPHost:             {[]string{"attributes", "request", "http", "host"}, whole(attributes.RequestHost)},
 	leafHTTPScheme:           {[]string{"attributes", "request", "http", "scheme"}, whole(attributes.RequestScheme)},
-	leafHTTPProtocol:         {[]string{"attributes", "request", "http", "protocol"}, whole(AttrRequestProtocol)},
+	leafHTTPProtocol:         {[]string{"attributes", "request", "http", "protocol"}, whole(attributes.RequestProtocol)},
 	leafHTTPSize:             {[]string{"attributes", "request", "http", "size"}, whole(attributes.RequestSize)},
 	leafHTTPHeaders:          {[]string{"attributes", "request", "http", "headers"}, whole(attributes.RequestHeaders)},
-	leafHTTPBody:             {[]string{"attributes", "request", "http", "body"}, whole(AttrRequestBody)},
+	leafHTTPBody:             {[]string{"attributes", "request", "http", "body"}, whole(attributes.RequestBody)},
 	leafRequestTime:          {[]string{"attributes", "request", "time"}, whole(attributes.RequestTime)},
 	leafSourceIP:             {[]string{"attributes", "source", "address", "socketAddress", "address"}, whole(attributes.SourceIP)},
 	leafSourcePort:           {[]string{"attributes", "source", "address", "socketAddress", "portValue"}, whole(attributes.SourcePort)},
@@ -116,7 +105,7 @@ var inputLeaves = [numLeaves]inputLeaf{
 	leafDestinationPort:      {[]string{"attributes", "destination", "address", "socketAddress", "portValue"}, whole(attributes.DestinationPort)},
 	leafDestinationPrincipal: {[]string{"attributes", "destination", "principal"}, whole(attributes.DestinationPrincipal)},
 	leafDestinationLabels:    {[]string{"attributes", "destination", "labels"}, whole(attributes.DestinationLabels)},
-	leafContextExtensions:    {[]string{"attributes", "contextExtensions"}, whole(AttrContextExtensions)},
+	leafContextExtensions:    {[]string{"attributes", "contextExtensions"}, whole(attributes.ContextExtensions)},
 	leafSNI:                  {[]string{"attributes", "tlsSession", "sni"}, whole(attributes.ConnectionRequestedServerName)},
 	leafParsedPath:           {[]string{"parsed_path"}, whole(attributes.RequestPath)},
 	leafParsedQuery:          {[]string{"parsed_query"}, whole(attributes.RequestPath)},
