@@ -105,12 +105,13 @@ func barChart(path, title, ylabel string, names, legend []string, groups []plott
 		gap = 0.8
 	}
 	w := vg.Points(min(60, 480/float64(max(1, len(names)))/(n+gap)))
-	top := 0.0
+	top, bottom := 0.0, 0.0
 	for _, g := range groups {
 		for _, v := range g {
-			top = max(top, v)
+			top, bottom = max(top, v), min(bottom, v)
 		}
 	}
+	p.Y.Min = bottom * 1.1 // an added latency below the direct one is noise, shown as it is
 	for i, g := range groups {
 		bars, err := plotter.NewBarChart(g, w)
 		if err != nil {

@@ -283,7 +283,8 @@ func (e *env) measureProxy(ctx context.Context, pd proxyDef, r int) error {
 func notAvailable(name string, err error) string {
 	s := err.Error()
 	if strings.HasPrefix(name, "remora") && (strings.Contains(s, "not available") ||
-		strings.Contains(s, "flag provided but not defined") || strings.Contains(s, "unknown command")) {
+		strings.Contains(s, "flag provided but not defined") || strings.Contains(s, "unknown command") ||
+		strings.Contains(s, "unknown filter") || strings.Contains(s, "unknown access log type")) {
 		return "not available in this build: " + s
 	}
 	return s
