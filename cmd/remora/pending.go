@@ -10,8 +10,6 @@ import (
 // with a clear message instead of pretending to work; the file that builds a
 // subsystem's command removes its entry here.
 var pending = []struct{ name, summary string }{
-	{"proxy", "run the sidecar proxy (not available yet)"},
-	{"validate", "check a configuration file (not available yet)"},
 	{"demo", "run server, sidecar and upstream with sample traffic (not available yet)"},
 }
 

@@ -17,7 +17,10 @@ const (
 	// StopAndBuffer holds the frame and buffers body data, up to the
 	// listener's buffer limit, until the filter continues; the buffered
 	// body is then passed on as one piece. Exceeding the limit ends the
-	// stream with 413 (request) or 500 (response).
+	// stream with 413 (request) or 500 (response). While it buffers, the
+	// filter still receives each piece of body data (and the trailers), so
+	// it can decide at the end of the stream: returning Continue from one
+	// of those calls continues the stream, as ContinueDecoding does.
 	StopAndBuffer
 )
 
@@ -148,4 +151,31 @@ type ConnectionInfo struct {
 	PeerCertificateURISANs []string
 	// PeerCertificatePresented reports whether the peer sent a certificate.
 	PeerCertificatePresented bool
+}
+
+// TerminalCallbacks is implemented by the Callbacks that the connection
+// manager gives a terminal filter (the router): the response side of the
+// stream, which the terminal filter feeds from its upstream. The calls may
+// come from any goroutine, but not concurrently with each other; the
+// manager serialises them with the filter hooks. Calls after the stream has
+// ended (a local reply, a reset, a downstream disconnect) are ignored.
+type TerminalCallbacks interface {
+	Callbacks
+	// EncodeHeaders starts the response: it runs the encoder filters and
+	// sends the headers downstream. endStream means no body follows.
+	EncodeHeaders(headers *HeaderMap, endStream bool)
+	// EncodeData sends body bytes; data may be reused after the call.
+	EncodeData(data []byte, endStream bool)
+	// EncodeTrailers ends the response with trailers.
+	EncodeTrailers(trailers *HeaderMap)
+	// ResetStream aborts the downstream stream (after the response began,
+	// a local reply is no longer possible) and records flag and details.
+	ResetStream(flag ResponseFlags, details string)
+}
+
+// Destroyer is optionally implemented by a filter that holds resources
+// beyond its hooks: OnDestroy is called once when the stream ends, before
+// the access-log handlers run.
+type Destroyer interface {
+	OnDestroy()
 }

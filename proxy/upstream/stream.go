@@ -11,7 +11,10 @@ import (
 // of the upstream codec (HTTP/1.1 or HTTP/2). The router owns it: it writes
 // the request body and trailers while it reads the response, from at most
 // two goroutines (one writing, one reading). Close or Reset must be called
-// exactly once.
+// exactly once; Reset may be called from a third goroutine to abort
+// blocked reads and writes. After Close or Reset every method fails with
+// ErrStreamClosed (Trailers returns nil): an HTTP/1.1 connection may
+// already be carrying the next request.
 type Stream interface {
 	// WriteData sends request body bytes; endStream ends the request.
 	// data may be reused by the caller after WriteData returns.

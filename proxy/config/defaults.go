@@ -1,0 +1,162 @@
+package config
+
+import (
+	"net"
+
+	"github.com/remora-mesh/remora/proxy/upstream"
+	"time"
+
+	"github.com/remora-mesh/remora/internal/config"
+)
+
+// Defaults, in one place. docs/configuration.md lists the same values.
+const (
+	DefaultAdminAddress         = "127.0.0.1:15000"
+	DefaultDrainTimeout         = 15 * time.Second
+	DefaultBufferLimitBytes     = 1 << 20
+	DefaultListenerFilterTimout = 15 * time.Second
+	DefaultMaxRequestHeadersKB  = 60
+	DefaultStreamIdleTimeout    = 5 * time.Minute
+	DefaultIdleTimeout          = time.Hour
+	DefaultRouteTimeout         = 15 * time.Second
+	DefaultServerName           = "remora"
+	DefaultRedirectCode         = 301
+	DefaultCodecType            = "AUTO"
+	DefaultDirection            = "outbound"
+	DefaultLogLevel             = "info"
+)
+
+// DefaultALPN is offered by a TLS filter chain without an alpn list.
+var DefaultALPN = []string{"h2", "http/1.1"}
+
+// ApplyDefaults fills every unset field with its default. It is idempotent,
+// so an effective configuration printed and parsed again is unchanged.
+func (b *Bootstrap) ApplyDefaults() {
+	if b.Admin.Address == "" {
+		b.Admin.Address = DefaultAdminAddress
+	}
+	if b.DrainTimeout == 0 {
+		b.DrainTimeout = config.Duration(DefaultDrainTimeout)
+	}
+	if b.Logging.Level == "" {
+		b.Logging.Level = DefaultLogLevel
+	}
+	for i := range b.Listeners {
+		l := &b.Listeners[i]
+		if l.Direction == "" {
+			l.Direction = DefaultDirection
+		}
+		if l.PerConnectionBufferLimitBytes == 0 {
+			l.PerConnectionBufferLimitBytes = DefaultBufferLimitBytes
+		}
+		if l.ListenerFiltersTimeout == 0 {
+			l.ListenerFiltersTimeout = config.Duration(DefaultListenerFilterTimout)
+		}
+		for j := range l.FilterChains {
+			fc := &l.FilterChains[j]
+			if fc.TLS != nil && len(fc.TLS.ALPN) == 0 {
+				fc.TLS.ALPN = append([]string(nil), DefaultALPN...)
+			}
+			if h := fc.HTTPConnectionManager; h != nil {
+				h.applyDefaults()
+			}
+		}
+	}
+	for i := range b.RouteConfigs {
+		b.RouteConfigs[i].applyDefaults()
+	}
+	for i := range b.Clusters {
+		b.Clusters[i].ApplyDefaults()
+	}
+}
+
+func (h *HCM) applyDefaults() {
+	if h.StatPrefix == "" {
+		h.StatPrefix = "http"
+	}
+	if h.CodecType == "" {
+		h.CodecType = DefaultCodecType
+	}
+	if h.MaxRequestHeadersKB == 0 {
+		h.MaxRequestHeadersKB = DefaultMaxRequestHeadersKB
+	}
+	if h.StreamIdleTimeout == nil {
+		d := config.Duration(DefaultStreamIdleTimeout)
+		h.StreamIdleTimeout = &d
+	}
+	if h.IdleTimeout == 0 {
+		h.IdleTimeout = config.Duration(DefaultIdleTimeout)
+	}
+	if h.GenerateRequestID == nil {
+		t := true
+		h.GenerateRequestID = &t
+	}
+	if h.UseRemoteAddress == nil {
+		t := true
+		h.UseRemoteAddress = &t
+	}
+	if h.ServerName == "" {
+		h.ServerName = DefaultServerName
+	}
+	if h.RouteConfig != nil {
+		h.RouteConfig.applyDefaults()
+	}
+}
+
+func (rc *RouteConfiguration) applyDefaults() {
+	for i := range rc.VirtualHosts {
+		vh := &rc.VirtualHosts[i]
+		for j := range vh.Routes {
+			r := &vh.Routes[j]
+			if r.Match.CaseSensitive == nil {
+				t := true
+				r.Match.CaseSensitive = &t
+			}
+			if r.Route != nil && r.Route.Timeout == nil {
+				d := config.Duration(DefaultRouteTimeout)
+				r.Route.Timeout = &d
+			}
+			if r.Redirect != nil && r.Redirect.ResponseCode == 0 {
+				r.Redirect.ResponseCode = DefaultRedirectCode
+			}
+		}
+	}
+}
+
+// Quick returns the configuration of `remora proxy --listen --upstream`:
+// one listener (HTTP/1.1 and h2c), one catch-all route to one cluster
+// speaking the downstream's protocol. adminAddr "" keeps the default.
+// Defaults are not applied: Parse(Marshal(Quick(...))) does that.
+func Quick(listen, upstreamAddr, adminAddr string) *Bootstrap {
+	typ := "STATIC"
+	if host, _, err := net.SplitHostPort(upstreamAddr); err == nil && net.ParseIP(host) == nil {
+		typ = "STRICT_DNS"
+	}
+	return &Bootstrap{
+		Node:  Node{ID: "remora", Cluster: "remora"},
+		Admin: Admin{Address: adminAddr},
+		Listeners: []Listener{{
+			Name:    "quick",
+			Address: listen,
+			FilterChains: []FilterChain{{
+				HTTPConnectionManager: &HCM{
+					StatPrefix: "quick",
+					RouteConfig: &RouteConfiguration{
+						Name: "quick",
+						VirtualHosts: []VirtualHost{{
+							Name:    "all",
+							Domains: []string{"*"},
+							Routes:  []Route{{Match: RouteMatch{Prefix: "/"}, Route: &RouteAction{Cluster: "upstream"}}},
+						}},
+					},
+				},
+			}},
+		}},
+		Clusters: []upstream.ClusterConfig{{
+			Name:      "upstream",
+			Type:      typ,
+			Protocol:  upstream.ProtocolUseDownstream,
+			Endpoints: []upstream.EndpointConfig{{Address: upstreamAddr}},
+		}},
+	}
+}

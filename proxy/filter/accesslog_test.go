@@ -1,0 +1,37 @@
+package filter
+
+import (
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+type countingLogFactory struct{ typ string }
+
+func (f countingLogFactory) Type() string { return f.typ }
+func (f countingLogFactory) NewHandler(*yaml.Node, Env) (AccessLogHandler, error) {
+	return AccessLogFunc(func(*StreamInfo) {}), nil
+}
+
+func TestAccessLogRegistry(t *testing.T) {
+	RegisterAccessLog(countingLogFactory{"test_registry"})
+	if _, ok := LookupAccessLog("test_registry"); !ok {
+		t.Fatal("registered type not found")
+	}
+	if _, ok := LookupAccessLog("missing"); ok {
+		t.Fatal("unknown type found")
+	}
+	found := false
+	for _, n := range AccessLogNames() {
+		found = found || n == "test_registry"
+	}
+	if !found {
+		t.Fatal("AccessLogNames lacks the type")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("duplicate registration did not panic")
+		}
+	}()
+	RegisterAccessLog(countingLogFactory{"test_registry"})
+}

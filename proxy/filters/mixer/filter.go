@@ -1,0 +1,468 @@
+package mixer
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"gopkg.in/yaml.v3"
+
+	"github.com/remora-mesh/remora/attributes"
+	"github.com/remora-mesh/remora/mixer/client"
+	mixerv1 "github.com/remora-mesh/remora/proto/mixer/v1"
+	"github.com/remora-mesh/remora/proxy/config"
+	"github.com/remora-mesh/remora/proxy/filter"
+)
+
+// Name is the filter's name in configuration.
+const Name = "mixer"
+
+// stateKey is where a stream's mixer state lives in its filter state.
+const stateKey = "remora.mixer"
+
+func init() { filter.Register(factory{}) }
+
+type factory struct{}
+
+var (
+	_ filter.Factory           = factory{}
+	_ filter.LogHandlerFactory = factory{}
+)
+
+func (factory) Name() string { return Name }
+
+// compiled is a parsed listener-level config with everything that can be
+// computed once: the client, the identity bags, the forwarded header.
+type compiled struct {
+	cfg    Config
+	client *client.Client
+	log    *zap.Logger
+	// identity attributes (with mixer_attributes) by direction.
+	inbound, outbound attributes.Bag
+	// forwardHeader is the x-istio-attributes value of outbound requests.
+	forwardHeader string
+	quotas        map[string]int64
+}
+
+func (factory) ParseConfig(node *yaml.Node, env filter.Env) (any, error) {
+	var cfg Config
+	if err := config.DecodeStrict(node, &cfg); err != nil {
+		return nil, fmt.Errorf("mixer: %w", err)
+	}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("mixer: %w", err)
+	}
+	log := env.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	c := &compiled{cfg: cfg, log: log.Named("mixer"), quotas: quotaMap(cfg.Quotas)}
+	c.inbound = identityBag(cfg, attributes.ReporterInbound)
+	c.outbound = identityBag(cfg, attributes.ReporterOutbound)
+	fwd, err := attributes.EncodeForwarded(forwardBag(cfg.Identity, cfg.ForwardAttributes.Bag()))
+	if err != nil {
+		return nil, fmt.Errorf("mixer: forward_attributes: %w", err)
+	}
+	c.forwardHeader = fwd
+	cl, err := client.New(cfg.Server, client.Options{Logger: env.Logger, Registry: env.Registry})
+	if err != nil {
+		return nil, fmt.Errorf("mixer: %w", err)
+	}
+	c.client = cl
+	if env.AddCloser != nil {
+		env.AddCloser(func() error {
+			// Deliver what is queued; give up after the report timeout.
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.Report.Timeout.D())
+			defer cancel()
+			return cl.Close(ctx)
+		})
+	}
+	return c, nil
+}
+
+// route is a parsed per-route ServiceConfig.
+type route struct {
+	ServiceConfig
+	quotas map[string]int64
+}
+
+func (factory) ParsePerRouteConfig(node *yaml.Node) (any, error) {
+	var sc ServiceConfig
+	if err := config.DecodeStrict(node, &sc); err != nil {
+		return nil, fmt.Errorf("mixer: %w", err)
+	}
+	if err := validateQuotas("quotas", sc.Quotas); err != nil {
+		return nil, fmt.Errorf("mixer: %w", err)
+	}
+	return &route{ServiceConfig: sc, quotas: quotaMap(sc.Quotas)}, nil
+}
+
+// identityBag is the workload's identity as seen from direction, plus the
+// configured mixer_attributes.
+func identityBag(cfg Config, direction string) attributes.Bag {
+	id := cfg.Identity
+	bd := attributes.NewBuilder(12)
+	set := func(name, v string) {
+		if v != "" {
+			bd.Set(name, attributes.String(v))
+		}
+	}
+	if direction == attributes.ReporterInbound {
+		set(attributes.DestinationUID, id.UID)
+		set(attributes.DestinationNamespace, id.Namespace)
+		set(attributes.DestinationWorkloadName, id.Workload)
+		set(attributes.DestinationWorkloadNamespace, id.Namespace)
+		set(attributes.DestinationServiceHost, id.ServiceHost)
+		set(attributes.DestinationServiceName, id.ServiceName)
+		set(attributes.DestinationServiceNamespace, id.Namespace)
+		set(attributes.DestinationPrincipal, id.Principal)
+		if len(id.Labels) > 0 {
+			bd.Set(attributes.DestinationLabels, attributes.StringMapValue(attributes.StringMapOf(id.Labels)))
+		}
+	} else {
+		set(attributes.SourceUID, id.UID)
+		set(attributes.SourceNamespace, id.Namespace)
+		set(attributes.SourceWorkloadName, id.Workload)
+		set(attributes.SourceWorkloadNamespace, id.Namespace)
+		set(attributes.SourcePrincipal, id.Principal)
+		if len(id.Labels) > 0 {
+			bd.Set(attributes.SourceLabels, attributes.StringMapValue(attributes.StringMapOf(id.Labels)))
+		}
+	}
+	set(attributes.ContextReporterUID, id.UID)
+	set(attributes.ContextReporterKind, direction)
+	bd.Merge(cfg.MixerAttributes.Bag())
+	return bd.Build()
+}
+
+// forwardBag is what an outbound request tells the next sidecar: who is
+// calling, plus the configured forward attributes.
+func forwardBag(id Identity, extra attributes.Bag) attributes.Bag {
+	bd := attributes.NewBuilder(8)
+	if id.UID != "" {
+		bd.Set(attributes.SourceUID, attributes.String(id.UID))
+	}
+	if id.Namespace != "" {
+		bd.Set(attributes.SourceNamespace, attributes.String(id.Namespace))
+		bd.Set(attributes.SourceWorkloadNamespace, attributes.String(id.Namespace))
+	}
+	if id.Workload != "" {
+		bd.Set(attributes.SourceWorkloadName, attributes.String(id.Workload))
+	}
+	if len(id.Labels) > 0 {
+		bd.Set(attributes.SourceLabels, attributes.StringMapValue(attributes.StringMapOf(id.Labels)))
+	}
+	bd.Merge(extra)
+	return bd.Build()
+}
+
+func (factory) NewFilter(cfg any, cb filter.Callbacks) filter.StreamFilter {
+	return &Filter{c: cfg.(*compiled), cb: cb}
+}
+
+func (factory) NewLogHandler(cfg any) filter.AccessLogHandler {
+	return &reporter{c: cfg.(*compiled)}
+}
+
+// streamState is what the filter hands its access-log handler.
+type streamState struct {
+	bag         attributes.Bag
+	report      bool
+	checked     bool
+	cacheHit    bool
+	code        codes.Code
+	message     string
+	responseOps []*mixerv1.HeaderOperation
+}
+
+// Filter is the mixer filter for one stream.
+type Filter struct {
+	filter.PassThrough
+	c     *compiled
+	cb    filter.Callbacks
+	state *streamState
+}
+
+// DecodeHeaders builds the request's attributes, checks them, and either
+// continues (applying the server's request header operations) or ends the
+// stream with a local reply.
+func (f *Filter) DecodeHeaders(headers *filter.HeaderMap, endStream bool) filter.Status {
+	c := f.c
+	var svc *route
+	if r := f.cb.Route(); r != nil {
+		svc, _ = r.PerFilterConfig(Name).(*route)
+	}
+	direction := c.cfg.Direction
+	if direction == "" {
+		direction = f.cb.Connection().Direction
+	}
+	if direction != attributes.ReporterOutbound {
+		direction = attributes.ReporterInbound
+	}
+
+	bd := attributes.NewBuilder(40)
+	if direction == attributes.ReporterInbound {
+		if h, ok := headers.Get(attributes.ForwardedHeader); ok {
+			headers.Del(attributes.ForwardedHeader) // never leaks to the application
+			if !c.cfg.IgnoreForwardedAttributes {
+				if fwd, err := attributes.DecodeForwarded(h, c.cfg.MaxForwardedSize); err == nil {
+					bd.Merge(fwd)
+				} else {
+					c.log.Debug("ignoring forwarded attributes", zap.Error(err))
+				}
+			}
+		}
+		bd.Merge(c.inbound)
+	} else {
+		bd.Merge(c.outbound)
+	}
+	if svc != nil {
+		bd.Merge(svc.MixerAttributes.Bag())
+	}
+	requestAttributes(bd, headers, f.cb.StreamInfo(), f.cb.Connection(), direction)
+
+	if direction == attributes.ReporterOutbound {
+		fwd := c.forwardHeader
+		if svc != nil && !svc.ForwardAttributes.IsZero() {
+			merged := attributes.NewBuilderFrom(forwardBag(c.cfg.Identity, c.cfg.ForwardAttributes.Bag()), svc.ForwardAttributes.Bag().Len())
+			merged.Merge(svc.ForwardAttributes.Bag())
+			if s, err := attributes.EncodeForwarded(merged.Build()); err == nil {
+				fwd = s
+			}
+		}
+		headers.Set(attributes.ForwardedHeader, fwd)
+	}
+
+	st := &streamState{bag: bd.Build(), report: !c.cfg.DisableReportCalls}
+	check, quotas := !c.cfg.DisableCheckCalls, c.quotas
+	if svc != nil {
+		st.report, check = !svc.DisableReportCalls, !svc.DisableCheckCalls
+		if svc.quotas != nil {
+			quotas = svc.quotas
+		}
+	}
+	f.state = st
+	f.cb.StreamInfo().SetFilterState(stateKey, st)
+	if !check {
+		return filter.Continue
+	}
+
+	res := c.client.Check(f.cb.Context(), st.bag, quotas)
+	st.checked, st.cacheHit, st.code, st.message = true, res.CacheHit, res.Status, res.Message
+	if res.TransportErr != nil && st.message == "" {
+		st.message = res.TransportErr.Error()
+	}
+	d := res.Directive
+	if !res.Allowed() || d.GetDirectResponseCode() != 0 {
+		reply := filter.LocalReply{Code: client.HTTPStatus(res.Status), Details: "mixer_check"}
+		if !res.Allowed() {
+			reply.Body = codeName(res.Status) + ":" + res.Message
+			reply.Flag = filter.UnauthorizedExternalService
+			reply.Details = "mixer_check_denied"
+		}
+		if d.GetDirectResponseCode() != 0 {
+			reply.Code, reply.Body = int(d.GetDirectResponseCode()), d.GetDirectResponseBody()
+		}
+		for _, op := range d.GetResponseHeaderOperations() {
+			if op.GetOperation() != mixerv1.HeaderOperation_REMOVE {
+				reply.Headers = append(reply.Headers, filter.HeaderField{Name: filter.LowerName(op.GetName()), Value: op.GetValue()})
+			}
+		}
+		f.cb.SendLocalReply(reply)
+		return filter.StopIteration
+	}
+	applyOps(headers, d.GetRequestHeaderOperations())
+	st.responseOps = d.GetResponseHeaderOperations()
+	return filter.Continue
+}
+
+// EncodeHeaders applies the server's response header operations.
+func (f *Filter) EncodeHeaders(headers *filter.HeaderMap, endStream bool) filter.Status {
+	if f.state != nil {
+		applyOps(headers, f.state.responseOps)
+	}
+	return filter.Continue
+}
+
+func applyOps(h *filter.HeaderMap, ops []*mixerv1.HeaderOperation) {
+	for _, op := range ops {
+		name := filter.LowerName(op.GetName())
+		switch op.GetOperation() {
+		case mixerv1.HeaderOperation_REPLACE:
+			h.Set(name, op.GetValue())
+		case mixerv1.HeaderOperation_REMOVE:
+			h.Del(name)
+		case mixerv1.HeaderOperation_APPEND:
+			h.Append(name, op.GetValue())
+		}
+	}
+}
+
+// codeName renders a gRPC code as Istio's denial bodies do
+// ("PERMISSION_DENIED").
+func codeName(c codes.Code) string {
+	var b strings.Builder
+	for i, r := range c.String() {
+		if 'A' <= r && r <= 'Z' {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			b.WriteRune(r)
+		} else {
+			b.WriteRune(r - 'a' + 'A')
+		}
+	}
+	return b.String()
+}
+
+// requestAttributes adds the connection and request attributes.
+func requestAttributes(bd *attributes.Builder, h *filter.HeaderMap, info *filter.StreamInfo, conn filter.ConnectionInfo, direction string) {
+	if ap := info.DownstreamRemoteAddress; ap.IsValid() {
+		bd.Set(attributes.SourceIP, attributes.IPAddress(ap.Addr()))
+		bd.Set(attributes.SourcePort, attributes.Int64(int64(ap.Port())))
+	}
+	if ap := info.DownstreamLocalAddress; ap.IsValid() {
+		bd.Set(attributes.DestinationIP, attributes.IPAddress(ap.Addr()))
+		bd.Set(attributes.DestinationPort, attributes.Int64(int64(ap.Port())))
+	}
+	mtls := info.DownstreamTLS && conn.PeerCertificatePresented
+	bd.Set(attributes.ConnectionMTLS, attributes.Bool(mtls))
+	if info.RequestedServerName != "" {
+		bd.Set(attributes.ConnectionRequestedServerName, attributes.String(info.RequestedServerName))
+	}
+	if direction == attributes.ReporterInbound && info.DownstreamPeerURISAN != "" {
+		// Istio's principals drop the spiffe:// scheme.
+		bd.Set(attributes.SourcePrincipal, attributes.String(strings.TrimPrefix(info.DownstreamPeerURISAN, "spiffe://")))
+	}
+
+	kvs := make([]attributes.KV, 0, h.Len())
+	for _, f := range h.Fields() {
+		kvs = append(kvs, attributes.KV{Key: f.Name, Value: f.Value})
+	}
+	bd.Set(attributes.RequestHeaders, attributes.StringMapValue(joinRepeated(kvs)))
+
+	path := h.Path()
+	bd.Set(attributes.RequestPath, attributes.String(path))
+	urlPath, query, hasQuery := strings.Cut(path, "?")
+	bd.Set(attributes.RequestURLPath, attributes.String(urlPath))
+	if hasQuery {
+		if values, err := url.ParseQuery(query); err == nil && len(values) > 0 {
+			q := make([]attributes.KV, 0, len(values))
+			for k, vs := range values {
+				q = append(q, attributes.KV{Key: k, Value: vs[0]})
+			}
+			bd.Set(attributes.RequestQueryParams, attributes.StringMapValue(attributes.NewStringMap(q)))
+		}
+	}
+	setNonEmpty(bd, attributes.RequestHost, h.Authority())
+	setNonEmpty(bd, attributes.RequestMethod, h.Method())
+	scheme := h.Scheme()
+	if scheme == "" {
+		scheme = h.Value("x-forwarded-proto")
+	}
+	setNonEmpty(bd, attributes.RequestScheme, scheme)
+	setNonEmpty(bd, attributes.RequestUserAgent, h.Value("user-agent"))
+	setNonEmpty(bd, attributes.RequestReferer, h.Value("referer"))
+	setNonEmpty(bd, attributes.RequestID, h.Value("x-request-id"))
+	if !info.StartTime.IsZero() {
+		bd.Set(attributes.RequestTime, attributes.Timestamp(info.StartTime))
+	}
+	if n, err := strconv.ParseInt(h.Value("content-length"), 10, 64); err == nil && n >= 0 {
+		bd.Set(attributes.RequestSize, attributes.Int64(n))
+	}
+	protocol := attributes.ProtocolHTTP
+	if strings.HasPrefix(h.Value("content-type"), "application/grpc") {
+		protocol = attributes.ProtocolGRPC
+	}
+	bd.Set(attributes.ContextProtocol, attributes.String(protocol))
+}
+
+// joinRepeated makes a string map of header fields, joining the values of
+// a repeated name with commas as HTTP allows.
+func joinRepeated(kvs []attributes.KV) attributes.StringMap {
+	for i := 1; i < len(kvs); i++ {
+		for j := 0; j < i; j++ {
+			if kvs[j].Key == kvs[i].Key {
+				kvs[j].Value += "," + kvs[i].Value
+				kvs = append(kvs[:i], kvs[i+1:]...)
+				i--
+				break
+			}
+		}
+	}
+	return attributes.NewStringMap(kvs)
+}
+
+func setNonEmpty(bd *attributes.Builder, name, v string) {
+	if v != "" {
+		bd.Set(name, attributes.String(v))
+	}
+}
+
+// reporter is the filter's access-log handler: it completes the stream's
+// bag with the response attributes and queues it for reporting.
+type reporter struct{ c *compiled }
+
+func (r *reporter) Log(info *filter.StreamInfo) {
+	st, _ := info.FilterState(stateKey).(*streamState)
+	if st == nil || !st.report {
+		return
+	}
+	bd := attributes.NewBuilderFrom(st.bag, 16)
+	bd.Set(attributes.ResponseCode, attributes.Int64(int64(info.ResponseCode)))
+	bd.Set(attributes.RequestSize, attributes.Int64(int64(info.BytesReceived)))
+	bd.Set(attributes.RequestTotalSize, attributes.Int64(int64(info.BytesReceived)+int64(info.RequestHeaders.ByteSize())))
+	bd.Set(attributes.ResponseSize, attributes.Int64(int64(info.BytesSent)))
+	bd.Set(attributes.ResponseTotalSize, attributes.Int64(int64(info.BytesSent)+int64(info.ResponseHeaders.ByteSize())))
+	if info.ResponseHeaders.Len() > 0 {
+		kvs := make([]attributes.KV, 0, info.ResponseHeaders.Len())
+		for _, f := range info.ResponseHeaders.Fields() {
+			kvs = append(kvs, attributes.KV{Key: f.Name, Value: f.Value})
+		}
+		bd.Set(attributes.ResponseHeaders, attributes.StringMapValue(joinRepeated(kvs)))
+	}
+	if !info.StartTime.IsZero() {
+		bd.Set(attributes.ResponseTime, attributes.Timestamp(info.StartTime.Add(info.LastDownstreamTxByteSent)))
+	}
+	bd.Set(attributes.ResponseDuration, attributes.Duration(info.LastDownstreamTxByteSent))
+	if s, ok := grpcStatus(info); ok {
+		bd.Set(attributes.ResponseGRPCStatus, attributes.String(s))
+		if m := firstValue(info, "grpc-message"); m != "" {
+			bd.Set(attributes.ResponseGRPCMessage, attributes.String(m))
+		}
+	}
+	if info.ResponseFlags != 0 {
+		bd.Set(attributes.ContextProxyErrorCode, attributes.String(info.ResponseFlags.String()))
+	}
+	if st.checked {
+		bd.Set(attributes.CheckCacheHit, attributes.Bool(st.cacheHit))
+		if st.code != codes.OK {
+			bd.Set(attributes.CheckErrorCode, attributes.Int64(int64(st.code)))
+		}
+		if st.message != "" {
+			bd.Set(attributes.CheckErrorMessage, attributes.String(st.message))
+		}
+	}
+	r.c.client.Report(bd.Build())
+}
+
+// grpcStatus returns grpc-status from the trailers, or from the headers of
+// a trailers-only response.
+func grpcStatus(info *filter.StreamInfo) (string, bool) {
+	if v, ok := info.ResponseTrailers.Get("grpc-status"); ok {
+		return v, true
+	}
+	return info.ResponseHeaders.Get("grpc-status")
+}
+
+func firstValue(info *filter.StreamInfo, name string) string {
+	if v, ok := info.ResponseTrailers.Get(name); ok {
+		return v
+	}
+	return info.ResponseHeaders.Value(name)
+}

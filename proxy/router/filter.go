@@ -1,0 +1,316 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/remora-mesh/remora/proxy/filter"
+	"github.com/remora-mesh/remora/proxy/upstream"
+)
+
+// Upstreams opens streams to clusters. The proxy adapts the upstream
+// cluster manager to it. NewStream returns *upstream.Error for failures
+// that carry a response flag (an unknown cluster is flag NC); it must
+// honour ctx's deadline while connecting and queueing. opts carries the
+// downstream protocol, the stream's info and whether the request is an
+// HTTP/1.1 upgrade.
+type Upstreams interface {
+	NewStream(ctx context.Context, cluster string, headers *filter.HeaderMap, endStream bool, opts upstream.StreamOptions) (upstream.Stream, error)
+}
+
+// Router builds router filters; it is the terminal filter of every HTTP
+// filter chain. It is safe for concurrent use.
+type Router struct {
+	upstreams Upstreams
+}
+
+// New returns a Router sending requests through u.
+func New(u Upstreams) *Router { return &Router{upstreams: u} }
+
+// NewFilter returns the router filter for one stream.
+func (r *Router) NewFilter(cb filter.TerminalCallbacks) *Filter {
+	f := &Filter{}
+	r.InitFilter(f, cb)
+	return f
+}
+
+// InitFilter readies f, which may have served an earlier stream (after
+// its OnDestroy returned), for a new stream: a connection manager keeps
+// one Filter per pooled stream.
+func (r *Router) InitFilter(f *Filter, cb filter.TerminalCallbacks) {
+	*f = Filter{r: r, cb: cb}
+}
+
+// Filter is the router for one stream.
+type Filter struct {
+	filter.PassThrough
+	r  *Router
+	cb filter.TerminalCallbacks
+
+	entry   *Entry
+	stream  upstream.Stream
+	ctx     context.Context
+	cancel  context.CancelFunc
+	stopRst func() bool
+	done    chan struct{} // closed when the response pump ends
+	failed  bool          // the request could not be sent; ignore further data
+}
+
+var (
+	_ filter.StreamFilter = (*Filter)(nil)
+	_ filter.Destroyer    = (*Filter)(nil)
+)
+
+// DecodeHeaders picks the route and opens the upstream stream.
+func (f *Filter) DecodeHeaders(h *filter.HeaderMap, endStream bool) filter.Status {
+	rt := f.cb.Route()
+	e, _ := rt.(*Entry)
+	info := f.cb.StreamInfo()
+	if e == nil {
+		f.failed = true
+		f.cb.SendLocalReply(filter.LocalReply{Code: 404, Flag: filter.NoRouteFound, Details: "route_not_found"})
+		return filter.StopIteration
+	}
+	f.entry = e
+	info.RouteName = e.name
+	switch e.kind {
+	case actionDirect:
+		f.failed = true
+		rh := filter.NewHeaderMap()
+		e.MutateResponse(rh)
+		f.cb.SendLocalReply(filter.LocalReply{Code: e.direct.Status, Body: e.direct.Body, Headers: rh.Fields(), Details: "direct_response"})
+		return filter.StopIteration
+	case actionRedirect:
+		f.failed = true
+		f.cb.SendLocalReply(filter.LocalReply{Code: e.redirect.ResponseCode,
+			Headers: []filter.HeaderField{{Name: "location", Value: e.redirectURL(h)}}, Details: "redirect"})
+		return filter.StopIteration
+	}
+	if p, ok := e.rewritePath(h.Path()); ok {
+		h.Set("x-envoy-original-path", h.Path())
+		h.Set(filter.HeaderPath, p)
+	}
+	if e.hostRewrite != "" {
+		h.Set(filter.HeaderAuthority, e.hostRewrite)
+	}
+	e.MutateRequest(h)
+	info.UpstreamCluster = e.cluster
+
+	parent := f.cb.Context()
+	if e.timeout > 0 {
+		f.ctx, f.cancel = context.WithTimeout(parent, e.timeout)
+	} else {
+		f.ctx, f.cancel = context.WithCancel(parent)
+	}
+	// The connection manager keeps the upgrade header only on an HTTP/1.1
+	// upgrade request (WebSocket ...).
+	opts := upstream.StreamOptions{Protocol: info.Protocol, Info: info, Upgrade: h.Has("upgrade")}
+	if len(e.hashPolicies) > 0 {
+		opts.LB = e.hashKey(h, info)
+	}
+	s, err := f.r.upstreams.NewStream(f.ctx, e.cluster, h, endStream, opts)
+	if err != nil {
+		f.failed = true
+		f.fail(err)
+		f.cancel()
+		return filter.StopIteration
+	}
+	f.stream = s
+	// A route timeout or downstream disconnect resets the upstream stream,
+	// which unblocks the pump's reads.
+	f.stopRst = context.AfterFunc(f.ctx, s.Reset)
+	f.done = make(chan struct{})
+	go f.pump()
+	return filter.StopIteration
+}
+
+// DecodeData forwards request body bytes.
+func (f *Filter) DecodeData(data []byte, endStream bool) filter.Status {
+	if f.stream != nil && !f.failed {
+		if err := f.stream.WriteData(data, endStream); err != nil {
+			f.failed = true // the pump sees the reset and answers
+		}
+	}
+	return filter.StopIteration
+}
+
+// DecodeTrailers forwards request trailers.
+func (f *Filter) DecodeTrailers(t *filter.HeaderMap) filter.Status {
+	if f.stream != nil && !f.failed {
+		if err := f.stream.WriteTrailers(t); err != nil {
+			f.failed = true
+		}
+	}
+	return filter.StopIteration
+}
+
+// OnDestroy releases the upstream stream when the downstream stream ends
+// early, and waits for the pump to finish so that no goroutine outlives the
+// stream.
+func (f *Filter) OnDestroy() {
+	if f.cancel != nil {
+		f.cancel()
+	}
+	if f.done != nil {
+		<-f.done
+	}
+}
+
+// fail answers a request that could not be sent or got no response.
+func (f *Filter) fail(err error) {
+	info := f.cb.StreamInfo()
+	var ue *upstream.Error
+	switch {
+	case errors.Is(f.ctx.Err(), context.DeadlineExceeded) && f.cb.Context().Err() == nil:
+		f.cb.SendLocalReply(filter.LocalReply{Code: 504, Body: "upstream request timeout", Flag: filter.UpstreamRequestTimeout, Details: "upstream_response_timeout"})
+	case f.cb.Context().Err() != nil:
+		// The downstream went away; nothing to answer.
+	case errors.As(err, &ue):
+		if ue.Reason != "" && info.UpstreamTransportFailureReason == "" {
+			info.UpstreamTransportFailureReason = ue.Reason
+		}
+		code := 503
+		details := "upstream_reset_before_response_started"
+		switch {
+		case ue.Flag.Has(filter.NoClusterFound):
+			details = "cluster_not_found"
+		case ue.Flag.Has(filter.UpstreamOverflow):
+			details = "upstream_overflow"
+		case ue.Flag.Has(filter.NoHealthyUpstream):
+			details = "no_healthy_upstream"
+		case ue.Flag.Has(filter.UpstreamProtocolError):
+			code = 502
+		}
+		f.cb.SendLocalReply(filter.LocalReply{Code: code, Body: "upstream connect error or disconnect/reset before headers", Flag: ue.Flag, Details: details})
+	default:
+		f.cb.SendLocalReply(filter.LocalReply{Code: 503, Body: "upstream connect error or disconnect/reset before headers",
+			Flag: filter.UpstreamRemoteReset, Details: "upstream_reset_before_response_started"})
+	}
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// pump reads the upstream response and sends it through the encoder path.
+func (f *Filter) pump() {
+	defer close(f.done)
+	s := f.stream
+	h, end, err := s.ReadHeaders(f.ctx)
+	if err != nil {
+		f.finish(false)
+		f.fail(err)
+		return
+	}
+	f.entry.MutateResponse(h)
+	if end {
+		// Release the upstream stream (and its circuit-breaker slot)
+		// before the downstream sees the end, so that a client's next
+		// request never finds the slot still taken.
+		f.finish(true)
+		f.cb.EncodeHeaders(h, true)
+		return
+	}
+	f.cb.EncodeHeaders(h, false)
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := s.ReadData(buf)
+		if n > 0 {
+			f.cb.EncodeData(buf[:n], false)
+		}
+		if err == io.EOF {
+			t := s.Trailers()
+			f.finish(true) // as above: upstream first
+			if t != nil && t.Len() > 0 {
+				f.cb.EncodeTrailers(t)
+			} else {
+				f.cb.EncodeData(nil, true)
+			}
+			return
+		}
+		if err != nil {
+			timedOut := errors.Is(f.ctx.Err(), context.DeadlineExceeded) && f.cb.Context().Err() == nil
+			f.finish(false)
+			if timedOut {
+				f.cb.ResetStream(filter.UpstreamRequestTimeout, "upstream_response_timeout")
+			} else {
+				flag := filter.UpstreamRemoteReset
+				var ue *upstream.Error
+				if errors.As(err, &ue) {
+					flag = ue.Flag
+				}
+				f.cb.ResetStream(flag, "upstream_reset_after_response_started")
+			}
+			return
+		}
+	}
+}
+
+// finish releases the upstream stream exactly once: Close when the
+// exchange completed, Reset otherwise. When the context's reset already
+// ran (route timeout or downstream gone), there is nothing left to do.
+func (f *Filter) finish(ok bool) {
+	if !f.stopRst() {
+		return
+	}
+	if ok {
+		f.stream.Close()
+	} else {
+		f.stream.Reset()
+	}
+}
+
+// redirectURL builds the Location of a redirect route.
+func (e *Entry) redirectURL(h *filter.HeaderMap) string {
+	r := e.redirect
+	scheme := h.Scheme()
+	if scheme == "" {
+		scheme = "http"
+	}
+	if r.HTTPSRedirect {
+		scheme = "https"
+	} else if r.SchemeRedirect != "" {
+		scheme = r.SchemeRedirect
+	}
+	host, port := h.Authority(), ""
+	if hh, pp, err := net.SplitHostPort(host); err == nil {
+		host, port = hh, pp
+	}
+	if r.HostRedirect != "" {
+		host = r.HostRedirect
+	}
+	if r.PortRedirect != 0 {
+		port = strconv.Itoa(r.PortRedirect)
+	} else if r.HTTPSRedirect || r.SchemeRedirect != "" {
+		port = "" // the scheme's default port
+	}
+	path := h.Path()
+	switch {
+	case r.PathRedirect != "":
+		_, q, hasQ := strings.Cut(path, "?")
+		path = r.PathRedirect
+		if hasQ && !strings.Contains(path, "?") {
+			path += "?" + q
+		}
+	case r.PrefixRewrite != "" && e.prefix != "":
+		path = r.PrefixRewrite + path[len(e.prefix):]
+	}
+	if r.StripQuery {
+		path, _, _ = strings.Cut(path, "?")
+	}
+	var b strings.Builder
+	b.WriteString(scheme)
+	b.WriteString("://")
+	if port != "" {
+		b.WriteString(net.JoinHostPort(host, port))
+	} else {
+		b.WriteString(host)
+	}
+	b.WriteString(path)
+	return b.String()
+}

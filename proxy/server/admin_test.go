@@ -1,0 +1,302 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/remora-mesh/remora/proxy/config"
+)
+
+func get(t *testing.T, method, u string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, u, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestAdmin(t *testing.T) {
+	be := backend(t)
+	cfg, err := config.Parse([]byte(fmt.Sprintf(testConfig, be.Listener.Addr(), deadAddr(t))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	quit := make(chan struct{}, 1)
+	s, err := New(cfg, Options{Quit: func() { quit <- struct{}{} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	admin := "http://" + s.AdminAddr().String()
+	// One proxied request so that the stats have something to show.
+	if code, _ := get(t, "GET", "http://"+s.ListenerAddr("main").String()+"/x"); code != 200 {
+		t.Fatalf("proxied request: %d", code)
+	}
+	tests := []struct {
+		method, path string
+		code         int
+		contains     string
+	}{
+		{"GET", "/ready", 200, "LIVE"},
+		{"GET", "/server_info", 200, `"id": "test-node"`},
+		{"GET", "/stats", 200, "http.ingress.downstream_rq_total: 1"},
+		{"GET", "/stats", 200, "http.ingress.downstream_rq_2xx: 1"},
+		{"GET", "/stats", 200, "listener.main.downstream_cx_total: 1"},
+		{"GET", "/stats?filter=cluster.backend", 200, "cluster.backend."},
+		{"GET", "/stats/prometheus", 200, `remora_http_downstream_rq_total{stat_prefix="ingress"} 1`},
+		{"GET", "/clusters", 200, "backend"},
+		{"GET", "/config_dump", 200, "stat_prefix: ingress"},
+		{"GET", "/logging", 200, "router: fatal"},
+		{"GET", "/logging?router=debug", 405, "POST"},
+		{"POST", "/logging?router=debug", 200, "router: debug"},
+		{"POST", "/logging?router=shouting", 400, "log level"},
+		{"POST", "/logging?nope=debug", 400, "unknown log component"},
+		{"GET", "/quitquitquit", 405, "POST"},
+		{"GET", "/drain_listeners", 405, "POST"},
+		{"GET", "/nope", 404, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			code, body := get(t, tt.method, admin+tt.path)
+			if code != tt.code || !strings.Contains(body, tt.contains) {
+				t.Fatalf("got %d %q, want %d containing %q", code, body, tt.code, tt.contains)
+			}
+		})
+	}
+	if code, _ := get(t, "POST", admin+"/quitquitquit"); code != 200 {
+		t.Fatalf("quitquitquit: %d", code)
+	}
+	select {
+	case <-quit:
+	case <-time.After(5 * time.Second):
+		t.Fatal("quit not called")
+	}
+	if code, _ := get(t, "POST", admin+"/drain_listeners"); code != 200 {
+		t.Fatal("drain_listeners failed")
+	}
+	if code, body := get(t, "GET", admin+"/ready"); code != 503 || !strings.Contains(body, "DRAINING") {
+		t.Fatalf("ready while draining: %d %q", code, body)
+	}
+	if _, err := net.Dial("tcp", s.ListenerAddr("main").String()); err == nil {
+		t.Fatal("listener still accepting after drain_listeners")
+	}
+}
+
+// gate is an upstream whose requests block until released.
+type gate struct {
+	arrived chan struct{}
+	release chan struct{}
+}
+
+func newGate(t *testing.T) (*gate, string) {
+	g := &gate{arrived: make(chan struct{}, 100), release: make(chan struct{})}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/idle" {
+			io.WriteString(w, "idle")
+			return
+		}
+		g.arrived <- struct{}{}
+		select {
+		case <-g.release:
+		case <-r.Context().Done():
+		}
+		io.WriteString(w, "released")
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return g, ln.Addr().String()
+}
+
+func (g *gate) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case <-g.arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("request did not reach the upstream")
+	}
+}
+
+const gateConfig = `
+admin: {address: "-"}
+drain_timeout: 5s
+# gate
+listeners:
+- name: main
+  address: 127.0.0.1:0
+  max_connections: %d
+  filter_chains:
+  - http_connection_manager:
+      access_log: [{type: test}]
+      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: gate}}]}]}
+clusters:
+- name: gate
+  circuit_breakers: {max_connections: 1, max_pending_requests: 1, max_requests: 1}
+  endpoints: [{address: %s}]
+`
+
+// TestDrainLetsInFlightFinish: Drain stops accepting, waits for the
+// in-flight request (HTTP/1.1, and h2c whose connections net/http does not
+// track), closes idle keep-alive connections and returns nil.
+func TestDrainLetsInFlightFinish(t *testing.T) {
+	for _, proto := range []string{"h1", "h2c"} {
+		t.Run(proto, func(t *testing.T) {
+			g, addr := newGate(t)
+			s := startProxy(t, fmt.Sprintf(gateConfig, 0, addr))
+			base := "http://" + s.ListenerAddr("main").String()
+			newRT := func() (http.RoundTripper, func()) {
+				if proto == "h1" {
+					tr := &http.Transport{}
+					return tr, tr.CloseIdleConnections
+				}
+				tr := h2cTransport()
+				return tr, tr.CloseIdleConnections
+			}
+			// An idle keep-alive connection.
+			idle, closeIdle := newRT()
+			defer closeIdle()
+			if code, _ := doGet(t, idle, base+"/idle"); code != 200 {
+				t.Fatal("warm-up request failed")
+			}
+			result := make(chan string, 1)
+			rt, closeRT := newRT()
+			defer closeRT()
+			go func() {
+				_, body := doGet(t, rt, base+"/inflight")
+				result <- body
+			}()
+			select {
+			case <-g.arrived:
+			case body := <-result:
+				info := lastLog(t)
+				t.Fatalf("in-flight request ended early: %q (%s %s %s)", body, info.ResponseFlags, info.ResponseCodeDetails, info.UpstreamTransportFailureReason)
+			case <-time.After(5 * time.Second):
+				t.Fatal("request did not reach the upstream")
+			}
+			drained := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				drained <- s.Drain(ctx)
+			}()
+			// Wait until the listener refuses connections, then release.
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				c, err := net.DialTimeout("tcp", s.ListenerAddr("main").String(), time.Second)
+				if err != nil {
+					break
+				}
+				c.Close()
+				if time.Now().After(deadline) {
+					t.Fatal("still accepting")
+				}
+				runtimeGosched()
+			}
+			select {
+			case err := <-drained:
+				t.Fatalf("drain returned (%v) with a request in flight", err)
+			default:
+			}
+			close(g.release)
+			if body := <-result; body != "released" {
+				t.Fatalf("in-flight request got %q", body)
+			}
+			if err := <-drained; err != nil {
+				t.Fatalf("drain: %v", err)
+			}
+		})
+	}
+}
+
+func doGet(t *testing.T, tr http.RoundTripper, u string) (int, string) {
+	resp, err := tr.RoundTrip(mustReq(u))
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func mustReq(u string) *http.Request {
+	r, _ := http.NewRequest("GET", u, nil)
+	return r
+}
+
+// TestCircuitBreakerOverflow: with one connection, one request and one
+// pending request allowed, a third concurrent request gets 503 UO.
+func TestCircuitBreakerOverflow(t *testing.T) {
+	g, addr := newGate(t)
+	s := startProxy(t, fmt.Sprintf(gateConfig, 0, addr))
+	base := "http://" + s.ListenerAddr("main").String()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	var wg sync.WaitGroup
+	codes := make(chan int, 2)
+	wg.Add(1)
+	go func() { defer wg.Done(); c, _ := doGet(t, tr, base+"/1"); codes <- c }()
+	g.wait(t)
+	drainLogs()
+	wg.Add(1)
+	go func() { defer wg.Done(); c, _ := doGet(t, tr, base+"/2"); codes <- c }()
+	// The third one overflows (the second is pending or active).
+	var code int
+	var body string
+	for i := 0; i < 50; i++ {
+		code, body = doGet(t, tr, base+"/3")
+		if code == 503 {
+			break
+		}
+	}
+	if code != 503 {
+		t.Fatalf("third request: %d %q, want 503", code, body)
+	}
+	found := false
+	for !found {
+		info := lastLog(t)
+		found = info.ResponseFlags.String() == "UO"
+	}
+	close(g.release)
+	wg.Wait()
+}
+
+// TestMaxConnections: a listener with max_connections 1 closes the
+// second connection at once.
+func TestMaxConnections(t *testing.T) {
+	_, addr := newGate(t)
+	s := startProxy(t, fmt.Sprintf(gateConfig, 1, addr))
+	a := s.ListenerAddr("main").String()
+	c1, err := net.Dial("tcp", a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	c2, err := net.Dial("tcp", a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c2.Read(make([]byte, 1)); err == nil || n > 0 {
+		t.Fatalf("second connection not closed (n=%d err=%v)", n, err)
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("second connection left open")
+	}
+}

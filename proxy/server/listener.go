@@ -1,0 +1,506 @@
+//lint:file-ignore SA1019 golang.org/x/net/http2/h2c is kept for "Upgrade: h2c", which net/http does not implement.
+
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/remora-mesh/remora/proxy/config"
+	"github.com/remora-mesh/remora/proxy/hcm"
+	"go.uber.org/zap"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+)
+
+// listenerMetrics are Envoy's listener stats, labelled by listener name.
+type listenerMetrics struct {
+	cxTotal    *prometheus.CounterVec
+	cxActive   *prometheus.GaugeVec
+	cxOverflow *prometheus.CounterVec
+	noChain    *prometheus.CounterVec
+	inspectErr *prometheus.CounterVec
+}
+
+func newListenerMetrics(reg prometheus.Registerer) (*listenerMetrics, error) {
+	l := []string{"listener"}
+	c := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "remora", Subsystem: "listener", Name: name, Help: help}, l)
+	}
+	m := &listenerMetrics{
+		cxTotal:    c("downstream_cx_total", "Connections accepted."),
+		cxOverflow: c("downstream_cx_overflow_total", "Connections refused by max_connections."),
+		noChain:    c("no_filter_chain_match_total", "Connections that matched no filter chain."),
+		inspectErr: c("tls_inspector_error_total", "Connections tls_inspector could not read."),
+		cxActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "remora", Subsystem: "listener", Name: "downstream_cx_active",
+			Help: "Open connections."}, l),
+	}
+	for _, col := range []prometheus.Collector{m.cxTotal, m.cxActive, m.cxOverflow, m.noChain, m.inspectErr} {
+		if err := reg.Register(col); err != nil {
+			return nil, fmt.Errorf("server: metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// chain is a compiled filter chain: its match, its TLS config and the
+// http.Server that serves the connections handed to it.
+type chain struct {
+	match  config.FilterChainMatch
+	hcm    *hcm.Manager
+	tls    *tls.Config
+	srv    *http.Server
+	ln     *chanListener
+	served chan struct{}
+}
+
+// listener is one TCP listener.
+type listener struct {
+	cfg       config.Listener
+	chains    []*chain
+	inspector bool
+	log       *zap.Logger
+	metrics   *listenerMetrics
+	sem       chan struct{} // nil: unlimited
+
+	ln      net.Listener
+	mu      sync.Mutex
+	closed  bool
+	acceptW sync.WaitGroup
+
+	// conns are the open downstream connections, so that a drain can close
+	// what http.Server does not track (h2c connections are hijacked).
+	connMu sync.Mutex
+	conns  map[*countedConn]struct{}
+}
+
+func (l *listener) track(c *countedConn) {
+	l.connMu.Lock()
+	if l.conns == nil {
+		l.conns = map[*countedConn]struct{}{}
+	}
+	l.conns[c] = struct{}{}
+	l.connMu.Unlock()
+}
+
+func (l *listener) untrack(c *countedConn) {
+	l.connMu.Lock()
+	delete(l.conns, c)
+	l.connMu.Unlock()
+}
+
+// closeConns closes every open downstream connection.
+func (l *listener) closeConns() {
+	l.connMu.Lock()
+	cs := make([]*countedConn, 0, len(l.conns))
+	for c := range l.conns {
+		cs = append(cs, c)
+	}
+	l.connMu.Unlock()
+	for _, c := range cs {
+		c.Close()
+	}
+}
+
+// activeStreams counts the streams in flight on the listener's chains.
+func (l *listener) activeStreams() int64 {
+	var n int64
+	for _, c := range l.chains {
+		n += c.hcm.ActiveStreams()
+	}
+	return n
+}
+
+func loadTLS(t *config.DownstreamTLS) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	c := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: append([]string(nil), t.ALPN...), MinVersion: tls.VersionTLS12}
+	if t.ClientCAFile != "" {
+		pem, err := os.ReadFile(t.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls: no certificates in %s", t.ClientCAFile)
+		}
+		c.ClientCAs = pool
+		c.ClientAuth = tls.VerifyClientCertIfGiven
+		if t.RequireClientCertificate {
+			c.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	}
+	return c, nil
+}
+
+// newChainServer builds the http.Server of a filter chain around m.
+func newChainServer(m *hcm.Manager, tlsCfg *tls.Config, log *zap.Logger) (*http.Server, error) {
+	h := http.Handler(m)
+	srv := &http.Server{
+		MaxHeaderBytes:    m.MaxRequestHeaderBytes,
+		IdleTimeout:       m.IdleTimeout,
+		ReadHeaderTimeout: 60 * time.Second,
+		ErrorLog:          stdLog(log),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			ci := &hcm.ConnInfo{ID: hcm.NextConnID()}
+			if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+				ci.Local = a.AddrPort()
+			}
+			if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+				ci.Remote = a.AddrPort()
+			}
+			return hcm.WithConnInfo(ctx, ci)
+		},
+	}
+	// HTTP/2 is net/http's own (TLS by ALPN, and unencrypted with prior
+	// knowledge), so http.Server tracks every connection for Shutdown.
+	// golang.org/x/net/http2/h2c is kept only for the "Upgrade: h2c"
+	// path, which net/http does not implement.
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	switch m.CodecType {
+	case "HTTP1":
+		if tlsCfg != nil {
+			// Never offer h2 by ALPN on a chain that cannot speak it.
+			alpn := tlsCfg.NextProtos[:0:0]
+			for _, p := range tlsCfg.NextProtos {
+				if p != "h2" {
+					alpn = append(alpn, p)
+				}
+			}
+			tlsCfg.NextProtos = alpn
+		}
+	default:
+		protos.SetHTTP2(true)
+		protos.SetUnencryptedHTTP2(true)
+		srv.HTTP2 = &http.HTTP2Config{MaxReadFrameSize: 1 << 20}
+		if tlsCfg == nil {
+			h = h2c.NewHandler(h, &http2.Server{MaxReadFrameSize: 1 << 20, IdleTimeout: m.IdleTimeout})
+		}
+	}
+	srv.Protocols = &protos
+	srv.Handler = h
+	if tlsCfg != nil {
+		srv.TLSConfig = tlsCfg
+	}
+	return srv, nil
+}
+
+// chanListener is a net.Listener fed by the listener's accept loop after
+// it picked this chain.
+type chanListener struct {
+	addr   net.Addr
+	ch     chan net.Conn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// hand gives c to the chain's server; false when the chain is closed.
+func (l *chanListener) hand(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+// countedConn releases a connection slot and the active gauge once.
+type countedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// peekedConn replays bytes read by tls_inspector.
+type peekedConn struct {
+	net.Conn
+	buf []byte
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) {
+	if len(c.buf) > 0 {
+		n := copy(p, c.buf)
+		c.buf = c.buf[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+func (l *listener) start() error {
+	ln, err := net.Listen("tcp", l.cfg.Address)
+	if err != nil {
+		return fmt.Errorf("server: listener %q: %w", l.cfg.Name, err)
+	}
+	l.ln = ln
+	for _, c := range l.chains {
+		c.ln = newChanListener(ln.Addr())
+		c.served = make(chan struct{})
+		var sl net.Listener = c.ln
+		if c.tls != nil {
+			sl = tls.NewListener(c.ln, c.srv.TLSConfig)
+		}
+		go func(c *chain, sl net.Listener) {
+			defer close(c.served)
+			_ = c.srv.Serve(sl)
+		}(c, sl)
+	}
+	l.acceptW.Add(1)
+	go l.acceptLoop()
+	return nil
+}
+
+func (l *listener) acceptLoop() {
+	defer l.acceptW.Done()
+	name := l.cfg.Name
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			l.log.Warn("accept failed", zap.String("listener", name), zap.Error(err))
+			time.Sleep(10 * time.Millisecond) // back off on EMFILE and the like
+			continue
+		}
+		if l.sem != nil {
+			select {
+			case l.sem <- struct{}{}:
+			default:
+				l.metrics.cxOverflow.WithLabelValues(name).Inc()
+				c.Close()
+				continue
+			}
+		}
+		l.metrics.cxTotal.WithLabelValues(name).Inc()
+		l.metrics.cxActive.WithLabelValues(name).Inc()
+		cc := &countedConn{Conn: c}
+		cc.release = func() {
+			l.untrack(cc)
+			l.metrics.cxActive.WithLabelValues(name).Dec()
+			if l.sem != nil {
+				<-l.sem
+			}
+		}
+		l.track(cc)
+		go l.dispatch(cc)
+	}
+}
+
+// dispatch runs the listener filters and hands c to its filter chain.
+func (l *listener) dispatch(c net.Conn) {
+	var ch *ClientHello
+	transport := "raw_buffer"
+	if l.inspector {
+		_ = c.SetReadDeadline(time.Now().Add(l.cfg.ListenerFiltersTimeout.D()))
+		hello, peeked, err := inspect(c)
+		_ = c.SetReadDeadline(time.Time{})
+		if err != nil && !errors.Is(err, errNotTLS) {
+			l.metrics.inspectErr.WithLabelValues(l.cfg.Name).Inc()
+			l.log.Debug("tls_inspector failed", zap.Error(err))
+			c.Close()
+			return
+		}
+		if hello != nil {
+			ch, transport = hello, "tls"
+		}
+		c = &peekedConn{Conn: c, buf: peeked}
+	}
+	port := 0
+	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		port = a.Port
+	}
+	best := selectChain(l.chains, port, ch, transport)
+	if best == nil {
+		l.metrics.noChain.WithLabelValues(l.cfg.Name).Inc()
+		c.Close()
+		return
+	}
+	if !best.ln.hand(c) {
+		c.Close()
+	}
+}
+
+// inspect reads until a full ClientHello (or proof that there is none).
+func inspect(c net.Conn) (*ClientHello, []byte, error) {
+	buf := make([]byte, 0, 1024)
+	tmp := make([]byte, 4096)
+	for {
+		n, err := c.Read(tmp)
+		buf = append(buf, tmp[:n]...)
+		if n > 0 {
+			ch, perr := ParseClientHello(buf)
+			switch {
+			case perr == nil:
+				return ch, buf, nil
+			case errors.Is(perr, errNeedMore):
+			default:
+				if errors.Is(perr, errNotTLS) {
+					return nil, buf, errNotTLS
+				}
+				return nil, buf, perr
+			}
+			if len(buf) > maxClientHello+5*8 {
+				return nil, buf, errors.New("tls_inspector: client hello too large")
+			}
+		}
+		if err != nil {
+			if err == io.EOF {
+				return nil, buf, io.ErrUnexpectedEOF
+			}
+			return nil, buf, err
+		}
+	}
+}
+
+// selectChain picks the most specific matching chain: destination port,
+// then server name (exact over the longest *.suffix), then transport
+// protocol, then application protocols.
+func selectChain(chains []*chain, port int, ch *ClientHello, transport string) *chain {
+	var best *chain
+	var bestScore [4]int
+	sni := ""
+	var alpn []string
+	if ch != nil {
+		sni, alpn = strings.ToLower(ch.ServerName), ch.ALPN
+	}
+	for _, c := range chains {
+		m := &c.match
+		var score [4]int
+		if m.DestinationPort != 0 {
+			if m.DestinationPort != port {
+				continue
+			}
+			score[0] = 1
+		}
+		if len(m.ServerNames) > 0 {
+			s := serverNameScore(m.ServerNames, sni)
+			if s == 0 {
+				continue
+			}
+			score[1] = s
+		}
+		if m.TransportProtocol != "" {
+			if m.TransportProtocol != transport {
+				continue
+			}
+			score[2] = 1
+		}
+		if len(m.ApplicationProtocols) > 0 {
+			if !anyIn(m.ApplicationProtocols, alpn) {
+				continue
+			}
+			score[3] = 1
+		}
+		if best == nil || less(bestScore, score) {
+			best, bestScore = c, score
+		}
+	}
+	return best
+}
+
+func less(a, b [4]int) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return false
+}
+
+// serverNameScore is 0 for no match, 1<<20 for an exact match, and the
+// suffix length for a *.suffix wildcard match (longer wins).
+func serverNameScore(names []string, sni string) int {
+	best := 0
+	for _, n := range names {
+		n = strings.ToLower(n)
+		if n == sni {
+			return 1 << 20
+		}
+		if strings.HasPrefix(n, "*.") && len(sni) > len(n)-1 && strings.HasSuffix(sni, n[1:]) {
+			if len(n) > best {
+				best = len(n)
+			}
+		}
+	}
+	return best
+}
+
+func anyIn(want, have []string) bool {
+	for _, w := range want {
+		for _, h := range have {
+			if w == h {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// stopAccepting closes the listening socket.
+func (l *listener) stopAccepting() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.ln == nil {
+		return
+	}
+	l.closed = true
+	l.ln.Close()
+	l.acceptW.Wait()
+}
+
+// addrPort is the bound address (for tests with port 0).
+func (l *listener) addrPort() netip.AddrPort {
+	if l.ln == nil {
+		return netip.AddrPort{}
+	}
+	a, _ := l.ln.Addr().(*net.TCPAddr)
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	return a.AddrPort()
+}
