@@ -135,17 +135,27 @@ listeners:
       http_filters:
       - name: mixer
         config:
-          address: {{.Mixer}}
-          check:
-            fail_policy: close
-          report:
-            max_batch_entries: 100
-            max_batch_time: 1s
+          server:
+            address: {{.Mixer}}
+            check:
+              fail_policy: close
+            report:
+              max_batch_entries: 100
+              max_batch_time: 1s
+          identity:
+            uid: kubernetes://upstream-v1.default
+            namespace: default
+            workload: upstream-v1
+            labels: {app: upstream, version: v1}
+            service_host: upstream.default.svc.cluster.local
+            service_name: upstream
       - name: router
+{{- if .AccessLog}}
       access_log:
       - type: file
         config:
           path: {{.AccessLog}}
+{{- end}}
 clusters:
 - name: upstream
   type: STATIC

@@ -89,6 +89,13 @@ func (e *env) markdown() string {
 	e.serverTable(&b)
 	e.targets(&b)
 
+	if len(res.notes) > 0 {
+		p("## Caveats\n\n")
+		for _, n := range res.notes {
+			p("- **%s** %s\n", n[0], oneLine(n[1]))
+		}
+		p("\n")
+	}
 	if len(res.unavailable) > 0 {
 		p("## Not measured\n\n| scenario | why |\n|---|---|\n")
 		for _, k := range sortedKeys(res.unavailable) {

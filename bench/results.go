@@ -24,6 +24,7 @@ type httpRun struct {
 	resQPS    float64
 	rss, hwm  int64 // after the resource run
 	helperRSS int64
+	total     int64 // requests sent through the proxy, warm-up included
 }
 
 type grpcRun struct {
@@ -41,6 +42,7 @@ type results struct {
 	grpc              map[string][]grpcRun
 	server            map[string][]loadResult
 	unavailable       map[string]string
+	notes             [][2]string // scenario, caveat
 }
 
 func newResults() *results {

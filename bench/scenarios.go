@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -57,6 +59,7 @@ type proxyDef struct {
 type running struct {
 	main    *proc
 	helpers []*proc
+	metrics string // the mixer server's /metrics URL (remora-full)
 }
 
 var proxies = []proxyDef{
@@ -181,6 +184,17 @@ func (e *env) plan() []step {
 	return steps
 }
 
+// note records, once, a caveat about how a scenario was measured.
+func (e *env) note(name, text string) {
+	for _, n := range e.res.notes {
+		if n[0] == name && n[1] == text {
+			return
+		}
+	}
+	logf("%s: %s", name, text)
+	e.res.notes = append(e.res.notes, [2]string{name, text})
+}
+
 // unavailable records why a scenario could not be measured; later runs of
 // it are skipped.
 func (e *env) unavailable(name, why string) {
@@ -229,9 +243,18 @@ func (e *env) measureProxy(ctx context.Context, pd proxyDef, r int) error {
 	}
 	url := "http://" + target + "/1k"
 	var m httpRun
+	if rp != nil && rp.metrics != "" {
+		// The check filter must be deciding: a user the policy does not
+		// know is refused.
+		if err := httpReady(url, http.Header{"X-User": {"mallory"}}, 403)(); err != nil {
+			e.unavailable(pd.name, "the mixer check is not enforced: "+err.Error())
+			return nil
+		}
+	}
 
 	// Warm-up: connections, pools, caches (the check cache of remora-full).
-	if _, err := e.wrk(ctx, pd.name+"-warmup", url, e.o.warmup); err != nil {
+	wu, err := e.wrk(ctx, pd.name+"-warmup", url, e.o.warmup)
+	if err != nil {
 		return err
 	}
 
@@ -243,6 +266,7 @@ func (e *env) measureProxy(ctx context.Context, pd proxyDef, r int) error {
 	}
 	u1 := rp.usage()
 	m.rps, m.errors = w.rps, w.errors
+	m.total = wu.requests + w.requests
 	m.cpuMax = cpuPer1k(u0, u1, w.requests)
 
 	// Latency by Istio's method, and resources at that rate.
@@ -252,6 +276,7 @@ func (e *env) measureProxy(ctx context.Context, pd proxyDef, r int) error {
 	}
 	u2 := rp.usage()
 	m.lat, m.latQPS, m.latErrors = f.pct, f.qps, f.errors
+	m.total += f.count
 	m.cpu1k = cpuPer1k(u1, u2, f.count)
 
 	// Resources at resource-qps.
@@ -261,6 +286,7 @@ func (e *env) measureProxy(ctx context.Context, pd proxyDef, r int) error {
 	}
 	u3 := rp.usage()
 	m.cpuRes = cpuPer1k(u2, u3, f2.count)
+	m.total += f2.count
 	m.resQPS = f2.qps
 	if u3 != nil {
 		m.rss, m.hwm = u3.rss, u3.hwm
@@ -270,6 +296,16 @@ func (e *env) measureProxy(ctx context.Context, pd proxyDef, r int) error {
 			if u, err := readUsage(h.pid()); err == nil {
 				m.helperRSS = u.rss
 			}
+		}
+	}
+	if rp != nil && rp.metrics != "" {
+		// The reports must have reached the server.
+		n, err := scrapeCounter(rp.metrics, "istio_requests_total")
+		if err != nil {
+			e.note(pd.name, "could not read the mixer's istio_requests_total: "+err.Error())
+		} else {
+			e.note(pd.name, fmt.Sprintf("run %d: the mixer server counted %.0f requests in `istio_requests_total` from the sidecar's reports (%d were sent, warm-up included; the last batch may still be in flight)",
+				r, n, m.total))
 		}
 	}
 	e.res.http[pd.name] = append(e.res.http[pd.name], m)
@@ -369,11 +405,23 @@ func startRemoraFull(ctx context.Context, e *env, listen string) (*running, erro
 		mixer.proc.stop(3 * time.Second)
 		return nil, err
 	}
-	conf, text, err := writeConf(remoraFullConf, e.dir, "remora-full.yaml", confData{Listen: listen, Upstream: e.upHTTP,
-		Admin: admin, Mixer: mixer.grpc, AccessLog: e.path("remora-access.log")})
+	d := confData{Listen: listen, Upstream: e.upHTTP, Admin: admin, Mixer: mixer.grpc, AccessLog: e.path("remora-access.log")}
+	conf, text, err := writeConf(remoraFullConf, e.dir, "remora-full.yaml", d)
 	if err != nil {
 		mixer.proc.stop(3 * time.Second)
 		return nil, err
+	}
+	// A build without the file access-log sink runs remora-full without
+	// it, and the report says so.
+	if out, err := exec.CommandContext(ctx, e.remora, "validate", "--config", conf).CombinedOutput(); err != nil &&
+		strings.Contains(string(out), `unknown access log type "file"`) {
+		e.note("remora-full", "ran **without the file access log**: this build has no `file` access-log sink ("+
+			strings.TrimSpace(lastLines(string(out), 1))+")")
+		d.AccessLog = ""
+		if conf, text, err = writeConf(remoraFullConf, e.dir, "remora-full.yaml", d); err != nil {
+			mixer.proc.stop(3 * time.Second)
+			return nil, err
+		}
 	}
 	e.configs["remora-full"] = text
 	argv := []string{e.remora, "proxy", "--config", conf}
@@ -383,6 +431,7 @@ func startRemoraFull(ctx context.Context, e *env, listen string) (*running, erro
 		return nil, err
 	}
 	r.helpers = append(r.helpers, mixer.proc)
+	r.metrics = "http://" + mixer.mon + "/metrics"
 	return r, nil
 }
 
@@ -399,6 +448,7 @@ func (e *env) startMain(name string, argv, env []string) (*running, error) {
 type mixerServer struct {
 	proc *proc
 	grpc string
+	mon  string
 }
 
 // startMixerServer starts `remora mixer` with the benchmark's RBAC policy
@@ -427,7 +477,7 @@ func (e *env) startMixerServer(ctx context.Context, name string) (*mixerServer, 
 		p.stop(3 * time.Second)
 		return nil, err
 	}
-	return &mixerServer{proc: p, grpc: grpcAddr}, nil
+	return &mixerServer{proc: p, grpc: grpcAddr, mon: mon}, nil
 }
 
 // wrkResult is one wrk run.
@@ -580,6 +630,36 @@ func (e *env) measureGRPC(ctx context.Context, via string, r int) error {
 	e.res.grpc[via] = append(e.res.grpc[via], m)
 	logf("%s: grpc ping %.0f/s, at %d qps p99 %s; h2load %.0f req/s", name, m.maxQPS, e.o.latQPS, ms(m.lat[99]), m.h2RPS)
 	return nil
+}
+
+// scrapeCounter sums every sample of a counter in a Prometheus text
+// exposition.
+func scrapeCounter(url, name string) (float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return 0, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	var total float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: bad sample %q", name, line)
+		}
+		total += v
+	}
+	return total, nil
 }
 
 // parseWrk reads wrk's summary.
