@@ -68,7 +68,7 @@ var proxies = []proxyDef{
 	{name: "haproxy", desc: "HAProxy, mode http, http-reuse always", needs: []string{"haproxy"}, start: startHAProxy},
 	{name: "caddy", desc: "Caddy reverse_proxy", needs: []string{"caddy"}, start: startCaddy},
 	{name: "remora-router", desc: "`remora proxy` quick mode: router only", start: startRemoraRouter},
-	{name: "remora-full", desc: "`remora proxy` with mixer check (cache hits) + report + file access log, `remora mixer` beside it", start: startRemoraFull},
+	{name: "remora-full", desc: "`remora proxy` with mixer check (cache hits) + report + file access log (when the build has the file sink, see Caveats), `remora mixer` beside it", start: startRemoraFull},
 }
 
 func (e *env) path(name string) string { return filepath.Join(e.dir, name) }
@@ -304,7 +304,7 @@ func (e *env) measureProxy(ctx context.Context, pd proxyDef, r int) error {
 		if err != nil {
 			e.note(pd.name, "could not read the mixer's istio_requests_total: "+err.Error())
 		} else {
-			e.note(pd.name, fmt.Sprintf("run %d: the mixer server counted %.0f requests in `istio_requests_total` from the sidecar's reports (%d were sent, warm-up included; the last batch may still be in flight)",
+			e.note(pd.name, fmt.Sprintf("run %d: the mixer server counted %.0f requests in `istio_requests_total` from the sidecar's reports (the harness counted %d sent, warm-up included; fortio's per-connection warm-up requests and requests in flight when wrk stops are not in that count, and a last report batch may still be in flight)",
 				r, n, m.total))
 		}
 	}
