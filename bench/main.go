@@ -51,7 +51,6 @@ type options struct {
 	img        string
 	only       string
 	opaEnvoy   string
-	keepDir    bool
 	resolution float64
 }
 
@@ -264,6 +263,14 @@ func run(ctx context.Context, o options, ps *procs) error {
 	}
 	if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {
 		return err
+	}
+	// The verdicts, for the terminal.
+	if i := strings.Index(md, "## Against the targets"); i >= 0 {
+		t := md[i:]
+		if j := strings.Index(t[3:], "\n## "); j >= 0 {
+			t = t[:j+3]
+		}
+		fmt.Println(strings.TrimSpace(t))
 	}
 	logf("wrote %s and charts in %s (%s in all)", o.out, o.img, time.Since(started).Round(time.Second))
 	return nil
