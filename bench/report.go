@@ -340,7 +340,18 @@ func (e *env) targets(b *strings.Builder) {
 		row("sidecar ≤ 25 MB RSS at 2,000 rps", nm, nm)
 		row("sidecar ≤ 0.1 vCPU per 1,000 rps", nm, nm)
 	}
-	row("check-cache hit ≤ 1 µs, 0 allocs; ≥ 95 % hit ratio", "in-process Go benchmark (`make bench-go`, mixer/client)", "see `make bench-go`")
+	row("check-cache hit ≤ 1 µs, 0 allocs", "in-process Go benchmark (`make bench-go`, mixer/client)", "see `make bench-go`")
+	hit := median(res.http["remora-full"], func(r httpRun) float64 {
+		if r.cacheHits+r.cacheMisses == 0 {
+			return -1
+		}
+		return r.cacheHits / (r.cacheHits + r.cacheMisses)
+	})
+	if hit >= 0 {
+		row("check-cache ≥ 95 % hit ratio on repetitive traffic", fmt.Sprintf("%.3f %% (remora-full: one request shape repeated; from the sidecar's `remora_mixer_client_check_cache_{hits,misses}_total`)", hit*100), verdict(hit >= 0.95))
+	} else {
+		row("check-cache ≥ 95 % hit ratio on repetitive traffic", nm, nm)
+	}
 	// The target is against opa-envoy-plugin; `opa run --server` is the
 	// fallback when no opa-envoy-plugin binary was available.
 	ref, refName := "opa-envoy-plugin: ext_authz Check", "opa-envoy-plugin (gRPC ext_authz)"

@@ -25,6 +25,8 @@ type httpRun struct {
 	rss, hwm  int64 // after the resource run
 	helperRSS int64
 	total     int64 // requests sent through the proxy, warm-up included
+
+	cacheHits, cacheMisses float64 // the sidecar's check cache (remora-full)
 }
 
 type grpcRun struct {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -60,6 +61,7 @@ type running struct {
 	main    *proc
 	helpers []*proc
 	metrics string // the mixer server's /metrics URL (remora-full)
+	stats   string // the sidecar's Prometheus stats URL (remora-full)
 }
 
 var proxies = []proxyDef{
@@ -308,6 +310,15 @@ func (e *env) measureProxy(ctx context.Context, pd proxyDef, r int) error {
 				r, n, m.total))
 		}
 	}
+	if rp != nil && rp.stats != "" {
+		hits, err1 := scrapeCounter(rp.stats, "remora_mixer_client_check_cache_hits_total")
+		misses, err2 := scrapeCounter(rp.stats, "remora_mixer_client_check_cache_misses_total")
+		if err := errors.Join(err1, err2); err != nil || hits+misses == 0 {
+			e.note(pd.name, fmt.Sprintf("could not read the check cache's counters (%v)", err))
+		} else {
+			m.cacheHits, m.cacheMisses = hits, misses
+		}
+	}
 	e.res.http[pd.name] = append(e.res.http[pd.name], m)
 	logf("%s: %.0f req/s; at %d qps p50 %s p99 %s p99.9 %s", pd.name, m.rps, e.o.latQPS,
 		ms(m.lat[50]), ms(m.lat[99]), ms(m.lat[99.9]))
@@ -432,6 +443,7 @@ func startRemoraFull(ctx context.Context, e *env, listen string) (*running, erro
 	}
 	r.helpers = append(r.helpers, mixer.proc)
 	r.metrics = "http://" + mixer.mon + "/metrics"
+	r.stats = "http://" + admin + "/stats/prometheus"
 	return r, nil
 }
 
