@@ -167,7 +167,7 @@ func TestReferencedAttributesAnalysis(t *testing.T) {
 			`allow if input.attributes.request.http.method == "GET"
 			 other if time.now_ns() > 0`, []string{"request.method"}, true, ""},
 		{"default policy", strings.TrimPrefix(DefaultPolicy, ""),
-			[]string{"request.headers[x-user-role]", "request.method", "request.path"}, true, ""},
+			[]string{"request.headers[content-type]", "request.headers[x-user-role]", "request.method", "request.path"}, true, ""},
 		{"rbac testdata", readTestdata(t, "testdata/rbac/policy.rego"),
 			[]string{"request.headers[x-user]", "request.method", "request.path"}, true, ""},
 		{"jwt testdata", readTestdata(t, "testdata/jwt/policy.rego"),

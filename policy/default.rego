@@ -3,11 +3,13 @@
 #
 #   - DELETE is denied everywhere (405, with an Allow header);
 #   - paths under /admin need the header x-user-role: admin (403);
-#   - GET and HEAD are allowed to everything else;
+#   - GET and HEAD are allowed to everything else, and so are gRPC calls
+#     (content-type application/grpc...) outside /admin;
 #   - any other method is denied (the decision's allowed is false).
 #
 # Its decisions depend on request.method, request.path and the
-# x-user-role key of request.headers only, so they are cacheable.
+# x-user-role and content-type keys of request.headers only, so they are
+# cacheable.
 package envoy.authz
 
 default allow := {"allowed": false}
@@ -37,8 +39,16 @@ allow := {
 	not is_admin
 }
 
+is_grpc if startswith(input.attributes.request.http.headers["content-type"], "application/grpc")
+
 allow := {"allowed": true, "headers": {"x-remora-policy": "default"}} if {
 	method in {"GET", "HEAD"}
+	not admin_path
+}
+
+allow := {"allowed": true, "headers": {"x-remora-policy": "default"}} if {
+	method == "POST"
+	is_grpc
 	not admin_path
 }
 

@@ -49,6 +49,7 @@ func ExampleEngine_Eval() {
 	// GET /admin/users role="viewer": allowed=false status=403 cacheable=true
 	// GET /admin/users role="admin": allowed=true status=0 cacheable=true
 	// DELETE /products/1 role="": allowed=false status=405 cacheable=true
+	// references request.headers[content-type] present=false
 	// references request.headers[x-user-role] present=false
 	// references request.method[] present=false
 	// references request.path[] present=false

@@ -9,9 +9,7 @@ import (
 // Subcommands whose subsystems are not built yet. Each one refuses to run
 // with a clear message instead of pretending to work; the file that builds a
 // subsystem's command removes its entry here.
-var pending = []struct{ name, summary string }{
-	{"demo", "run server, sidecar and upstream with sample traffic (not available yet)"},
-}
+var pending = []struct{ name, summary string }{}
 
 func init() {
 	for _, p := range pending {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,5 +93,45 @@ func TestProxyRunsAndDrains(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("proxy did not stop")
+	}
+}
+
+// TestValidateBuildErrors: problems found only when building (a missing
+// certificate file) are reported with their path, exit 1, no panic.
+func TestValidateBuildErrors(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tls.yaml")
+	os.WriteFile(path, []byte(`
+listeners:
+- name: l
+  address: 127.0.0.1:0
+  filter_chains:
+  - tls: {cert_file: /nonexistent/cert.pem, key_file: /nonexistent/key.pem}
+    http_connection_manager:
+      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, direct_response: {status: 200}}]}]}
+clusters: []
+`), 0o600)
+	for _, cmd := range []string{"validate", "proxy"} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), []string{cmd, "--config", path}, &stdout, &stderr); code != exitFailure {
+			t.Fatalf("%s: exit %d, want %d (stderr %s)", cmd, code, exitFailure, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "listeners[0].filter_chains[0].tls: tls: open /nonexistent/cert.pem") {
+			t.Fatalf("%s: stderr = %q", cmd, stderr.String())
+		}
+	}
+}
+
+// TestProxyPortInUse: a listener that cannot bind fails the command (exit
+// 1) after releasing what had started.
+func TestProxyPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"proxy", "--listen", ln.Addr().String(), "--upstream", "127.0.0.1:9", "--admin", "127.0.0.1:0"}, &stdout, &stderr)
+	if code != exitFailure || !strings.Contains(stderr.String(), "address already in use") {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
 	}
 }

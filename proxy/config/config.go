@@ -240,6 +240,58 @@ type RouteAction struct {
 	// HashPolicy computes the request's hash key for RING_HASH and MAGLEV
 	// clusters; policies are combined in order.
 	HashPolicy []HashPolicy `yaml:"hash_policy,omitempty"`
+	// RetryPolicy retries failed attempts; nil means no retries.
+	RetryPolicy *RetryPolicy `yaml:"retry_policy,omitempty"`
+}
+
+// RetryPolicy says when and how often the router tries again. Retries
+// happen only before any of the response went downstream, and only while
+// the request body sent so far fits in PerRequestBufferLimitBytes (it is
+// replayed to the next attempt).
+type RetryPolicy struct {
+	// RetryOn lists the conditions, comma-separated: 5xx, gateway-error,
+	// reset, connect-failure, retriable-4xx, retriable-status-codes,
+	// refused-stream, and the gRPC ones cancelled, deadline-exceeded,
+	// internal, resource-exhausted, unavailable. Default
+	// "5xx,gateway-error,reset,connect-failure,retriable-status-codes".
+	RetryOn string `yaml:"retry_on"`
+	// NumRetries is the most retries per request; default 1.
+	NumRetries *uint32 `yaml:"num_retries"`
+	// PerTryTimeout bounds each attempt until its response headers; 0s
+	// (the default) leaves only the route timeout.
+	PerTryTimeout config.Duration `yaml:"per_try_timeout"`
+	// RetriableStatusCodes are retried under retriable-status-codes.
+	RetriableStatusCodes []int `yaml:"retriable_status_codes,omitempty"`
+	// RetryBackOff is fully jittered exponential back-off between tries.
+	RetryBackOff RetryBackOff `yaml:"retry_back_off"`
+	// RateLimitedRetryBackOff waits as long as the upstream asked for
+	// (Retry-After, X-RateLimit-Reset ...) when a retriable response says so.
+	RateLimitedRetryBackOff *RateLimitedRetryBackOff `yaml:"rate_limited_retry_back_off,omitempty"`
+	// PerRequestBufferLimitBytes bounds the request body kept for replay;
+	// a larger body disables retries for that request. Default 1 MiB.
+	PerRequestBufferLimitBytes int `yaml:"per_request_buffer_limit_bytes"`
+}
+
+// RetryBackOff is the back-off between retries: attempt n waits a random
+// time in [0, min(max_interval, base_interval * 2^(n-1))).
+type RetryBackOff struct {
+	BaseInterval config.Duration `yaml:"base_interval"` // default 25ms
+	MaxInterval  config.Duration `yaml:"max_interval"`  // default 10 x base_interval
+}
+
+// RateLimitedRetryBackOff honours the upstream's reset headers.
+type RateLimitedRetryBackOff struct {
+	ResetHeaders []ResetHeader `yaml:"reset_headers"`
+	// MaxInterval caps the wait; a longer one means no retry. Default 300s.
+	MaxInterval config.Duration `yaml:"max_interval"`
+}
+
+// ResetHeader names a response header holding when to retry.
+type ResetHeader struct {
+	Name string `yaml:"name"`
+	// Format is SECONDS (a delay, also accepting an HTTP date as
+	// Retry-After does) or UNIX_TIMESTAMP.
+	Format string `yaml:"format"`
 }
 
 // HashPolicy is one source of a request's hash key. Exactly one of

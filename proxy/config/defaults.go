@@ -116,6 +116,9 @@ func (rc *RouteConfiguration) applyDefaults() {
 				d := config.Duration(DefaultRouteTimeout)
 				r.Route.Timeout = &d
 			}
+			if r.Route != nil && r.Route.RetryPolicy != nil {
+				r.Route.RetryPolicy.applyDefaults()
+			}
 			if r.Redirect != nil && r.Redirect.ResponseCode == 0 {
 				r.Redirect.ResponseCode = DefaultRedirectCode
 			}
@@ -160,3 +163,42 @@ func Quick(listen, upstreamAddr, adminAddr string) *Bootstrap {
 		}},
 	}
 }
+
+// Retry defaults (Envoy's).
+const (
+	DefaultRetryOn                = "5xx,gateway-error,reset,connect-failure,retriable-status-codes"
+	DefaultNumRetries             = 1
+	DefaultRetryBaseInterval      = 25 * time.Millisecond
+	DefaultRateLimitedMaxInterval = 300 * time.Second
+	DefaultRetryBufferLimitBytes  = 1 << 20
+)
+
+func (p *RetryPolicy) applyDefaults() {
+	if p.RetryOn == "" {
+		p.RetryOn = DefaultRetryOn
+	}
+	if p.NumRetries == nil {
+		n := uint32(DefaultNumRetries)
+		p.NumRetries = &n
+	}
+	if p.RetryBackOff.BaseInterval == 0 {
+		p.RetryBackOff.BaseInterval = config.Duration(DefaultRetryBaseInterval)
+	}
+	if p.RetryBackOff.MaxInterval == 0 {
+		p.RetryBackOff.MaxInterval = 10 * p.RetryBackOff.BaseInterval
+	}
+	if p.RateLimitedRetryBackOff != nil && p.RateLimitedRetryBackOff.MaxInterval == 0 {
+		p.RateLimitedRetryBackOff.MaxInterval = config.Duration(DefaultRateLimitedMaxInterval)
+	}
+	if p.PerRequestBufferLimitBytes == 0 {
+		p.PerRequestBufferLimitBytes = DefaultRetryBufferLimitBytes
+	}
+}
+
+// RetryOnConditions are the retry_on values the router understands.
+var RetryOnConditions = []string{"5xx", "gateway-error", "reset", "connect-failure", "retriable-4xx", "retriable-status-codes",
+	"refused-stream", "cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"}
+
+// LogComponents are the components whose log level can be set
+// (logging.components, the admin /logging endpoint).
+var LogComponents = []string{"accesslog", "admin", "filter", "hcm", "listener", "main", "router", "upstream"}

@@ -3,8 +3,10 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -22,8 +24,11 @@ func (b *Bootstrap) Validate() error {
 	if _, ok := parseLevel(b.Logging.Level); !ok {
 		v.errf("logging.level", "unknown level %q (debug, info, warn, error)", b.Logging.Level)
 	}
-	for c, l := range b.Logging.Components {
-		if _, ok := parseLevel(l); !ok {
+	for _, c := range slices.Sorted(maps.Keys(b.Logging.Components)) {
+		l := b.Logging.Components[c]
+		if !slices.Contains(LogComponents, c) {
+			v.errf("logging.components."+c, "unknown component (known: %s)", strings.Join(LogComponents, ", "))
+		} else if _, ok := parseLevel(l); !ok {
 			v.errf("logging.components."+c, "unknown level %q (debug, info, warn, error)", l)
 		}
 	}
@@ -85,9 +90,8 @@ func (b *Bootstrap) Validate() error {
 		if len(l.FilterChains) == 0 {
 			v.errf(p+".filter_chains", "at least one filter chain is required")
 		}
-		hasInspector := len(l.ListenerFilters) > 0
 		for j := range l.FilterChains {
-			v.filterChain(fmt.Sprintf("%s.filter_chains[%d]", p, j), &l.FilterChains[j], hasInspector, routeConfigs)
+			v.filterChain(fmt.Sprintf("%s.filter_chains[%d]", p, j), &l.FilterChains[j], routeConfigs)
 		}
 		v.duplicateMatches(p, l.FilterChains)
 	}
@@ -118,7 +122,7 @@ func (v *validator) addr(path, a string) {
 	}
 }
 
-func (v *validator) filterChain(p string, fc *FilterChain, hasInspector bool, routeConfigs map[string]bool) {
+func (v *validator) filterChain(p string, fc *FilterChain, routeConfigs map[string]bool) {
 	m := fc.Match
 	if m.DestinationPort < 0 || m.DestinationPort > 65535 {
 		v.errf(p+".filter_chain_match.destination_port", "must be 0..65535")
@@ -132,9 +136,6 @@ func (v *validator) filterChain(p string, fc *FilterChain, hasInspector bool, ro
 	case "", "tls", "raw_buffer":
 	default:
 		v.errf(p+".filter_chain_match.transport_protocol", "must be tls or raw_buffer, got %q", m.TransportProtocol)
-	}
-	if (len(m.ServerNames) > 0 || len(m.ApplicationProtocols) > 0 || m.TransportProtocol != "") && !hasInspector && fc.TLS == nil {
-		v.errf(p+".filter_chain_match", "server_names, transport_protocol and application_protocols need the tls_inspector listener filter")
 	}
 	if t := fc.TLS; t != nil {
 		if t.CertFile == "" {
@@ -311,7 +312,8 @@ func (v *validator) mutations(p string, m *HeaderMutations) {
 }
 
 func (v *validator) perFilter(p string, m map[string]*yaml.Node) {
-	for name, node := range m {
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		node := m[name]
 		f, ok := filter.Lookup(name)
 		if !ok {
 			v.errf(p+"."+name, "unknown filter %q", name)
@@ -470,6 +472,39 @@ func (v *validator) routeAction(p string, a *RouteAction, m *RouteMatch) {
 		}
 		if n != 1 {
 			v.errf(pp, "exactly one of header, cookie, connection_properties and query_parameter is required")
+		}
+	}
+	if rp := a.RetryPolicy; rp != nil {
+		rpp := p + ".retry_policy"
+		for _, c := range strings.Split(rp.RetryOn, ",") {
+			if c = strings.TrimSpace(c); !slices.Contains(RetryOnConditions, c) {
+				v.errf(rpp+".retry_on", "unknown condition %q (known: %s)", c, strings.Join(RetryOnConditions, ", "))
+			}
+		}
+		for i, code := range rp.RetriableStatusCodes {
+			if code < 100 || code > 599 {
+				v.errf(fmt.Sprintf("%s.retriable_status_codes[%d]", rpp, i), "must be 100..599")
+			}
+		}
+		if rp.RetryBackOff.MaxInterval < rp.RetryBackOff.BaseInterval {
+			v.errf(rpp+".retry_back_off.max_interval", "must not be below base_interval")
+		}
+		if rl := rp.RateLimitedRetryBackOff; rl != nil {
+			if len(rl.ResetHeaders) == 0 {
+				v.errf(rpp+".rate_limited_retry_back_off.reset_headers", "at least one header is required")
+			}
+			for i, h := range rl.ResetHeaders {
+				hp := fmt.Sprintf("%s.rate_limited_retry_back_off.reset_headers[%d]", rpp, i)
+				if h.Name == "" {
+					v.errf(hp+".name", "required")
+				}
+				if h.Format != "SECONDS" && h.Format != "UNIX_TIMESTAMP" {
+					v.errf(hp+".format", "must be SECONDS or UNIX_TIMESTAMP, got %q", h.Format)
+				}
+			}
+		}
+		if rp.PerRequestBufferLimitBytes < 0 {
+			v.errf(rpp+".per_request_buffer_limit_bytes", "must not be negative")
 		}
 	}
 	if a.PrefixRewrite != "" && m.Prefix == "" && m.Path == "" {

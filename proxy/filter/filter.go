@@ -171,6 +171,10 @@ type TerminalCallbacks interface {
 	// ResetStream aborts the downstream stream (after the response began,
 	// a local reply is no longer possible) and records flag and details.
 	ResetStream(flag ResponseFlags, details string)
+	// SetResponseFlag adds flag to the stream's response flags, serialised
+	// with the manager's own updates (the terminal filter's goroutine must
+	// not write StreamInfo.ResponseFlags directly).
+	SetResponseFlag(flag ResponseFlags)
 }
 
 // Destroyer is optionally implemented by a filter that holds resources

@@ -37,6 +37,10 @@ type Env struct {
 	// AddCloser registers cleanup to run when the configuration that
 	// created the filter is torn down (a background flusher, a client).
 	AddCloser func(func() error)
+	// AddReopener registers a function that reopens log files, run on
+	// SIGUSR1 and on the admin's POST /reopen_logs (for logrotate). Nil
+	// when the proxy has no way to trigger it.
+	AddReopener func(func() error)
 	// NodeID and Cluster identify the proxy (node.id, node.cluster).
 	NodeID  string
 	Cluster string

@@ -145,6 +145,17 @@ func New(cfg *config.HCM, opts Options) (*Manager, error) {
 	return m, nil
 }
 
+// ConnOpened and ConnClosed count the manager's downstream connections
+// (downstream_cx_total, downstream_cx_active); the listener's http.Server
+// calls them from its ConnState hook.
+func (m *Manager) ConnOpened() {
+	m.metrics.cxTotal.Inc()
+	m.metrics.cxActive.Inc()
+}
+
+// ConnClosed: see ConnOpened.
+func (m *Manager) ConnClosed() { m.metrics.cxActive.Dec() }
+
 // ActiveStreams is the number of streams in flight; a drain waits for it
 // to reach zero.
 func (m *Manager) ActiveStreams() int64 { return m.active.Load() }

@@ -20,6 +20,8 @@ type Metrics struct {
 	rqHTTP1     *prometheus.CounterVec
 	rqHTTP2     *prometheus.CounterVec
 	upgradesTot *prometheus.CounterVec
+	cxTotal     *prometheus.CounterVec
+	cxActive    *prometheus.GaugeVec
 }
 
 // DurationBuckets are Envoy's histogram buckets, in milliseconds.
@@ -42,13 +44,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		rqHTTP1:     c("downstream_rq_http1_total", "HTTP/1.x requests."),
 		rqHTTP2:     c("downstream_rq_http2_total", "HTTP/2 requests."),
 		upgradesTot: c("downstream_cx_upgrades_total", "Upgraded (WebSocket) streams."),
+		cxTotal:     c("downstream_cx_total", "Downstream connections served by this connection manager."),
+		cxActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "remora", Subsystem: "http", Name: "downstream_cx_active",
+			Help: "Open downstream connections of this connection manager."}, l),
 		rqActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "remora", Subsystem: "http", Name: "downstream_rq_active",
 			Help: "Requests in flight."}, l),
 		rqTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "remora", Subsystem: "http", Name: "downstream_rq_time",
 			Help: "Request duration in milliseconds, first byte in to last byte out.", Buckets: DurationBuckets}, l),
 	}
 	for _, col := range []prometheus.Collector{m.rqTotal, m.rqClass, m.rqTooLarge, m.rqTimeout, m.rqIdle, m.rqRxReset,
-		m.localReply, m.rqHTTP1, m.rqHTTP2, m.upgradesTot, m.rqActive, m.rqTime} {
+		m.localReply, m.rqHTTP1, m.rqHTTP2, m.upgradesTot, m.rqActive, m.rqTime, m.cxTotal, m.cxActive} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}
@@ -59,10 +64,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 // managerMetrics are the metrics curried for one stat prefix, so the hot
 // path does no label lookups.
 type managerMetrics struct {
-	rqTotal, tooLarge, timeout, idle, rxReset, localReply, http1, http2, upgrades prometheus.Counter
-	class                                                                         [6]prometheus.Counter
-	active                                                                        prometheus.Gauge
-	time                                                                          prometheus.Observer
+	rqTotal, tooLarge, timeout, idle, rxReset, localReply, http1, http2, upgrades, cxTotal prometheus.Counter
+	cxActive                                                                               prometheus.Gauge
+	class                                                                                  [6]prometheus.Counter
+	active                                                                                 prometheus.Gauge
+	time                                                                                   prometheus.Observer
 }
 
 func (m *Metrics) forPrefix(p string) *managerMetrics {
@@ -71,6 +77,7 @@ func (m *Metrics) forPrefix(p string) *managerMetrics {
 		idle: m.rqIdle.WithLabelValues(p), rxReset: m.rqRxReset.WithLabelValues(p), localReply: m.localReply.WithLabelValues(p),
 		http1: m.rqHTTP1.WithLabelValues(p), http2: m.rqHTTP2.WithLabelValues(p), upgrades: m.upgradesTot.WithLabelValues(p),
 		active: m.rqActive.WithLabelValues(p), time: m.rqTime.WithLabelValues(p),
+		cxTotal: m.cxTotal.WithLabelValues(p), cxActive: m.cxActive.WithLabelValues(p),
 	}
 	for i, cl := range []string{"0xx", "1xx", "2xx", "3xx", "4xx", "5xx"} {
 		mm.class[i] = m.rqClass.WithLabelValues(p, cl)

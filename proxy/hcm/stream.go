@@ -61,7 +61,9 @@ type stream struct {
 	reqDone      bool
 	isGRPC       bool
 	upgrade      bool
-	chunked      bool // response body streamed without a length: flush as it goes
+	chunked      bool  // response body streamed without a length: flush as it goes
+	respLen      int64 // the response's content-length, -1 if none
+	routeMu      sync.Mutex
 	route        *router.Entry
 	routeCached  bool
 	replyBuf     [1]filter.LocalReply
@@ -211,6 +213,15 @@ func (s *stream) serve(w http.ResponseWriter, r *http.Request) bool {
 	}
 
 	endStream := (r.Body == nil || r.Body == http.NoBody) && !s.upgrade
+	if m.MaxRequestHeaderBytes > 0 && headerBytes(h) > m.MaxRequestHeaderBytes {
+		// net/http's own limit has slack (4 KiB for HTTP/1); this one
+		// is exact: the names and values must fit max_request_headers_kb.
+		if !endStream {
+			s.w.Header().Set("Connection", "close")
+		}
+		s.setReply(filter.LocalReply{Code: http.StatusRequestHeaderFieldsTooLarge, Body: "request header fields too large",
+			Details: "request_headers_too_large"})
+	}
 	s.mu.Lock()
 	s.reqDone = endStream
 	if endStream {
@@ -231,13 +242,26 @@ func (s *stream) serve(w http.ResponseWriter, r *http.Request) bool {
 	return s.finishStream()
 }
 
+// headerBytes is the size of the request's header names and values.
+func headerBytes(h *filter.HeaderMap) int {
+	n := 0
+	for _, f := range h.Fields() {
+		n += len(f.Name) + len(f.Value)
+	}
+	return n
+}
+
 // prepareRequest applies the manager's request-header policy.
 func (s *stream) prepareRequest(h *filter.HeaderMap, scheme string) {
 	m := s.m
 	if m.useRemoteAddress {
 		if a := s.info.DownstreamDirectRemoteAddress; a.IsValid() {
 			ip := a.Addr().Unmap().String()
-			h.Append("x-forwarded-for", ip)
+			if prev, ok := h.Get("x-forwarded-for"); ok && prev != "" {
+				h.Set("x-forwarded-for", prev+", "+ip) // Envoy's list format
+			} else {
+				h.Set("x-forwarded-for", ip)
+			}
 			s.info.DownstreamRemoteAddress = a
 		}
 		h.Set("x-forwarded-proto", scheme)
@@ -400,9 +424,7 @@ func (s *stream) waitDone() {
 				s.complete(true)
 			}
 			s.unlock()
-			if s.completed {
-				return
-			}
+			// Completed now, or a pending reply completes it.
 			<-s.done
 			return
 		}
@@ -742,6 +764,12 @@ func (s *stream) sinkEncode(fr *frame) {
 			hdr["Content-Length"] = []string{"0"}
 		}
 		s.chunked = hdr["Content-Length"] == nil
+		s.respLen = -1
+		if cl := hdr["Content-Length"]; len(cl) == 1 {
+			if n, err := strconv.ParseInt(cl[0], 10, 64); err == nil && n >= 0 {
+				s.respLen = n
+			}
+		}
 		if !s.reqDone && s.r.ProtoMajor == 1 && (fr.end || s.localReplied) {
 			// An early answer: the rest of the request body will not be
 			// read, so the connection cannot carry another request.
@@ -771,7 +799,11 @@ func (s *stream) sinkEncode(fr *frame) {
 		}
 		if fr.end {
 			s.complete(false)
-		} else if len(fr.data) > 0 {
+		} else if len(fr.data) > 0 && (s.respLen < 0 || int64(s.info.BytesSent) < s.respLen) {
+			// Body bytes go out as they come, except the piece that
+			// completes a body of known length: its end follows at once,
+			// and the client must not see a complete response before the
+			// upstream stream (and its circuit-breaker slot) was released.
 			s.flush()
 		}
 	default:
@@ -935,14 +967,24 @@ func grpcMessageEncode(msg string) string {
 
 // route resolves (and caches) the stream's route.
 func (s *stream) resolveRoute() filter.Route {
+	// routeMu, not mu: the router asks from outside the stream mutex.
+	s.routeMu.Lock()
 	if !s.routeCached {
 		s.route = s.m.routes.Route(&s.reqH)
 		s.routeCached = true
 	}
-	if s.route == nil {
+	r := s.route
+	s.routeMu.Unlock()
+	if r == nil {
 		return nil
 	}
-	return s.route
+	return r
+}
+
+func (s *stream) clearRouteCache() {
+	s.routeMu.Lock()
+	s.routeCached = false
+	s.routeMu.Unlock()
 }
 
 // --- callbacks ---
@@ -958,7 +1000,7 @@ var _ filter.Callbacks = (*filterCB)(nil)
 func (c *filterCB) Context() context.Context           { return c.s.ctx }
 func (c *filterCB) StreamInfo() *filter.StreamInfo     { return &c.s.info }
 func (c *filterCB) Route() filter.Route                { return c.s.resolveRoute() }
-func (c *filterCB) ClearRouteCache()                   { c.s.routeCached = false }
+func (c *filterCB) ClearRouteCache()                   { c.s.clearRouteCache() }
 func (c *filterCB) SendLocalReply(r filter.LocalReply) { c.s.sendLocalReply(r) }
 func (c *filterCB) DecodingBuffer() []byte             { return c.s.dec.heldData(c.idx) }
 func (c *filterCB) Connection() filter.ConnectionInfo  { return c.s.conn }
@@ -981,7 +1023,7 @@ var _ filter.TerminalCallbacks = (*terminalCB)(nil)
 func (c *terminalCB) Context() context.Context           { return c.s.ctx }
 func (c *terminalCB) StreamInfo() *filter.StreamInfo     { return &c.s.info }
 func (c *terminalCB) Route() filter.Route                { return c.s.resolveRoute() }
-func (c *terminalCB) ClearRouteCache()                   { c.s.routeCached = false }
+func (c *terminalCB) ClearRouteCache()                   { c.s.clearRouteCache() }
 func (c *terminalCB) SendLocalReply(r filter.LocalReply) { c.s.sendLocalReply(r) }
 func (c *terminalCB) ContinueDecoding()                  {}
 func (c *terminalCB) ContinueEncoding()                  {}
@@ -994,6 +1036,9 @@ func (c *terminalCB) EncodeHeaders(h *filter.HeaderMap, end bool) {
 	s.mu.Lock()
 	if !s.completed && !s.localReplied {
 		s.info.FirstUpstreamRxByteReceived = time.Since(s.info.StartTime)
+		if s.info.ResponseCodeDetails == "" {
+			s.info.ResponseCodeDetails = "via_upstream"
+		}
 		s.inEncode = true
 		s.encFrame = frame{kind: frameHeaders, h: h, end: end}
 		s.enc.deliver(0, &s.encFrame)
@@ -1026,6 +1071,12 @@ func (c *terminalCB) EncodeTrailers(t *filter.HeaderMap) {
 		s.inEncode = false
 	}
 	s.unlock()
+}
+
+func (c *terminalCB) SetResponseFlag(flag filter.ResponseFlags) {
+	c.s.mu.Lock()
+	c.s.info.SetResponseFlag(flag)
+	c.s.unlock()
 }
 
 func (c *terminalCB) ResetStream(flag filter.ResponseFlags, details string) {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/remora-mesh/remora/proxy/filter"
 	"github.com/remora-mesh/remora/proxy/upstream"
@@ -21,6 +22,14 @@ import (
 // HTTP/1.1 upgrade.
 type Upstreams interface {
 	NewStream(ctx context.Context, cluster string, headers *filter.HeaderMap, endStream bool, opts upstream.StreamOptions) (upstream.Stream, error)
+}
+
+// TimeoutRecorder is optionally implemented by Upstreams: the router
+// reports a route timeout that struck after the response headers arrived
+// (those before are seen by the upstream stream itself), for the cluster's
+// stats and outlier detection.
+type TimeoutRecorder interface {
+	RecordTimeout(cluster, host string)
 }
 
 // Router builds router filters; it is the terminal filter of every HTTP
@@ -59,6 +68,7 @@ type Filter struct {
 	stopRst func() bool
 	done    chan struct{} // closed when the response pump ends
 	failed  bool          // the request could not be sent; ignore further data
+	retry   *retrier      // non-nil when the route retries
 }
 
 var (
@@ -107,6 +117,13 @@ func (f *Filter) DecodeHeaders(h *filter.HeaderMap, endStream bool) filter.Statu
 	} else {
 		f.ctx, f.cancel = context.WithCancel(parent)
 	}
+	if e.retry != nil {
+		// Attempts are opened by the pump, which may retry them.
+		f.retry = &retrier{p: e.retry, headers: h, reqDone: endStream}
+		f.done = make(chan struct{})
+		go f.pumpRetry()
+		return filter.StopIteration
+	}
 	// The connection manager keeps the upgrade header only on an HTTP/1.1
 	// upgrade request (WebSocket ...).
 	opts := upstream.StreamOptions{Protocol: info.Protocol, Info: info, Upgrade: h.Has("upgrade")}
@@ -121,6 +138,7 @@ func (f *Filter) DecodeHeaders(h *filter.HeaderMap, endStream bool) filter.Statu
 		return filter.StopIteration
 	}
 	f.stream = s
+	f.markSent(endStream)
 	// A route timeout or downstream disconnect resets the upstream stream,
 	// which unblocks the pump's reads.
 	f.stopRst = context.AfterFunc(f.ctx, s.Reset)
@@ -131,9 +149,15 @@ func (f *Filter) DecodeHeaders(h *filter.HeaderMap, endStream bool) filter.Statu
 
 // DecodeData forwards request body bytes.
 func (f *Filter) DecodeData(data []byte, endStream bool) filter.Status {
+	if f.retry != nil {
+		f.retry.decodeData(data, endStream)
+		return filter.StopIteration
+	}
 	if f.stream != nil && !f.failed {
 		if err := f.stream.WriteData(data, endStream); err != nil {
 			f.failed = true // the pump sees the reset and answers
+		} else if endStream {
+			f.markSent(true)
 		}
 	}
 	return filter.StopIteration
@@ -141,9 +165,15 @@ func (f *Filter) DecodeData(data []byte, endStream bool) filter.Status {
 
 // DecodeTrailers forwards request trailers.
 func (f *Filter) DecodeTrailers(t *filter.HeaderMap) filter.Status {
+	if f.retry != nil {
+		f.retry.decodeTrailers(t)
+		return filter.StopIteration
+	}
 	if f.stream != nil && !f.failed {
 		if err := f.stream.WriteTrailers(t); err != nil {
 			f.failed = true
+		} else {
+			f.markSent(true)
 		}
 	}
 	return filter.StopIteration
@@ -158,6 +188,20 @@ func (f *Filter) OnDestroy() {
 	}
 	if f.done != nil {
 		<-f.done
+	}
+}
+
+// markSent records the upstream transmit timings: the first byte when
+// an attempt starts, the last when the request's end went out. Only the
+// router writes these fields.
+func (f *Filter) markSent(end bool) {
+	info := f.cb.StreamInfo()
+	d := time.Since(info.StartTime)
+	if info.FirstUpstreamTxByteSent == 0 {
+		info.FirstUpstreamTxByteSent = d
+	}
+	if end {
+		info.LastUpstreamTxByteSent = d
 	}
 }
 
@@ -205,6 +249,13 @@ func (f *Filter) pump() {
 		f.fail(err)
 		return
 	}
+	f.forward(h, end)
+}
+
+// forward sends the chosen attempt's response downstream (headers, body,
+// trailers), then releases the upstream stream.
+func (f *Filter) forward(h *filter.HeaderMap, end bool) {
+	s := f.stream
 	f.entry.MutateResponse(h)
 	if end {
 		// Release the upstream stream (and its circuit-breaker slot)
@@ -224,6 +275,8 @@ func (f *Filter) pump() {
 			f.cb.EncodeData(buf[:n], false)
 		}
 		if err == io.EOF {
+			info := f.cb.StreamInfo()
+			info.LastUpstreamRxByteReceived = time.Since(info.StartTime)
 			t := s.Trailers()
 			f.finish(true) // as above: upstream first
 			if t != nil && t.Len() > 0 {
@@ -234,9 +287,18 @@ func (f *Filter) pump() {
 			return
 		}
 		if err != nil {
-			timedOut := errors.Is(f.ctx.Err(), context.DeadlineExceeded) && f.cb.Context().Err() == nil
+			if f.cb.Context().Err() != nil {
+				// The downstream went away first (our reset of the
+				// upstream caused this error): the manager logs DC.
+				f.finish(false)
+				return
+			}
+			timedOut := errors.Is(f.ctx.Err(), context.DeadlineExceeded)
 			f.finish(false)
 			if timedOut {
+				if tr, ok := f.r.upstreams.(TimeoutRecorder); ok {
+					tr.RecordTimeout(f.entry.cluster, f.cb.StreamInfo().UpstreamHost)
+				}
 				f.cb.ResetStream(filter.UpstreamRequestTimeout, "upstream_response_timeout")
 			} else {
 				flag := filter.UpstreamRemoteReset

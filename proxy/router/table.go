@@ -3,9 +3,11 @@ package router
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -121,7 +123,8 @@ func parsePerFilter(path string, m map[string]*yaml.Node) (map[string]any, error
 	}
 	out := make(map[string]any, len(m))
 	var errs []error
-	for name, node := range m {
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		node := m[name]
 		f, ok := filter.Lookup(name)
 		if !ok {
 			errs = append(errs, fmt.Errorf("%s.%s: unknown filter %q", path, name, name))
@@ -224,6 +227,7 @@ type Entry struct {
 	hostRewrite   string
 	timeout       time.Duration
 	hashPolicies  []hashPolicy
+	retry         *retryPolicy
 	redirect      *config.Redirect
 	direct        *config.DirectResponse
 
@@ -419,6 +423,7 @@ func compileRoute(p string, r *config.Route, vh *VirtualHost, global, vhMut *mut
 			e.timeout = a.Timeout.D()
 		}
 		e.hashPolicies = compileHashPolicies(a.HashPolicy)
+		e.retry = compileRetryPolicy(a.RetryPolicy)
 		if wc := a.WeightedClusters; wc != nil {
 			ws := &weightedSet{}
 			for _, c := range wc.Clusters {

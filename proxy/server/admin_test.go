@@ -56,6 +56,7 @@ func TestAdmin(t *testing.T) {
 		{"GET", "/stats", 200, "http.ingress.downstream_rq_total: 1"},
 		{"GET", "/stats", 200, "http.ingress.downstream_rq_2xx: 1"},
 		{"GET", "/stats", 200, "listener.main.downstream_cx_total: 1"},
+		{"GET", "/stats", 200, "http.ingress.downstream_cx_total: 1"},
 		{"GET", "/stats?filter=cluster.backend", 200, "cluster.backend."},
 		{"GET", "/stats/prometheus", 200, `remora_http_downstream_rq_total{stat_prefix="ingress"} 1`},
 		{"GET", "/clusters", 200, "backend"},

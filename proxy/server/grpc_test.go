@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/remora-mesh/remora/proxy/filter"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -152,6 +153,27 @@ func TestGRPCThroughProxy(t *testing.T) {
 		_, err = stream.Recv()
 		if st := status.Convert(err); st.Code() != codes.ResourceExhausted || st.Message() != "slow down" {
 			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("client cancel is logged once with DC", func(t *testing.T) {
+		drainLogs()
+		cctx, ccancel := context.WithCancel(ctx)
+		stream, err := client.FullDuplexCall(cctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 1}}})
+		if _, err := stream.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		ccancel()
+		if info := lastLog(t); !info.ResponseFlags.Has(filter.DownstreamConnectionTermination) {
+			t.Fatalf("flags %s, want DC", info.ResponseFlags)
+		}
+		select {
+		case <-sink.ch:
+			t.Fatal("stream logged twice")
+		case <-time.After(50 * time.Millisecond):
 		}
 	})
 	t.Run("no route is a grpc status", func(t *testing.T) {

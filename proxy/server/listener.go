@@ -165,6 +165,16 @@ func newChainServer(m *hcm.Manager, tlsCfg *tls.Config, log *zap.Logger) (*http.
 			}
 			return hcm.WithConnInfo(ctx, ci)
 		},
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				m.ConnOpened()
+			case http.StateClosed, http.StateHijacked:
+				// A hijacked connection (h2c upgrade, WebSocket) is
+				// counted as closed here: net/http no longer tracks it.
+				m.ConnClosed()
+			}
+		},
 	}
 	// HTTP/2 is net/http's own (TLS by ALPN, and unencrypted with prior
 	// knowledge), so http.Server tracks every connection for Shutdown.
@@ -183,6 +193,15 @@ func newChainServer(m *hcm.Manager, tlsCfg *tls.Config, log *zap.Logger) (*http.
 				}
 			}
 			tlsCfg.NextProtos = alpn
+		}
+	case "HTTP2":
+		// HTTP/2 only: h2 by ALPN on TLS, prior knowledge in plaintext.
+		protos.SetHTTP1(false)
+		protos.SetHTTP2(true)
+		protos.SetUnencryptedHTTP2(true)
+		srv.HTTP2 = &http.HTTP2Config{MaxReadFrameSize: 1 << 20}
+		if tlsCfg != nil {
+			tlsCfg.NextProtos = []string{"h2"}
 		}
 	default:
 		protos.SetHTTP2(true)

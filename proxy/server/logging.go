@@ -2,6 +2,8 @@ package server
 
 import (
 	"fmt"
+
+	"github.com/remora-mesh/remora/proxy/config"
 	"log"
 	"os"
 	"sort"
@@ -12,7 +14,7 @@ import (
 )
 
 // Components whose log level /logging can change.
-var Components = []string{"admin", "filter", "hcm", "listener", "main", "router", "upstream", "accesslog"}
+var Components = config.LogComponents
 
 // Logs hands out a *zap.Logger per component, each with its own level.
 // It is safe for concurrent use.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,5 +126,58 @@ clusters:
 	}
 	if info := lastLog(t); info.ResponseFlags != filter.UpstreamConnectionFailure {
 		t.Fatalf("flags %s, want UF", info.ResponseFlags)
+	}
+}
+
+// TestRouteTimeoutDuringBody: a response that stalls after its headers is
+// cut at the route timeout: the downstream is reset and the stream logged
+// once with UT.
+func TestRouteTimeoutDuringBody(t *testing.T) {
+	// (admin on: the cluster's stats are checked at the end)
+	stall := make(chan struct{})
+	defer close(stall)
+	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(200)
+		io.WriteString(w, "some")
+		w.(http.Flusher).Flush()
+		select {
+		case <-stall:
+		case <-r.Context().Done():
+		}
+	})}
+	ln := listenLoopback(t)
+	go up.Serve(ln)
+	defer up.Close()
+	s := startProxy(t, fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+listeners:
+- name: main
+  address: 127.0.0.1:0
+  filter_chains:
+  - http_connection_manager:
+      access_log: [{type: test}]
+      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: up, timeout: 150ms}}]}]}
+clusters:
+- name: up
+  endpoints: [{address: %s}]
+`, ln.Addr()))
+	drainLogs()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	resp, err := tr.RoundTrip(mustReq("http://" + s.ListenerAddr("main").String() + "/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || string(b) != "some" {
+		t.Fatalf("body %q err %v, want the first bytes then a reset", b, err)
+	}
+	if info := lastLog(t); info.ResponseFlags != filter.UpstreamRequestTimeout {
+		t.Fatalf("flags %s, want UT", info.ResponseFlags)
+	}
+	if _, body := get(t, "GET", "http://"+s.AdminAddr().String()+"/stats?filter=upstream_rq_timeout"); !strings.Contains(body, "cluster.up.upstream_rq_timeout: 1") {
+		t.Fatalf("timeout not reported to the cluster: %q", body)
 	}
 }

@@ -59,9 +59,37 @@ func (a clusterAdapter) NewStream(ctx context.Context, cluster string, h *filter
 	return c.NewStream(ctx, h, end, opts)
 }
 
+// TryAcquireRetry implements router.RetryBudget with the cluster's
+// max_retries circuit breaker.
+func (a clusterAdapter) TryAcquireRetry(cluster string) bool {
+	if c := a.m.Cluster(cluster); c != nil {
+		return c.TryAcquireRetry()
+	}
+	return false
+}
+
+// ReleaseRetry implements router.RetryBudget.
+func (a clusterAdapter) ReleaseRetry(cluster string) {
+	if c := a.m.Cluster(cluster); c != nil {
+		c.ReleaseRetry()
+	}
+}
+
+// RecordTimeout implements router.TimeoutRecorder.
+func (a clusterAdapter) RecordTimeout(cluster, host string) {
+	if c := a.m.Cluster(cluster); c != nil {
+		c.RecordTimeout(host)
+	}
+}
+
+var (
+	_ router.RetryBudget     = clusterAdapter{}
+	_ router.TimeoutRecorder = clusterAdapter{}
+)
+
 // New builds every component of cfg (which must have passed Parse)
 // without opening a socket.
-func New(cfg *config.Bootstrap, opts Options) (_ *Server, err error) {
+func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 	logs := opts.Logs
 	if logs == nil {
 		logs, _ = NewLogs(nil, "error", nil)
@@ -71,11 +99,11 @@ func New(cfg *config.Bootstrap, opts Options) (_ *Server, err error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Server{cfg: cfg, logs: logs, log: logs.Logger("main").Named("main"), reg: reg, quit: opts.Quit}
+	s = &Server{cfg: cfg, logs: logs, log: logs.Logger("main").Named("main"), reg: reg, quit: opts.Quit}
+	built := s // the named result is nil by the time a failing return's defer runs
 	defer func() {
-		// A failure part-way releases what was built so far.
 		if err != nil {
-			s.Close()
+			built.Close()
 		}
 	}()
 	um, err := upstream.NewManager(cfg.Clusters, upstream.Options{Logger: logs.Logger("upstream"), Registry: reg, DialContext: opts.UpstreamDial})
@@ -108,7 +136,8 @@ func New(cfg *config.Bootstrap, opts Options) (_ *Server, err error) {
 		AddCloser: func(f func() error) { s.closers = append(s.closers, f) }}
 	for i := range cfg.Listeners {
 		lc := cfg.Listeners[i]
-		l := &listener{cfg: lc, inspector: len(lc.ListenerFilters) > 0, log: logs.Logger("listener").Named("listener"), metrics: lm}
+		l := &listener{cfg: lc, inspector: len(lc.ListenerFilters) > 0 || needsInspector(lc.FilterChains),
+			log: logs.Logger("listener").Named("listener"), metrics: lm}
 		if lc.MaxConnections > 0 {
 			l.sem = make(chan struct{}, lc.MaxConnections)
 		}
@@ -155,6 +184,19 @@ func New(cfg *config.Bootstrap, opts Options) (_ *Server, err error) {
 		s.admin = newAdmin(s)
 	}
 	return s, nil
+}
+
+// needsInspector reports whether a chain matches on what only the
+// ClientHello tells (SNI, ALPN, TLS or not): tls_inspector is then added
+// to the listener even when not configured, as Envoy does.
+func needsInspector(chains []config.FilterChain) bool {
+	for i := range chains {
+		m := &chains[i].Match
+		if len(m.ServerNames) > 0 || len(m.ApplicationProtocols) > 0 || m.TransportProtocol != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // discardLogs silences every component.

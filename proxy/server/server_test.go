@@ -253,7 +253,68 @@ func TestProxyHTTP1AndH2C(t *testing.T) {
 			if info.ResponseCode != tt.wantCode || info.ResponseFlags.String() != tt.wantFlags {
 				t.Errorf("access log: code %d flags %s, want %d %s", info.ResponseCode, info.ResponseFlags, tt.wantCode, tt.wantFlags)
 			}
+			if tt.wantProto != "" {
+				if info.ResponseCodeDetails != "via_upstream" || info.UpstreamCluster != "backend" || info.UpstreamHost == "" {
+					t.Errorf("access log: details %q cluster %q host %q", info.ResponseCodeDetails, info.UpstreamCluster, info.UpstreamHost)
+				}
+				// (The last request byte and the first response byte are
+				// stamped by different goroutines: their order is not fixed.)
+				if info.FirstUpstreamTxByteSent <= 0 || info.LastUpstreamTxByteSent < info.FirstUpstreamTxByteSent ||
+					info.FirstUpstreamRxByteReceived < info.FirstUpstreamTxByteSent || info.LastUpstreamRxByteReceived < info.FirstUpstreamRxByteReceived ||
+					info.LastDownstreamTxByteSent < info.LastUpstreamRxByteReceived {
+					t.Errorf("timings out of order: %+v", info)
+				}
+			}
 		})
+	}
+}
+
+func TestForwardedForAppends(t *testing.T) {
+	be := backend(t)
+	s := startProxy(t, fmt.Sprintf(testConfig, be.Listener.Addr(), deadAddr(t)))
+	req, _ := http.NewRequest("GET", "http://"+s.ListenerAddr("main").String()+"/xff", nil)
+	req.Header.Set("X-Forwarded-For", "10.0.0.1")
+	req.Header.Set("X-Request-Id", "keep-me")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("X-Got-Xff"); got != "10.0.0.1, 127.0.0.1" {
+		t.Fatalf("x-forwarded-for = %q", got)
+	}
+	if got := resp.Header.Get("X-Got-Request-Id"); got != "keep-me" {
+		t.Fatalf("x-request-id = %q, want the client's", got)
+	}
+}
+
+func TestCodecTypeHTTP2Only(t *testing.T) {
+	s := startProxy(t, `
+admin: {address: "-"}
+listeners:
+- name: main
+  address: 127.0.0.1:0
+  filter_chains:
+  - http_connection_manager:
+      codec_type: HTTP2
+      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, direct_response: {status: 200, body: h2}}]}]}
+`)
+	url := "http://" + s.ListenerAddr("main").String() + "/"
+	tr := h2cTransport()
+	defer tr.CloseIdleConnections()
+	resp, err := tr.RoundTrip(mustReq(url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != 200 {
+		t.Fatalf("h2c: %s %d", resp.Proto, resp.StatusCode)
+	}
+	h1 := &http.Transport{}
+	defer h1.CloseIdleConnections()
+	if resp, err := h1.RoundTrip(mustReq(url)); err == nil {
+		resp.Body.Close()
+		t.Fatalf("HTTP/1.1 served on an HTTP2-only chain: %d", resp.StatusCode)
 	}
 }
 
@@ -338,17 +399,43 @@ func TestContentLengthWithTransferEncoding(t *testing.T) {
 func TestHeaderTooLarge(t *testing.T) {
 	be := backend(t)
 	s := startProxy(t, fmt.Sprintf(testConfig, be.Listener.Addr(), deadAddr(t)))
-	req, _ := http.NewRequest("GET", "http://"+s.ListenerAddr("main").String()+"/", nil)
-	req.Header.Set("X-Big", strings.Repeat("a", 70<<10))
-	tr := &http.Transport{}
-	defer tr.CloseIdleConnections()
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name string
+		size int
+		h2   bool
+		want int
+	}{
+		{"59 KiB", 59 << 10, false, 200},
+		{"62 KiB (inside net/http's slack)", 62 << 10, false, 431},
+		{"70 KiB", 70 << 10, false, 431},
+		{"h2c 62 KiB", 62 << 10, true, 431},
 	}
-	resp.Body.Close()
-	if resp.StatusCode != 431 {
-		t.Fatalf("status %d, want 431", resp.StatusCode)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", "http://"+s.ListenerAddr("main").String()+"/", nil)
+			// Many 2 KiB headers: HTTP/2 bounds single strings on its own.
+			for i := 0; i*2048 < tt.size; i++ {
+				req.Header.Set(fmt.Sprintf("X-Big-%d", i), strings.Repeat("a", min(2048, tt.size-i*2048)))
+			}
+			var tr *http.Transport
+			if tt.h2 {
+				tr = h2cTransport()
+			} else {
+				tr = &http.Transport{}
+			}
+			defer tr.CloseIdleConnections()
+			resp, err := tr.RoundTrip(req)
+			if err != nil && tt.h2 && strings.Contains(err.Error(), "larger than peer's advertised limit") {
+				return // the client already knew the proxy's SETTINGS_MAX_HEADER_LIST_SIZE
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
+			}
+		})
 	}
 }
 

@@ -53,7 +53,7 @@ admin: {address: "-"}
 listeners:
 - name: main
   address: 127.0.0.1:0
-  listener_filters: [{name: tls_inspector}]
+  # no listener_filters: tls_inspector is added because chains match on SNI
   filter_chains:
   - filter_chain_match: {server_names: [a.example.com]}
     tls: {cert_file: %[1]s, key_file: %[2]s}
