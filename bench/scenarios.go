@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -62,6 +63,7 @@ type running struct {
 	helpers []*proc
 	metrics string // the mixer server's /metrics URL (remora-full)
 	stats   string // the sidecar's Prometheus stats URL (remora-full)
+	log     string // the sidecar's access-log file (remora-full), "" without one
 }
 
 var proxies = []proxyDef{
@@ -310,6 +312,12 @@ func (e *env) measureProxy(ctx context.Context, pd proxyDef, r int) error {
 				r, n, m.total))
 		}
 	}
+	if rp != nil && rp.log != "" {
+		if b, err := os.ReadFile(rp.log); err == nil {
+			e.note(pd.name, fmt.Sprintf("run %d: the access log had %d lines at the end of the run", r, bytes.Count(b, []byte("\n"))))
+		}
+		os.Remove(rp.log) // each run starts a new file
+	}
 	if rp != nil && rp.stats != "" {
 		hits, err1 := scrapeCounter(rp.stats, "remora_mixer_client_check_cache_hits_total")
 		misses, err2 := scrapeCounter(rp.stats, "remora_mixer_client_check_cache_misses_total")
@@ -444,6 +452,7 @@ func startRemoraFull(ctx context.Context, e *env, listen string) (*running, erro
 	r.helpers = append(r.helpers, mixer.proc)
 	r.metrics = "http://" + mixer.mon + "/metrics"
 	r.stats = "http://" + admin + "/stats/prometheus"
+	r.log = d.AccessLog
 	return r, nil
 }
 
