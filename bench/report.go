@@ -91,7 +91,7 @@ func (e *env) markdown() string {
 	e.targets(&b)
 
 	if len(res.notes) > 0 {
-		p("## Caveats\n\n")
+		p("## Checks and caveats\n\n")
 		for _, n := range res.notes {
 			p("- **%s** %s\n", n[0], oneLine(n[1]))
 		}

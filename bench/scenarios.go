@@ -72,7 +72,7 @@ var proxies = []proxyDef{
 	{name: "haproxy", desc: "HAProxy, mode http, http-reuse always", needs: []string{"haproxy"}, start: startHAProxy},
 	{name: "caddy", desc: "Caddy reverse_proxy", needs: []string{"caddy"}, start: startCaddy},
 	{name: "remora-router", desc: "`remora proxy` quick mode: router only", start: startRemoraRouter},
-	{name: "remora-full", desc: "`remora proxy` with mixer check (cache hits) + report + file access log (when the build has the file sink, see Caveats), `remora mixer` beside it", start: startRemoraFull},
+	{name: "remora-full", desc: "`remora proxy` with mixer check (cache hits) + report + file access log (when the build has the file sink, see Checks and caveats), `remora mixer` beside it", start: startRemoraFull},
 }
 
 func (e *env) path(name string) string { return filepath.Join(e.dir, name) }
