@@ -17,13 +17,18 @@ STATICCHECK_VERSION        := v0.8.1
 FUZZTIME ?= 4s
 BENCHTIME ?= 1s
 
-.PHONY: all build test vet race fuzz-smoke fuzz lint proto proto-check bench bench-go clean tools
+.PHONY: all build demo test vet race fuzz-smoke fuzz lint proto bench bench-go clean
 
 all: build
 
 ## build: compile the remora binary into ./bin/remora
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/remora ./cmd/remora
+
+## demo: run mixer, sidecar and a sample upstream on loopback with sample traffic
+## (DEMO_ARGS=--keep leaves them running until Ctrl-C)
+demo: build
+	$(BIN)/remora demo $(DEMO_ARGS)
 
 ## test: vet, the race-enabled test suite, and a short smoke run of every fuzz target
 test: vet race fuzz-smoke
@@ -41,8 +46,8 @@ fuzz-smoke:
 	for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r -n1 dirname | sort -u); do \
 	  for fn in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | sed 's/^func //' | sort -u); do \
 	    echo "fuzz $$dir $$fn ($(FUZZTIME))"; \
-	    $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$dir >/dev/null || \
-	      { $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$dir; exit 1; }; \
+	    out=$$($(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$dir 2>&1) || \
+	      { echo "$$out"; exit 1; }; \
 	  done; \
 	done
 

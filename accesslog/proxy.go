@@ -33,11 +33,17 @@ func (p proxySink) Type() string { return p.typ }
 // starts the sink. The proxy closes it (delivering what it holds, within
 // closeTimeout) when the configuration goes, and reopens file sinks on
 // SIGUSR1 and POST /reopen_logs.
-func (p proxySink) NewHandler(node *yaml.Node, env filter.Env) (filter.AccessLogHandler, error) {
+func (p proxySink) NewHandler(e filter.AccessLogEntry, env filter.Env) (filter.AccessLogHandler, error) {
 	scalar := func(v string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v} }
 	entry := &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{scalar("type"), scalar(p.typ)}}
-	if node != nil {
-		entry.Content = append(entry.Content, scalar("config"), node)
+	if e.Name != "" {
+		entry.Content = append(entry.Content, scalar("name"), scalar(e.Name))
+	}
+	if e.Filter != nil {
+		entry.Content = append(entry.Content, scalar("filter"), e.Filter)
+	}
+	if e.Config != nil {
+		entry.Content = append(entry.Content, scalar("config"), e.Config)
 	}
 	var cfg Config
 	if err := entry.Decode(&cfg); err != nil {

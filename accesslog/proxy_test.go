@@ -91,3 +91,64 @@ func readLines(t *testing.T, path string) []string {
 	}
 	return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
 }
+
+// TestProxyReopenLogs: logrotate renames the file, POST /reopen_logs
+// reopens it, and every line is in exactly one of the two files.
+func TestProxyReopenLogs(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer be.Close()
+	path := filepath.Join(t.TempDir(), "access.log")
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+admin: {address: "127.0.0.1:0"}
+listeners:
+- name: main
+  address: 127.0.0.1:0
+  filter_chains:
+  - http_connection_manager:
+      access_log: [{name: main-log, type: file, config: {path: %s, format: "%%REQ(:PATH)%%\n"}}]
+      route_config: {virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: backend}}]}]}
+clusters:
+- {name: backend, endpoints: [{address: %s}]}
+`, path, be.Listener.Addr())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.New(cfg, server.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	base := "http://" + s.ListenerAddr("main").String()
+	get := func(p string) {
+		resp, err := http.Get(base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	for i := range 3 {
+		get(fmt.Sprintf("/before/%d", i))
+	}
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post("http://"+s.AdminAddr().String()+"/reopen_logs", "", nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("POST /reopen_logs: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	for i := range 2 {
+		get(fmt.Sprintf("/after/%d", i))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	old, cur := readLines(t, path+".1"), readLines(t, path)
+	if strings.Join(old, ",") != "/before/0,/before/1,/before/2" || strings.Join(cur, ",") != "/after/0,/after/1" {
+		t.Fatalf("rotated file %v, new file %v", old, cur)
+	}
+}

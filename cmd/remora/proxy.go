@@ -20,13 +20,16 @@ func init() {
 	register(&command{name: "proxy", summary: "run the sidecar proxy", run: runProxy})
 }
 
-const proxyUsage = `--config FILE | --listen ADDR --upstream ADDR [--admin ADDR] [--print-config]
+const proxyUsage = `--config FILE | --listen ADDR --upstream ADDR [--mixer ADDR [--fail-close]] [--ext-authz ADDR] [--access-log PATH] [--admin ADDR] [--print-config]
 
 Runs the sidecar. With --config the YAML bootstrap file is used (see
 docs/configuration.md). Quick mode (--listen and --upstream) builds the
 equivalent of one listener speaking HTTP/1.1 and h2c, one catch-all route
-and one cluster with protocol use_downstream. --print-config prints the
-effective configuration and exits.`
+and one cluster with protocol use_downstream; --mixer adds the mixer filter
+(check and report, fail-open unless --fail-close), --ext-authz the ext_authz
+filter, --access-log a file access log in Envoy's default format.
+--print-config prints the effective configuration and exits. SIGUSR1
+reopens access-log files; SIGTERM drains and exits.`
 
 func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("proxy", proxyUsage, stderr)
@@ -35,13 +38,19 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	upstreamAddr := fs.String("upstream", "", "quick mode: upstream `address` (ip:port or host:port)")
 	adminAddr := fs.String("admin", "", "admin server `address` (default 127.0.0.1:15000; \"-\" disables)")
 	printConfig := fs.Bool("print-config", false, "print the effective configuration as YAML and exit")
+	var q config.QuickOptions
+	fs.StringVar(&q.Mixer, "mixer", "", "quick mode: Mixer server `address` for the mixer filter (check and report)")
+	fs.BoolVar(&q.FailClose, "fail-close", false, "quick mode: deny requests (503) while the Mixer server is unreachable")
+	fs.StringVar(&q.ExtAuthz, "ext-authz", "", "quick mode: ext_authz server `address`")
+	fs.StringVar(&q.AccessLog, "access-log", "", "quick mode: access-log file `path` (Envoy's default format; /dev/stdout works)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
-	cfg, err := proxyConfig(*configPath, *listen, *upstreamAddr, *adminAddr)
+	q.Listen, q.Upstream, q.Admin = *listen, *upstreamAddr, *adminAddr
+	cfg, err := proxyConfig(*configPath, q)
 	if err != nil {
 		return err
 	}
@@ -69,7 +78,22 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log.Info("remora proxy started", zap.String("node", cfg.Node.ID), zap.Stringer("admin", srv.AdminAddr()))
-	<-ctx.Done()
+	reopen := make(chan os.Signal, 1)
+	signal.Notify(reopen, syscall.SIGUSR1)
+	defer signal.Stop(reopen)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-reopen:
+			if err := srv.ReopenLogs(); err != nil {
+				log.Warn("reopening access logs", zap.Error(err))
+			} else {
+				log.Info("access logs reopened")
+			}
+		}
+	}
 	log.Info("draining", zap.Duration("timeout", cfg.DrainTimeout.D()))
 	dctx, dcancel := context.WithTimeout(context.Background(), cfg.DrainTimeout.D())
 	defer dcancel()
@@ -84,8 +108,12 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // proxyConfig loads the configuration file or builds the quick-mode one.
-func proxyConfig(path, listen, upstreamAddr, adminAddr string) (*config.Bootstrap, error) {
+func proxyConfig(path string, q config.QuickOptions) (*config.Bootstrap, error) {
+	listen, upstreamAddr, adminAddr := q.Listen, q.Upstream, q.Admin
 	quick := listen != "" || upstreamAddr != ""
+	if !quick && (q.Mixer != "" || q.FailClose || q.ExtAuthz != "" || q.AccessLog != "") {
+		return nil, usagef("--mixer, --fail-close, --ext-authz and --access-log belong to quick mode (--listen/--upstream)")
+	}
 	switch {
 	case path != "" && quick:
 		return nil, usagef("--config cannot be combined with --listen/--upstream")
@@ -107,7 +135,7 @@ func proxyConfig(path, listen, upstreamAddr, adminAddr string) (*config.Bootstra
 		}
 		return cfg, nil
 	}
-	b, err := config.Marshal(config.Quick(listen, upstreamAddr, adminAddr))
+	b, err := config.Marshal(config.Quick(q))
 	if err != nil {
 		return nil, err
 	}

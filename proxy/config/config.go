@@ -136,9 +136,16 @@ type HTTPFilter struct {
 	Config *yaml.Node `yaml:"config,omitempty"`
 }
 
-// AccessLog is one access-log sink, built by the factory registered for Type.
+// AccessLog is one access-log sink, built by the factory registered for
+// Type (file and grpc: see docs/access-log.md).
 type AccessLog struct {
-	Type   string     `yaml:"type"`
+	// Name labels the sink's metrics and log lines; the sink derives one
+	// from its config when empty.
+	Name string `yaml:"name,omitempty"`
+	Type string `yaml:"type"`
+	// Filter selects the streams that are logged (Envoy's access-log
+	// filters); nil logs every stream.
+	Filter *yaml.Node `yaml:"filter,omitempty"`
 	Config *yaml.Node `yaml:"config,omitempty"`
 }
 

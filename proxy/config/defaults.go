@@ -1,12 +1,14 @@
 package config
 
 import (
+	"fmt"
 	"net"
 
 	"github.com/remora-mesh/remora/proxy/upstream"
 	"time"
 
 	"github.com/remora-mesh/remora/internal/config"
+	"gopkg.in/yaml.v3"
 )
 
 // Defaults, in one place. docs/configuration.md lists the same values.
@@ -126,24 +128,61 @@ func (rc *RouteConfiguration) applyDefaults() {
 	}
 }
 
+// QuickOptions are the flags of quick mode.
+type QuickOptions struct {
+	Listen, Upstream string
+	// Admin "" keeps the default admin address.
+	Admin string
+	// Mixer, when set, adds the mixer filter (check and report) against
+	// that server, failing open unless FailClose.
+	Mixer     string
+	FailClose bool
+	// ExtAuthz, when set, adds the ext_authz filter against that server.
+	ExtAuthz string
+	// AccessLog, when set, adds a file access log in Envoy's default format.
+	AccessLog string
+}
+
 // Quick returns the configuration of `remora proxy --listen --upstream`:
 // one listener (HTTP/1.1 and h2c), one catch-all route to one cluster
-// speaking the downstream's protocol. adminAddr "" keeps the default.
-// Defaults are not applied: Parse(Marshal(Quick(...))) does that.
-func Quick(listen, upstreamAddr, adminAddr string) *Bootstrap {
+// speaking the downstream's protocol, and the filters and access log the
+// options ask for. Defaults are not applied: Parse(Marshal(Quick(...)))
+// does that.
+func Quick(q QuickOptions) *Bootstrap {
 	typ := "STATIC"
-	if host, _, err := net.SplitHostPort(upstreamAddr); err == nil && net.ParseIP(host) == nil {
+	if host, _, err := net.SplitHostPort(q.Upstream); err == nil && net.ParseIP(host) == nil {
 		typ = "STRICT_DNS"
+	}
+	var filters []HTTPFilter
+	if q.Mixer != "" {
+		policy := "open"
+		if q.FailClose {
+			policy = "close"
+		}
+		filters = append(filters, HTTPFilter{Name: "mixer", Config: yamlNode(map[string]any{
+			"server": map[string]any{"address": q.Mixer, "check": map[string]any{"fail_policy": policy}},
+		})})
+	}
+	if q.ExtAuthz != "" {
+		filters = append(filters, HTTPFilter{Name: "ext_authz", Config: yamlNode(map[string]any{
+			"grpc_service": map[string]any{"address": q.ExtAuthz},
+		})})
+	}
+	var logs []AccessLog
+	if q.AccessLog != "" {
+		logs = append(logs, AccessLog{Type: "file", Config: yamlNode(map[string]any{"path": q.AccessLog})})
 	}
 	return &Bootstrap{
 		Node:  Node{ID: "remora", Cluster: "remora"},
-		Admin: Admin{Address: adminAddr},
+		Admin: Admin{Address: q.Admin},
 		Listeners: []Listener{{
 			Name:    "quick",
-			Address: listen,
+			Address: q.Listen,
 			FilterChains: []FilterChain{{
 				HTTPConnectionManager: &HCM{
-					StatPrefix: "quick",
+					StatPrefix:  "quick",
+					HTTPFilters: filters,
+					AccessLog:   logs,
 					RouteConfig: &RouteConfiguration{
 						Name: "quick",
 						VirtualHosts: []VirtualHost{{
@@ -159,9 +198,18 @@ func Quick(listen, upstreamAddr, adminAddr string) *Bootstrap {
 			Name:      "upstream",
 			Type:      typ,
 			Protocol:  upstream.ProtocolUseDownstream,
-			Endpoints: []upstream.EndpointConfig{{Address: upstreamAddr}},
+			Endpoints: []upstream.EndpointConfig{{Address: q.Upstream}},
 		}},
 	}
+}
+
+// yamlNode renders v (maps, strings, numbers) as a YAML node.
+func yamlNode(v any) *yaml.Node {
+	var n yaml.Node
+	if err := n.Encode(v); err != nil {
+		panic(fmt.Sprintf("config: encoding a built-in value: %v", err)) // only literal maps reach here
+	}
+	return &n
 }
 
 // Retry defaults (Envoy's).

@@ -14,12 +14,20 @@ import (
 type AccessLogFactory interface {
 	// Type is the name used in configuration.
 	Type() string
-	// NewHandler decodes and validates the entry's config (node may be nil)
-	// and returns the handler. It runs once per connection manager at
+	// NewHandler decodes and validates the entry (its config node may be
+	// nil) and returns the handler. It runs once per connection manager at
 	// config load; the handler is then shared by every stream of that
 	// manager and must be safe for concurrent use. Background work (a
 	// flusher, an open file) is released through env.AddCloser.
-	NewHandler(node *yaml.Node, env Env) (AccessLogHandler, error)
+	NewHandler(entry AccessLogEntry, env Env) (AccessLogHandler, error)
+}
+
+// AccessLogEntry is one access_log entry of a connection manager, as its
+// factory receives it.
+type AccessLogEntry struct {
+	Name   string
+	Filter *yaml.Node // nil: log every stream
+	Config *yaml.Node // nil: no config
 }
 
 var (

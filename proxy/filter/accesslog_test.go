@@ -2,14 +2,12 @@ package filter
 
 import (
 	"testing"
-
-	"gopkg.in/yaml.v3"
 )
 
 type countingLogFactory struct{ typ string }
 
 func (f countingLogFactory) Type() string { return f.typ }
-func (f countingLogFactory) NewHandler(*yaml.Node, Env) (AccessLogHandler, error) {
+func (f countingLogFactory) NewHandler(AccessLogEntry, Env) (AccessLogHandler, error) {
 	return AccessLogFunc(func(*StreamInfo) {}), nil
 }
 

@@ -126,7 +126,7 @@ func New(cfg *config.HCM, opts Options) (*Manager, error) {
 			errs = append(errs, fmt.Errorf("access_log[%d].type: unknown access log type %q", i, al.Type))
 			continue
 		}
-		h, err := f.NewHandler(al.Config, opts.Env)
+		h, err := f.NewHandler(filter.AccessLogEntry{Name: al.Name, Filter: al.Filter, Config: al.Config}, opts.Env)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("access_log[%d].config: %w", i, err))
 			continue

@@ -42,6 +42,13 @@ func newAdmin(s *Server) *admin {
 		s.DrainListeners()
 		io.WriteString(w, "OK\n")
 	}))
+	mux.HandleFunc("/reopen_logs", a.post(func(w http.ResponseWriter, r *http.Request) {
+		if err := s.ReopenLogs(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, "OK\n")
+	}))
 	mux.HandleFunc("/quitquitquit", a.post(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "OK\n")
 		if s.quit != nil {
@@ -104,6 +111,7 @@ func (a *admin) help(w http.ResponseWriter, r *http.Request) {
   /config_dump      the effective configuration (YAML)
   /logging          GET levels; POST ?level=L or ?<component>=L
   /drain_listeners  POST: stop accepting connections
+  /reopen_logs      POST: reopen access-log files (after logrotate)
   /quitquitquit     POST: drain and exit
 `)
 }

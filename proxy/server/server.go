@@ -42,6 +42,7 @@ type Server struct {
 	listeners []*listener
 	admin     *admin
 	closers   []func() error
+	reopeners []func() error // access-log files, for SIGUSR1 and POST /reopen_logs
 	started   time.Time
 	draining  atomic.Bool
 	quit      func()
@@ -133,7 +134,8 @@ func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 		return nil, err
 	}
 	env := filter.Env{Logger: logs.Logger("filter"), Registry: reg, NodeID: cfg.Node.ID, Cluster: cfg.Node.Cluster,
-		AddCloser: func(f func() error) { s.closers = append(s.closers, f) }}
+		AddCloser:   func(f func() error) { s.closers = append(s.closers, f) },
+		AddReopener: func(f func() error) { s.reopeners = append(s.reopeners, f) }}
 	for i := range cfg.Listeners {
 		lc := cfg.Listeners[i]
 		l := &listener{cfg: lc, inspector: len(lc.ListenerFilters) > 0 || needsInspector(lc.FilterChains),
@@ -307,6 +309,17 @@ func (s *Server) activeStreams() int64 {
 		n += l.activeStreams()
 	}
 	return n
+}
+
+// ReopenLogs reopens every access-log file (after logrotate moved them).
+// It is what SIGUSR1 and the admin's POST /reopen_logs do. Every sink is
+// tried; the errors of those that failed are joined.
+func (s *Server) ReopenLogs() error {
+	var errs []error
+	for _, f := range s.reopeners {
+		errs = append(errs, f())
+	}
+	return errors.Join(errs...)
 }
 
 // Close releases everything: listeners, connections, the admin server,

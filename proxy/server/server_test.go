@@ -14,7 +14,6 @@ import (
 
 	"github.com/remora-mesh/remora/proxy/config"
 	"github.com/remora-mesh/remora/proxy/filter"
-	"gopkg.in/yaml.v3"
 )
 
 // logSink is an access-log type ("test") recording every stream end.
@@ -29,7 +28,7 @@ var sink = &logSink{ch: make(chan struct{}, 1000)}
 type sinkFactory struct{}
 
 func (sinkFactory) Type() string { return "test" }
-func (sinkFactory) NewHandler(*yaml.Node, filter.Env) (filter.AccessLogHandler, error) {
+func (sinkFactory) NewHandler(filter.AccessLogEntry, filter.Env) (filter.AccessLogHandler, error) {
 	return filter.AccessLogFunc(func(info *filter.StreamInfo) {
 		sink.mu.Lock()
 		c := *info
