@@ -35,28 +35,29 @@ func (e *env) charts() error {
 			"requests/s", names, []string{""}, []plotter.Values{rps}); err != nil {
 			return err
 		}
+		// Absolute percentiles, direct included: differences of noisy tails
+		// can be negative and hide the picture; the table has them.
+		shown := percentiles[:3]
 		var lnames []string
-		groups := make([]plotter.Values, len(percentiles))
-		legend := make([]string, len(percentiles))
-		for i, q := range percentiles {
+		groups := make([]plotter.Values, len(shown))
+		legend := make([]string, len(shown))
+		for i, q := range shown {
 			legend[i] = fmt.Sprintf("p%g", q)
 		}
-		direct := res.http["direct"]
 		for _, pd := range proxies {
 			runs, ok := res.http[pd.name]
-			if !ok || pd.name == "direct" || len(direct) == 0 {
+			if !ok {
 				continue
 			}
 			lnames = append(lnames, pd.name)
-			for i, q := range percentiles {
-				v := median(runs, func(r httpRun) float64 { return r.lat[q] }) - median(direct, func(r httpRun) float64 { return r.lat[q] })
-				groups[i] = append(groups[i], v*1000)
+			for i, q := range shown {
+				groups[i] = append(groups[i], max(0, median(runs, func(r httpRun) float64 { return r.lat[q] }))*1000)
 			}
 		}
 		if len(lnames) > 0 {
 			if err := barChart(filepath.Join(e.o.img, "latency.png"),
-				fmt.Sprintf("latency added over direct, fortio %d qps, %d connections", e.o.latQPS, e.o.latConns),
-				"added latency (ms)", lnames, legend, groups); err != nil {
+				fmt.Sprintf("latency at %d qps, %d connections (fortio, median of %d runs)", e.o.latQPS, e.o.latConns, e.o.runs),
+				"latency (ms)", lnames, legend, groups); err != nil {
 				return err
 			}
 		}

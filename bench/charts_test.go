@@ -22,7 +22,7 @@ func testEnv(t *testing.T) *env {
 	}
 	for i, n := range []string{"direct", "nginx", "haproxy", "caddy", "remora-router"} {
 		for r := 0; r < 2; r++ {
-			res.http[n] = append(res.http[n], httpRun{rps: float64(30000 - 5000*i + r*100), lat: lat(0.0002 * float64(i+1)),
+			res.http[n] = append(res.http[n], httpRun{run: r + 1, rps: float64(30000 - 5000*i + r*100), lat: lat(0.0002 * float64(i+1)),
 				cpu1k: 0.05, cpuRes: 0.05, cpuMax: 0.04, rss: 10 << 20, hwm: 12 << 20, latQPS: 1000})
 		}
 	}

@@ -134,3 +134,30 @@ func TestShellJoin(t *testing.T) {
 		t.Fatalf("got %s, want %s", got, want)
 	}
 }
+
+func TestAdded(t *testing.T) {
+	res := newResults()
+	lat := func(v float64) map[float64]float64 { return map[float64]float64{99: v} }
+	res.http["direct"] = []httpRun{{run: 1, lat: lat(1)}, {run: 2, lat: lat(100)}, {run: 3, lat: lat(2)}}
+	// run 2 is noisy for everyone; pairing by run keeps it out of the others.
+	res.http["p"] = []httpRun{{run: 1, lat: lat(1.5)}, {run: 2, lat: lat(90)}, {run: 3, lat: lat(2.25)}}
+	// q was not measured in run 1: only runs 2 and 3 pair.
+	res.http["q"] = []httpRun{{run: 2, lat: lat(101)}, {run: 3, lat: lat(5)}}
+	tests := []struct {
+		name string
+		want float64
+		ok   bool
+	}{
+		{"p", 0.25, true}, // differences 0.5, -10, 0.25
+		{"q", 2, true},    // differences 1, 3
+		{"none", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := res.added(tt.name, 99)
+			if got != tt.want || ok != tt.ok {
+				t.Fatalf("added = %v, %v; want %v, %v", got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}

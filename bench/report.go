@@ -168,13 +168,11 @@ func (e *env) httpTables(b *strings.Builder) {
 	}
 
 	p("\n### Latency at %d qps, %d connections (Istio's method)\n\n![latency](img/latency.png)\n\n", e.o.latQPS, e.o.latConns)
-	p("Milliseconds; *added* is over the direct connection.\n\n")
+	p("Milliseconds, medians over the runs. *Added* is the median over the runs of (the proxy's percentile\n")
+	p("minus the direct connection's percentile measured in the same run, moments before); a negative\n")
+	p("value means the direct connection's tail was worse in that run, i.e. noise larger than the proxy's cost.\n\n")
 	p("| path | p50 | p90 | p99 | p99.9 | added p50 | added p90 | added p99 | added p99.9 | achieved qps | errors |\n")
 	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	direct := map[float64]float64{}
-	for _, q := range percentiles {
-		direct[q] = median(res.http["direct"], func(r httpRun) float64 { return r.lat[q] })
-	}
 	for _, pd := range proxies {
 		runs, ok := res.http[pd.name]
 		if !ok {
@@ -185,10 +183,10 @@ func (e *env) httpTables(b *strings.Builder) {
 		for _, q := range percentiles {
 			v := median(runs, func(r httpRun) float64 { return r.lat[q] })
 			row += " | " + fms(v)
-			if pd.name == "direct" || direct[q] < 0 {
-				added += " | –"
+			if a, ok := res.added(pd.name, q); ok && pd.name != "direct" {
+				added += " | " + fmsSigned(a)
 			} else {
-				added += " | " + fmsSigned(v-direct[q])
+				added += " | –"
 			}
 		}
 		p("%s%s | %s | %d |\n", row, added, fnum(median(runs, func(r httpRun) float64 { return r.latQPS }), 0),
@@ -321,15 +319,14 @@ func (e *env) targets(b *strings.Builder) {
 		ratio := full / rps(t.peer)
 		row(target, fmt.Sprintf("%.2f×", ratio), verdict(ratio >= t.want))
 	}
-	d99 := median(res.http["direct"], func(r httpRun) float64 { return r.lat[99] })
 	for _, n := range []string{"remora-router", "remora-full"} {
 		target := "p99 added ≤ 0.25 ms at 1,000 rps (" + n + ")"
-		v := median(res.http[n], func(r httpRun) float64 { return r.lat[99] })
-		if v < 0 || d99 < 0 || e.o.latQPS != 1000 || e.o.latConns != 16 {
+		a, ok := res.added(n, 99)
+		if !ok || e.o.latQPS != 1000 || e.o.latConns != 16 {
 			row(target, nm, nm)
 			continue
 		}
-		row(target, fms(v-d99)+" ms", verdict(v-d99 <= 0.00025))
+		row(target, fmsSigned(a)+" ms", verdict(a <= 0.00025))
 	}
 	if runs, ok := res.http["remora-full"]; ok && e.o.resQPS == 2000 {
 		rss := median(runs, func(r httpRun) float64 { return float64(r.rss) })

@@ -13,6 +13,7 @@ import (
 
 // httpRun is one run of one proxy.
 type httpRun struct {
+	run       int // 1-based run number, to pair with the direct run
 	rps       float64
 	errors    int64
 	cpuMax    float64 // CPU s per 1,000 requests under wrk (maximum rate)
@@ -69,6 +70,35 @@ func median[T any](runs []T, f func(T) float64) float64 {
 		return v[len(v)/2]
 	}
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// added is the latency a proxy adds at percentile q: for each run, the
+// proxy's percentile minus the direct connection's percentile measured in
+// the same run (moments apart), and the median of those differences. ok is
+// false when no run has both.
+func (res *results) added(name string, q float64) (v float64, ok bool) {
+	direct := map[int]float64{}
+	for _, d := range res.http["direct"] {
+		if x, ok := d.lat[q]; ok {
+			direct[d.run] = x
+		}
+	}
+	var diffs []float64
+	for _, r := range res.http[name] {
+		x, ok1 := r.lat[q]
+		d, ok2 := direct[r.run]
+		if ok1 && ok2 {
+			diffs = append(diffs, x-d)
+		}
+	}
+	if len(diffs) == 0 {
+		return 0, false
+	}
+	slices.Sort(diffs)
+	if len(diffs)%2 == 1 {
+		return diffs[len(diffs)/2], true
+	}
+	return (diffs[len(diffs)/2-1] + diffs[len(diffs)/2]) / 2, true
 }
 
 func spread[T any](runs []T, f func(T) float64) (lo, hi float64) {

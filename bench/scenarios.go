@@ -246,7 +246,7 @@ func (e *env) measureProxy(ctx context.Context, pd proxyDef, r int) error {
 		target = listen
 	}
 	url := "http://" + target + "/1k"
-	var m httpRun
+	m := httpRun{run: r}
 	if rp != nil && rp.metrics != "" {
 		// The check filter must be deciding: a user the policy does not
 		// know is refused.
