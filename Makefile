@@ -17,7 +17,7 @@ STATICCHECK_VERSION        := v0.8.1
 FUZZTIME ?= 4s
 BENCHTIME ?= 1s
 
-.PHONY: all build demo test vet race fuzz-smoke fuzz lint proto bench clean
+.PHONY: all build demo test vet race fuzz-smoke fuzz lint proto bench bench-go clean
 
 all: build
 
@@ -62,8 +62,14 @@ lint: $(BIN)/staticcheck
 	$(GO) vet ./...
 	$(BIN)/staticcheck ./...
 
-## bench: in-process Go benchmarks of the hot paths
-bench:
+## bench: whole-process benchmarks (bench/, its own Go module) against nginx,
+## HAProxy, Caddy and OPA; writes docs/benchmarks.md and docs/img/*.png.
+## BENCHFLAGS=-quick for a smoke run; see docs/benchmarks.md
+bench: build
+	cd bench && $(GO) run . -remora $(BIN)/remora $(BENCHFLAGS)
+
+## bench-go: in-process Go benchmarks of the hot paths
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
 ## proto: regenerate all generated code and fail if the committed code differs

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// testEnv is an env with results of two runs, as a harness run leaves them.
+func testEnv(t *testing.T) *env {
+	t.Helper()
+	o, err := parseOptions([]string{"-runs", "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.img = t.TempDir()
+	res := newResults()
+	lat := func(base float64) map[float64]float64 {
+		return map[float64]float64{50: base, 90: base * 2, 99: base * 4, 99.9: base * 8}
+	}
+	for i, n := range []string{"direct", "nginx", "haproxy", "caddy", "remora-router"} {
+		for r := 0; r < 2; r++ {
+			res.http[n] = append(res.http[n], httpRun{run: r + 1, rps: float64(30000 - 5000*i + r*100), lat: lat(0.0002 * float64(i+1)),
+				cpu1k: 0.05, cpuRes: 0.05, cpuMax: 0.04, rss: 10 << 20, hwm: 12 << 20, latQPS: 1000})
+		}
+	}
+	res.unavailable["remora-full"] = "not available in this build: exited: exit status 2"
+	res.server["opa run --server: REST"] = []loadResult{{ops: 1000, perSecond: 100, cpu: 1, pct: lat(0.001)}}
+	res.server["remora mixer: ext_authz Check"] = []loadResult{{ops: 4000, perSecond: 400, cpu: 1, pct: lat(0.0003)}}
+	return &env{o: o, res: res, peers: &peers{version: map[string]string{"nginx": "nginx version: nginx/1.22.1"},
+		missing: map[string]string{}}, commands: map[string]string{"wrk nginx": "wrk -t 2"}, configs: map[string]string{}}
+}
+
+func TestCharts(t *testing.T) {
+	e := testEnv(t)
+	if err := e.charts(); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"throughput.png", "latency.png", "server.png"} {
+		f, err := os.Open(filepath.Join(e.o.img, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(f)
+		f.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if b := img.Bounds(); b.Dx() < 500 || b.Dy() < 300 {
+			t.Fatalf("%s: %v is too small", name, b)
+		}
+	}
+}
+
+func TestMarkdown(t *testing.T) {
+	e := testEnv(t)
+	md := e.markdown()
+	for _, want := range []string{
+		"| nginx | 25050 | 25000–25100 | 1.00× | 1.25× | 1.66× | 0 |", // medians and ratios
+		"| remora-full | not available in this build: exited: exit status 2 |",
+		"| server Check ≥ 3 × decisions/s per core of `opa run --server` REST (opa-envoy-plugin not measured), remora ext_authz | 4.00× | met |",
+		"| sidecar (check+report+log) throughput ≥ 0.8 × nginx | not measured | not measured |",
+		"wrk -t 2",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q", want)
+		}
+	}
+}
