@@ -1,13 +1,11 @@
 package tcpproxy_test
 
 import (
-	"context"
 	"fmt"
+	"github.com/remora-mesh/remora/internal/leakcheck"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -19,44 +17,6 @@ import (
 	"github.com/remora-mesh/remora/proxy/config"
 	proxyserver "github.com/remora-mesh/remora/proxy/server"
 )
-
-// TestMain fails the package when a goroutine of the proxy outlives the
-// tests.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := waitNoLeaks(5 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "goroutines left behind:\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-func waitNoLeaks(d time.Duration) string {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var out []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "remora/proxy/") && !strings.Contains(g, "tcpproxy_test.TestMain") && !strings.Contains(g, "tcpproxy_test.waitNoLeaks") {
-				out = append(out, g)
-			}
-		}
-		if len(out) == 0 {
-			return ""
-		}
-		select {
-		case <-ctx.Done():
-			return strings.Join(out, "\n\n")
-		case <-tick.C:
-		}
-	}
-}
 
 // backend is a loopback TCP server running handle on each connection.
 func backend(t testing.TB, handle func(c net.Conn)) string {
@@ -165,3 +125,7 @@ func counter(t testing.TB, reg *prometheus.Registry, name string) float64 {
 }
 
 func logPath(t testing.TB) string { return filepath.Join(t.TempDir(), "access.log") }
+
+// TestMain fails the package when a goroutine of the proxy outlives the
+// tests.
+func TestMain(m *testing.M) { leakcheck.Main(m, "remora/proxy/") }

@@ -4,15 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
+	"github.com/remora-mesh/remora/internal/leakcheck"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"os"
-	"runtime"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,42 +20,6 @@ import (
 
 	"github.com/remora-mesh/remora/proxy/filter"
 )
-
-// TestMain fails the run when a goroutine of this package outlives the
-// tests (pools, dials, DNS refreshers, HTTP/2 streams) or an HTTP/2 client
-// connection is left open.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := waitNoLeaks(2 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "leaked goroutines:\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-func waitNoLeaks(d time.Duration) string {
-	deadline := time.Now().Add(d)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			ours := strings.Contains(g, "remora/proxy/upstream.") || strings.Contains(g, "http2.(*ClientConn).readLoop")
-			if ours && !strings.Contains(g, "testing.(*M)") && !strings.Contains(g, "upstream.waitNoLeaks") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return ""
-		}
-		if time.Now().After(deadline) {
-			return strings.Join(leaked, "\n\n")
-		}
-		time.Sleep(10 * time.Millisecond) // polling for the condition, not synchronising
-	}
-}
 
 // waitFor polls cond until it holds or the test's 5s budget is spent.
 func waitFor(t testing.TB, what string, cond func() bool) {
@@ -201,4 +162,11 @@ type fakeResolverErr struct{}
 
 func (*fakeResolverErr) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
 	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+}
+
+// TestMain fails the run when a goroutine of this package outlives the
+// tests (pools, dials, DNS refreshers, HTTP/2 streams) or an HTTP/2 client
+// connection is left open.
+func TestMain(m *testing.M) {
+	leakcheck.Main(m, "remora/proxy/upstream.", "http2.(*ClientConn).readLoop")
 }
