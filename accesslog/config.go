@@ -3,7 +3,6 @@ package accesslog
 import (
 	"errors"
 	"fmt"
-	"reflect"
 	"strings"
 	"time"
 
@@ -103,14 +102,11 @@ type configYAML struct {
 	Config yaml.Node     `yaml:"config"`
 }
 
-// UnmarshalYAML implements yaml.Unmarshaler. Unknown fields are errors,
-// reported with their line.
+// UnmarshalYAML implements yaml.Unmarshaler. Unknown fields are errors
+// naming their path and line.
 func (c *Config) UnmarshalYAML(n *yaml.Node) error {
-	if err := checkKeys(n, reflect.TypeOf(configYAML{})); err != nil {
-		return err
-	}
 	var raw configYAML
-	if err := n.Decode(&raw); err != nil {
+	if err := config.DecodeStrict(n, &raw); err != nil {
 		return err
 	}
 	*c = Config{Name: raw.Name, Type: raw.Type, Filter: raw.Filter}
@@ -128,10 +124,7 @@ func (c *Config) UnmarshalYAML(n *yaml.Node) error {
 	if raw.Config.Kind == 0 {
 		return nil
 	}
-	if err := checkKeys(&raw.Config, reflect.TypeOf(target).Elem()); err != nil {
-		return err
-	}
-	return raw.Config.Decode(target)
+	return config.DecodeStrictAt(&raw.Config, target, "config")
 }
 
 // MarshalYAML implements yaml.Marshaler, writing the shape UnmarshalYAML
@@ -149,56 +142,6 @@ func (c Config) MarshalYAML() (any, error) {
 		out.Config = c.GRPC
 	}
 	return out, nil
-}
-
-var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
-
-// checkKeys reports mapping keys of n that t (a struct type, followed
-// through pointers, slices and maps) has no yaml field for.
-func checkKeys(n *yaml.Node, t reflect.Type) error {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	if reflect.PointerTo(t).Implements(unmarshalerType) || t == reflect.TypeOf(yaml.Node{}) {
-		return nil
-	}
-	switch t.Kind() {
-	case reflect.Slice:
-		if n.Kind == yaml.SequenceNode {
-			for _, c := range n.Content {
-				if err := checkKeys(c, t.Elem()); err != nil {
-					return err
-				}
-			}
-		}
-	case reflect.Struct:
-		if n.Kind != yaml.MappingNode {
-			return nil
-		}
-		fields := map[string]reflect.Type{}
-		for i := 0; i < t.NumField(); i++ {
-			f := t.Field(i)
-			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-			if name == "" || name == "-" {
-				continue
-			}
-			fields[name] = f.Type
-		}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k := n.Content[i]
-			ft, ok := fields[k.Value]
-			if !ok {
-				return fmt.Errorf("line %d: unknown field %q", k.Line, k.Value)
-			}
-			if err := checkKeys(n.Content[i+1], ft); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // ApplyDefaults fills the zero fields that have defaults.

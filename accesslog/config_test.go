@@ -73,10 +73,10 @@ func TestConfigUnknownFields(t *testing.T) {
 	for _, c := range []struct {
 		name, src, want string
 	}{
-		{"top level", "access_log:\n- type: file\n  confg: {}\n", `line 3: unknown field "confg"`},
-		{"file config", "access_log:\n- type: file\n  config:\n    pth: /x\n", `line 4: unknown field "pth"`},
-		{"grpc config", "access_log:\n- type: grpc\n  config: {address: a, log_nam: x}\n", `unknown field "log_nam"`},
-		{"nested filter", "access_log:\n- type: file\n  filter:\n    and_filter:\n      filters:\n      - status_code_filter: {comparision: {}}\n", `line 6: unknown field "comparision"`},
+		{"top level", "access_log:\n- type: file\n  confg: {}\n", "confg: line 3: unknown field"},
+		{"file config", "access_log:\n- type: file\n  config:\n    pth: /x\n", "config.pth: line 4: unknown field"},
+		{"grpc config", "access_log:\n- type: grpc\n  config: {address: a, log_nam: x}\n", "config.log_nam: line 3: unknown field"},
+		{"nested filter", "access_log:\n- type: file\n  filter:\n    and_filter:\n      filters:\n      - status_code_filter: {comparision: {}}\n", "filter.and_filter.filters[0].status_code_filter.comparision: line 6: unknown field"},
 		{"bad duration", "access_log:\n- type: file\n  config: {path: /x, flush_interval: 5}\n", "units are required"},
 		{"bad comparison value", "access_log:\n- type: file\n  filter: {status_code_filter: {comparison: {op: GE, value: -1}}}\n", "non-negative integer"},
 	} {

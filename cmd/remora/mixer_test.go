@@ -65,7 +65,7 @@ func TestMixerCommandErrors(t *testing.T) {
 		wantStdout string
 		wantStderr string
 	}{
-		{"unknown field", []string{"--config", unknown}, exitFailure, "", "grpc.adress: unknown field (line 2)"},
+		{"unknown field", []string{"--config", unknown}, exitFailure, "", "grpc.adress: line 2: unknown field"},
 		{"invalid", []string{"--config", invalid}, exitFailure, "", "quotas[0].max_amount: must be positive"},
 		{"invalid log level", []string{"--config", invalid}, exitFailure, "", `log.level: must be debug`},
 		{"missing file", []string{"--config", filepath.Join(dir, "nope.yaml")}, exitFailure, "", "no such file"},

@@ -26,7 +26,7 @@ func TestProxyCommandLine(t *testing.T) {
 		{"quick flags without quick mode", []string{"proxy", "--mixer", "127.0.0.1:9091"}, exitUsage, "belong to quick mode"},
 		{"listen only", []string{"proxy", "--listen", "127.0.0.1:0"}, exitUsage, "needs both --listen and --upstream"},
 		{"config and quick", []string{"proxy", "--config", bad, "--listen", "a:1", "--upstream", "b:2"}, exitUsage, "cannot be combined"},
-		{"bad config", []string{"proxy", "--config", bad}, exitFailure, "listeners[0].bogus: unknown field"},
+		{"bad config", []string{"proxy", "--config", bad}, exitFailure, "listeners[0].bogus: line 4: unknown field"},
 		{"missing file", []string{"proxy", "--config", filepath.Join(dir, "nope.yaml")}, exitFailure, "no such file"},
 		{"validate no config", []string{"validate"}, exitUsage, "--config FILE is required"},
 		{"validate bad", []string{"validate", "--config", bad}, exitFailure, "listeners[0].filter_chains: at least one filter chain is required"},

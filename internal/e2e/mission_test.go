@@ -255,10 +255,10 @@ func TestValidate(t *testing.T) {
 		want       []string
 	}{
 		{"proxy ok", "listeners: [{name: l, address: 127.0.0.1:0, filter_chains: [{http_connection_manager: {route_config: {virtual_hosts: [{name: v, domains: ['*'], routes: [{match: {prefix: /}, direct_response: {status: 200}}]}]}}}]}]\n", 0, []string{"ok (proxy configuration)"}},
-		{"proxy unknown field", "listeners: [{name: l, address: 127.0.0.1:0, bogus: 1}]\n", 1, []string{"listeners[0].bogus: unknown field"}},
+		{"proxy unknown field", "listeners: [{name: l, address: 127.0.0.1:0, bogus: 1}]\n", 1, []string{"listeners[0].bogus: line 1: unknown field"}},
 		{"proxy unknown cluster", "listeners: [{name: l, address: 127.0.0.1:0, filter_chains: [{http_connection_manager: {route_config: {virtual_hosts: [{name: v, domains: ['*'], routes: [{match: {prefix: /}, route: {cluster: nope}}]}]}}}]}]\n", 1, []string{`unknown cluster "nope"`}},
 		{"mixer ok", "grpc: {address: 127.0.0.1:9091}\n", 0, []string{"ok (mixer configuration)"}},
-		{"mixer unknown field", "grpc: {adress: x}\n", 1, []string{"grpc.adress: unknown field"}},
+		{"mixer unknown field", "grpc: {adress: x}\n", 1, []string{"grpc.adress: line 1: unknown field"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

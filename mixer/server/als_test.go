@@ -350,7 +350,7 @@ func TestALSConfigValidation(t *testing.T) {
 		}
 	}
 	parsed, err := ParseConfig([]byte("access_log_service:\n  disabled: true\n  file:\n    path: /tmp/x\n    colour: red\n"))
-	if err == nil || !strings.Contains(err.Error(), "access_log_service.file.colour: unknown field") {
+	if err == nil || !strings.Contains(err.Error(), "access_log_service.file.colour: line 5: unknown field") {
 		t.Errorf("strict parse: %v (%+v)", err, parsed)
 	}
 }

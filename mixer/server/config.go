@@ -227,7 +227,7 @@ func (c *Config) Validate() error {
 // its path) without applying defaults.
 func ParseConfig(data []byte) (Config, error) {
 	var c Config
-	if err := decodeStrict(data, &c); err != nil {
+	if err := config.UnmarshalStrict(data, &c); err != nil {
 		return Config{}, fmt.Errorf("mixer: config: %w", err)
 	}
 	return c, nil

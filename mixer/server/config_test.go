@@ -11,11 +11,11 @@ func TestParseConfigStrict(t *testing.T) {
 		name, yaml string
 		want       []string
 	}{
-		{"unknown top-level", "grpcc: {}\n", []string{"grpcc: unknown field (line 1)"}},
-		{"unknown nested", "grpc:\n  keepalive:\n    tme: 5s\n", []string{"grpc.keepalive.tme: unknown field (line 3)"}},
-		{"unknown in list", "quotas:\n  - name: q\n    max_amont: 3\n", []string{"quotas[0].max_amont: unknown field (line 3)"}},
-		{"unknown in telemetry label", "telemetry:\n  metrics:\n    - name: m\n      labels:\n        - {name: a, attr: b}\n", []string{"telemetry.metrics[0].labels[0].attr: unknown field"}},
-		{"modules not settable", "policy:\n  modules: {}\n", []string{"policy.modules: unknown field"}},
+		{"unknown top-level", "grpcc: {}\n", []string{"grpcc: line 1: unknown field"}},
+		{"unknown nested", "grpc:\n  keepalive:\n    tme: 5s\n", []string{"grpc.keepalive.tme: line 3: unknown field"}},
+		{"unknown in list", "quotas:\n  - name: q\n    max_amont: 3\n", []string{"quotas[0].max_amont: line 3: unknown field"}},
+		{"unknown in telemetry label", "telemetry:\n  metrics:\n    - name: m\n      labels:\n        - {name: a, attr: b}\n", []string{"telemetry.metrics[0].labels[0].attr: line 5: unknown field"}},
+		{"modules not settable", "policy:\n  modules: {}\n", []string{"policy.modules: line 2: unknown field"}},
 		{"bad duration", "grpc:\n  shutdown_timeout: 5\n", []string{"units are required"}},
 		{"syntax", "grpc: [\n", []string{"yaml"}},
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	ic "github.com/remora-mesh/remora/internal/config"
 	"gopkg.in/yaml.v3"
 )
 
@@ -18,7 +19,7 @@ func Parse(data []byte) (*Bootstrap, error) {
 		if errors.Is(err, errEOF(err)) {
 			return nil, errors.New("config: empty configuration")
 		}
-		return nil, fmt.Errorf("config: %s", yamlErr(err))
+		return nil, fmt.Errorf("config: %s", ic.YAMLError(err))
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
@@ -27,7 +28,7 @@ func Parse(data []byte) (*Bootstrap, error) {
 	var b Bootstrap
 	// Decoding problems and validation problems are reported together, so
 	// one run of `remora validate` names every mistake.
-	decErr := decodeStrict(&root, &b)
+	decErr := ic.DecodeStrict(&root, &b)
 	b.ApplyDefaults()
 	if err := errors.Join(decErr, b.Validate()); err != nil {
 		return nil, err

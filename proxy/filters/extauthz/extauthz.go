@@ -36,7 +36,6 @@ import (
 
 	"github.com/remora-mesh/remora/internal/config"
 	"github.com/remora-mesh/remora/internal/tlsconfig"
-	proxyconfig "github.com/remora-mesh/remora/proxy/config"
 	"github.com/remora-mesh/remora/proxy/filter"
 )
 
@@ -143,7 +142,7 @@ type compiled struct {
 
 func (factory) ParseConfig(node *yaml.Node, env filter.Env) (any, error) {
 	var cfg Config
-	if err := proxyconfig.DecodeStrict(node, &cfg); err != nil {
+	if err := config.DecodeStrict(node, &cfg); err != nil {
 		return nil, fmt.Errorf("ext_authz: %w", err)
 	}
 	cfg.ApplyDefaults()
@@ -175,7 +174,7 @@ func (factory) ParseConfig(node *yaml.Node, env filter.Env) (any, error) {
 
 func (factory) ParsePerRouteConfig(node *yaml.Node) (any, error) {
 	var pr PerRoute
-	if err := proxyconfig.DecodeStrict(node, &pr); err != nil {
+	if err := config.DecodeStrict(node, &pr); err != nil {
 		return nil, fmt.Errorf("ext_authz: %w", err)
 	}
 	return &pr, nil

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"strings"
 
+	iconfig "github.com/remora-mesh/remora/internal/config"
 	"github.com/remora-mesh/remora/proxy/config"
 	"github.com/remora-mesh/remora/proxy/filter"
 	"gopkg.in/yaml.v3"
@@ -44,7 +45,7 @@ func (factory) ParsePerRouteConfig(node *yaml.Node) (any, error) { return parse(
 
 func parse(node *yaml.Node) (*Config, error) {
 	c := &Config{}
-	if err := config.DecodeStrict(node, c); err != nil {
+	if err := iconfig.DecodeStrict(node, c); err != nil {
 		return nil, fmt.Errorf("header_mutation: %w", err)
 	}
 	var errs []error

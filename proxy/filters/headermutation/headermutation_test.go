@@ -21,7 +21,7 @@ func TestParse(t *testing.T) {
 		name, in, wantErr string
 	}{
 		{"ok", `{request_headers_to_add: [{name: x-a, value: "1", append: true}], response_headers_to_remove: [server]}`, ""},
-		{"unknown field", `{request_headers_to_add: [{name: x-a, valeu: "1"}]}`, "request_headers_to_add[0].valeu: unknown field"},
+		{"unknown field", `{request_headers_to_add: [{name: x-a, valeu: "1"}]}`, "request_headers_to_add[0].valeu: line 1: unknown field"},
 		{"upper case", `{response_headers_to_add: [{name: X-A, value: "1"}]}`, `response_headers_to_add[0]: invalid header name "X-A"`},
 		{"pseudo", `{request_headers_to_remove: [":path"]}`, `request_headers_to_remove[0]: invalid header name ":path"`},
 		{"not a mapping", `[1]`, "expected a mapping"},

@@ -12,9 +12,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/remora-mesh/remora/attributes"
+	"github.com/remora-mesh/remora/internal/config"
 	"github.com/remora-mesh/remora/mixer/client"
 	mixerv1 "github.com/remora-mesh/remora/proto/mixer/v1"
-	"github.com/remora-mesh/remora/proxy/config"
 	"github.com/remora-mesh/remora/proxy/filter"
 )
 

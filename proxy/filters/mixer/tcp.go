@@ -15,7 +15,6 @@ import (
 
 	"github.com/remora-mesh/remora/attributes"
 	iconfig "github.com/remora-mesh/remora/internal/config"
-	"github.com/remora-mesh/remora/proxy/config"
 	"github.com/remora-mesh/remora/proxy/filter"
 )
 
@@ -60,7 +59,7 @@ func ParseTCPConfig(node *yaml.Node) (TCPConfig, error) {
 	if node == nil {
 		return cfg, errors.New("mixer: no configuration")
 	}
-	if err := config.DecodeStrict(node, &cfg); err != nil {
+	if err := iconfig.DecodeStrict(node, &cfg); err != nil {
 		return cfg, fmt.Errorf("mixer: %w", err)
 	}
 	cfg.ApplyDefaults()

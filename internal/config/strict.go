@@ -10,29 +10,43 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// DecodeStrict decodes a filter's config node into out with the same
-// strictness as the bootstrap (unknown fields are errors naming their
-// path below the node). A nil node leaves out unchanged.
-func DecodeStrict(node *yaml.Node, out any) error {
+// DecodeStrict decodes node into out (a non-nil pointer) like yaml.v3
+// does, but rejects unknown and duplicate fields and prefixes every error
+// with the field path of the offending node below node
+// ("listeners[0].filter_chains[1].bogus: unknown field"). It reports every
+// problem it finds, joined with errors.Join. A nil node leaves out
+// unchanged. It runs once per configuration load, so reflection is fine.
+// Types implementing yaml.Unmarshaler decode themselves; they use
+// DecodeStrict for their own parts to stay as strict.
+func DecodeStrict(node *yaml.Node, out any) error { return DecodeStrictAt(node, out, "") }
+
+// DecodeStrictAt is DecodeStrict for a node found at path, which prefixes
+// every error: an UnmarshalYAML decoding part of its node later uses it
+// to keep the paths of that part's errors.
+func DecodeStrictAt(node *yaml.Node, out any, path string) error {
 	if node == nil {
 		return nil
 	}
-	return decodeStrict(node, out)
-}
-
-// decodeStrict decodes node into out (a pointer to a struct) like yaml.v3
-// does, but rejects unknown fields and prefixes every error with the field
-// path of the offending node ("listeners[0].filter_chains[1].bogus: unknown
-// field"). It runs once per configuration load, so reflection is fine here.
-// It reports every problem it finds, joined with errors.Join.
-func decodeStrict(node *yaml.Node, out any) error {
 	v := reflect.ValueOf(out)
 	if v.Kind() != reflect.Pointer || v.IsNil() {
 		return errors.New("config: decode target must be a non-nil pointer")
 	}
 	var errs []error
-	decodeValue(node, v.Elem(), "", &errs)
+	decodeValue(node, v.Elem(), path, &errs)
 	return errors.Join(errs...)
+}
+
+// UnmarshalStrict parses data as one YAML document and decodes it with
+// DecodeStrict. An empty document leaves out unchanged.
+func UnmarshalStrict(data []byte, out any) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return fmt.Errorf("%s", YAMLError(err))
+	}
+	if root.Kind == 0 {
+		return nil
+	}
+	return DecodeStrict(&root, out)
 }
 
 var (
@@ -58,9 +72,9 @@ func addErr(errs *[]error, path, format string, args ...any) {
 	*errs = append(*errs, fmt.Errorf("%s: %s", pathOrRoot(path), fmt.Sprintf(format, args...)))
 }
 
-// yamlErr strips yaml.v3's "yaml: unmarshal errors:\n  line N: " wrapping
-// so the message reads well after a field path.
-func yamlErr(err error) string {
+// YAMLError strips yaml.v3's "yaml: unmarshal errors:" wrapping so the
+// message reads well after a field path.
+func YAMLError(err error) string {
 	s := err.Error()
 	s = strings.TrimPrefix(s, "yaml: unmarshal errors:\n")
 	s = strings.TrimSpace(s)
@@ -100,7 +114,7 @@ func decodeValue(node *yaml.Node, v reflect.Value, path string, errs *[]error) {
 	}
 	if reflect.PointerTo(t).Implements(unmarshalerType) || t.Implements(unmarshalerType) {
 		if err := node.Decode(v.Addr().Interface()); err != nil {
-			addErr(errs, path, "%s", yamlErr(err))
+			addErr(errs, path, "%s", YAMLError(err))
 		}
 		return
 	}
@@ -123,7 +137,7 @@ func decodeValue(node *yaml.Node, v reflect.Value, path string, errs *[]error) {
 			seen[name] = true
 			idx, ok := fields[name]
 			if !ok {
-				addErr(errs, fp, "unknown field")
+				addErr(errs, fp, "line %d: unknown field", k.Line)
 				continue
 			}
 			decodeValue(val, v.FieldByIndex(idx), fp, errs)
@@ -145,7 +159,7 @@ func decodeValue(node *yaml.Node, v reflect.Value, path string, errs *[]error) {
 		}
 		if t.Key().Kind() != reflect.String {
 			if err := node.Decode(v.Addr().Interface()); err != nil {
-				addErr(errs, path, "%s", yamlErr(err))
+				addErr(errs, path, "%s", YAMLError(err))
 			}
 			return
 		}
@@ -166,7 +180,7 @@ func decodeValue(node *yaml.Node, v reflect.Value, path string, errs *[]error) {
 	case reflect.Interface:
 		var x any
 		if err := node.Decode(&x); err != nil {
-			addErr(errs, path, "%s", yamlErr(err))
+			addErr(errs, path, "%s", YAMLError(err))
 			return
 		}
 		if x != nil {
