@@ -147,7 +147,7 @@ func New(cfg Config, opts Options) (*Client, error) {
 		return nil, fmt.Errorf("mixer client: %w", err)
 	}
 	c.dedupPrefix = strconv.FormatUint(binary.LittleEndian.Uint64(seed[:]), 36) + "-"
-	c.batcher = newBatcher(cfg.Report, c.rpc, c.m, c.log)
+	c.batcher = newBatcher(cfg.Report, conn, c.m, c.log)
 	return c, nil
 }
 

@@ -3,11 +3,15 @@ package client
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
 
 	"github.com/remora-mesh/remora/attributes"
 	mixerv1 "github.com/remora-mesh/remora/proto/mixer/v1"
@@ -28,7 +32,7 @@ type record struct {
 // dropped and counted.
 type batcher struct {
 	cfg ReportConfig
-	rpc mixerv1.MixerClient
+	cc  grpc.ClientConnInterface
 	m   *metrics
 	log *zap.Logger
 	sem mixerv1.ReportRequest_RepeatedAttributesSemantics
@@ -48,14 +52,20 @@ type batcher struct {
 	// delivered, when set (by tests), is called after each delivered batch.
 	delivered func(records int)
 
+	// Owned by the sender goroutine: the batch being sent, encoded
+	// straight to wire bytes with buffers kept from batch to batch.
+	enc  attributes.ReportEncoder
+	bags []attributes.Bag
+	wire []byte
+
 	wake chan struct{} // capacity 1: something is ready, or closing
 	done chan struct{} // closed when the sender exits
 	stop context.CancelFunc
 	ctx  context.Context
 }
 
-func newBatcher(cfg ReportConfig, rpc mixerv1.MixerClient, m *metrics, log *zap.Logger) *batcher {
-	b := &batcher{cfg: cfg, rpc: rpc, m: m, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newBatcher(cfg ReportConfig, cc grpc.ClientConnInterface, m *metrics, log *zap.Logger) *batcher {
+	b := &batcher{cfg: cfg, cc: cc, m: m, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	if cfg.Encoding == EncodingIndependent {
 		b.sem = mixerv1.ReportRequest_INDEPENDENT_ENCODING
 	}
@@ -204,7 +214,7 @@ func (b *batcher) run() {
 			}
 			continue
 		}
-		bags := make([]attributes.Bag, n)
+		bags := slices.Grow(b.bags[:0], n)[:n]
 		size := 0
 		for i := range bags {
 			r := &b.queue[b.head+i]
@@ -219,6 +229,8 @@ func (b *batcher) run() {
 		b.mu.Unlock()
 
 		delivered := b.send(bags)
+		clear(bags)
+		b.bags = bags
 		b.mu.Lock()
 		if delivered {
 			b.inflight, b.inflightBytes = 0, 0
@@ -240,16 +252,21 @@ func (b *batcher) run() {
 // send delivers one batch, retrying with backoff until it succeeds or the
 // batcher is stopped. It reports whether the batch was delivered.
 func (b *batcher) send(bags []attributes.Bag) bool {
-	req := attributes.EncodeReport(bags, b.sem, attributes.GlobalWordCount())
+	b.wire = b.enc.Append(b.wire[:0], bags, b.sem, attributes.GlobalWordCount())
+	req := &wireReport{b.wire}
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.Timeout.D())
 		// WaitForReady: while the server restarts, wait for the
 		// connection instead of failing at once.
-		_, err := b.rpc.Report(ctx, req, grpc.WaitForReady(true))
+		err := b.cc.Invoke(ctx, mixerv1.Mixer_Report_FullMethodName, req, new(mixerv1.ReportResponse),
+			grpc.WaitForReady(true), grpc.ForceCodecV2(reportCodec))
 		cancel()
 		if err == nil {
 			return true
 		}
+		// The transport may still hold the bytes of a failed attempt;
+		// the next batch gets a buffer of its own.
+		b.wire = nil
 		b.m.reportSendFailures.Inc()
 		if b.ctx.Err() != nil {
 			return false
@@ -259,6 +276,23 @@ func (b *batcher) send(bags []attributes.Bag) bool {
 			return false
 		}
 	}
+}
+
+// wireReport is an istio.mixer.v1.ReportRequest already in wire form.
+type wireReport struct{ data []byte }
+
+// reportCodec is grpc's proto codec, except that it sends a *wireReport's
+// bytes as they are.
+var reportCodec = wireCodec{encoding.GetCodecV2(grpcproto.Name)}
+
+type wireCodec struct{ encoding.CodecV2 }
+
+// Marshal implements encoding.CodecV2.
+func (c wireCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if r, ok := v.(*wireReport); ok {
+		return mem.BufferSlice{mem.SliceBuffer(r.data)}, nil
+	}
+	return c.CodecV2.Marshal(v)
 }
 
 // close flushes: every waiting record becomes ready, and the sender drains
