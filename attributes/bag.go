@@ -153,85 +153,67 @@ func (bd *Builder) Build() Bag {
 // normalize sorts the log by name, keeps the last record of each name and
 // drops deletions, without allocating for up to 32 new records.
 func (bd *Builder) normalize() {
-	nb := bd.sorted
-	if nb == len(bd.entries) {
+	nb, n := bd.sorted, len(bd.entries)
+	if nb == n {
 		return
 	}
-	tail := bd.entries[nb:]
+	// Sort the new records in a copy, on the stack for up to 32 of them:
+	// moving entries there costs no GC write barriers, and the merge below
+	// can overwrite the log while reading them.
+	var buf [32]entry
+	top := buf[:0]
+	if n-nb > len(buf) {
+		top = make([]entry, 0, n-nb)
+	}
+	top = append(top, bd.entries[nb:]...)
 	// Stable, so that of records for one name the last stays last.
-	if len(tail) <= 32 {
-		insertionSortEntries(tail)
+	if len(top) <= len(buf) {
+		insertionSortEntries(top)
 	} else {
-		slices.SortStableFunc(tail, compareEntry)
+		slices.SortStableFunc(top, compareEntry)
 	}
 	// Keep the last record of each name.
 	nt := 0
-	for i := range tail {
-		if i+1 < len(tail) && tail[i+1].name == tail[i].name {
+	for i := range top {
+		if i+1 < len(top) && top[i+1].name == top[i].name {
 			continue
 		}
-		tail[nt] = tail[i]
+		top[nt] = top[i]
 		nt++
 	}
-	clear(tail[nt:])
-	tail = tail[:nt]
-	var out []entry
-	if nb == 0 {
-		out = dropDeleted(tail)
-	} else {
-		// Merge from the back into entries, reading the new records from
-		// a copy: base entries are never overwritten before being read.
-		var buf [32]entry
-		top := buf[:0]
-		if nt > len(buf) {
-			top = make([]entry, 0, nt)
-		}
-		top = append(top, tail...)
-		base := bd.entries[:nb]
-		w := nb + nt
-		i, j := nb, nt
-		for j > 0 {
-			t := &top[j-1]
-			switch {
-			case i > 0 && base[i-1].name > t.name:
-				w--
-				bd.entries[w] = base[i-1]
-				i--
-			default:
-				if i > 0 && base[i-1].name == t.name {
-					i-- // replaced or deleted
-				}
-				if t.value.IsValid() {
-					w--
-					bd.entries[w] = *t
-				}
-				j--
+	// Merge from the back: base entries are never overwritten before
+	// being read, since w stays at or above i+j.
+	base := bd.entries[:nb]
+	w := nb + nt
+	i, j := nb, nt
+	for j > 0 {
+		t := &top[j-1]
+		switch {
+		case i > 0 && base[i-1].name > t.name:
+			w--
+			bd.entries[w] = base[i-1]
+			i--
+		default:
+			if i > 0 && base[i-1].name == t.name {
+				i-- // replaced or deleted
 			}
+			if t.value.IsValid() {
+				w--
+				bd.entries[w] = *t
+			}
+			j--
 		}
-		// base[:i] is in place when nothing was dropped; else move it up.
-		if w != i {
-			copy(bd.entries[w-i:w], base[:i])
-		}
-		w -= i
-		out = bd.entries[:copy(bd.entries, bd.entries[w:nb+nt])]
-		clear(bd.entries[len(out) : nb+nt])
-		clear(buf[:])
 	}
+	// base[:i] is in place when nothing was dropped; else move it up.
+	if w != i {
+		copy(bd.entries[w-i:w], base[:i])
+	}
+	w -= i
+	out := bd.entries[:copy(bd.entries, bd.entries[w:nb+nt])]
+	clear(bd.entries[len(out):n])
+	clear(buf[:])
 	bd.entries = out
 	bd.sorted = len(out)
-}
-
-// dropDeleted removes the deletion records of sorted, unique entries.
-func dropDeleted(entries []entry) []entry {
-	n := 0
-	for _, e := range entries {
-		if e.value.IsValid() {
-			entries[n] = e
-			n++
-		}
-	}
-	clear(entries[n:])
-	return entries[:n]
 }
 
 // insertionSortEntries sorts a few entries by name, stably.
