@@ -140,14 +140,23 @@ type compiled struct {
 	m      *metrics
 }
 
-func (factory) ParseConfig(node *yaml.Node, env filter.Env) (any, error) {
+// parseConfig decodes, completes and validates the filter's config.
+func parseConfig(node *yaml.Node) (Config, error) {
 	var cfg Config
 	if err := config.DecodeStrict(node, &cfg); err != nil {
-		return nil, fmt.Errorf("ext_authz: %w", err)
+		return Config{}, fmt.Errorf("ext_authz: %w", err)
 	}
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("ext_authz: %w", err)
+		return Config{}, fmt.Errorf("ext_authz: %w", err)
+	}
+	return cfg, nil
+}
+
+func (factory) ParseConfig(node *yaml.Node, env filter.Env) (any, error) {
+	cfg, err := parseConfig(node)
+	if err != nil {
+		return nil, err
 	}
 	creds, err := transportCredentials(cfg.GRPCService)
 	if err != nil {

@@ -49,15 +49,24 @@ type compiled struct {
 }
 
 func (factory) ParseConfig(node *yaml.Node, env filter.Env) (any, error) {
+	cfg, err := parseConfig(node)
+	if err != nil {
+		return nil, err
+	}
+	return newCompiled(cfg, env)
+}
+
+// parseConfig decodes, completes and validates the filter's config.
+func parseConfig(node *yaml.Node) (Config, error) {
 	var cfg Config
 	if err := config.DecodeStrict(node, &cfg); err != nil {
-		return nil, fmt.Errorf("mixer: %w", err)
+		return Config{}, fmt.Errorf("mixer: %w", err)
 	}
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("mixer: %w", err)
+		return Config{}, fmt.Errorf("mixer: %w", err)
 	}
-	return newCompiled(cfg, env)
+	return cfg, nil
 }
 
 // newCompiled builds what a validated config needs at run time, the
