@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // testEnv is an env with results of two runs, as a harness run leaves them.
@@ -67,5 +68,30 @@ func TestMarkdown(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q", want)
 		}
+	}
+}
+
+func TestOutageMarkdown(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		run  *outageRun
+		want []string
+	}{
+		{"not run", nil, []string{"| 0 reports lost across a server restart or a 30 s outage (drops beyond the buffer counted) | not measured | not measured |"}},
+		{"nothing lost", &outageRun{outage: 30500 * time.Millisecond, qps: 500, requests: 22500, delivered: 22400, dropped: 100, restarted: 20000, logLines: 22500},
+			[]string{"| 22500 | 22400 | 100 | 0 | **0** | 0 | 22500 | 20000 |", "0 lost, 100 dropped and counted, of 22500 records across a 30.5s outage at 500 rps | met |"}},
+		{"short outage", &outageRun{outage: 5 * time.Second, qps: 500, requests: 10, delivered: 10}, []string{"| met for a 5s outage (shorter than 30 s) |"}},
+		{"records lost", &outageRun{outage: 31 * time.Second, qps: 500, requests: 100, delivered: 90, queued: 2}, []string{"| **8** |", "8 lost, 0 dropped and counted, of 100 records across a 31s outage at 500 rps | **not met** |"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := testEnv(t)
+			e.res.outage = c.run
+			md := e.markdown()
+			for _, want := range c.want {
+				if !strings.Contains(md, want) {
+					t.Errorf("markdown lacks %q", want)
+				}
+			}
+		})
 	}
 }

@@ -52,6 +52,9 @@ type options struct {
 	only       string
 	opaEnvoy   string
 	resolution float64
+
+	outage, outageBefore, outageAfter time.Duration
+	outageQPS                         int
 }
 
 func parseOptions(args []string) (options, error) {
@@ -76,7 +79,11 @@ func parseOptions(args []string) (options, error) {
 	fs.StringVar(&o.out, "out", "../docs/benchmarks.md", "Markdown results file (empty: print to stdout only)")
 	fs.StringVar(&o.img, "img", "../docs/img", "directory for the PNG charts")
 	fs.StringVar(&o.opaEnvoy, "opa-envoy", "", "opa-envoy-plugin binary (default: .cache/bin/opa-envoy-plugin when present; not installed by the harness)")
-	fs.StringVar(&o.only, "only", "", "comma-separated sections to run: http,grpc,server (default all)")
+	fs.StringVar(&o.only, "only", "", "comma-separated sections to run: http,grpc,server,outage (default all)")
+	fs.DurationVar(&o.outage, "outage", 30*time.Second, "how long the mixer server stays down in the outage section")
+	fs.DurationVar(&o.outageBefore, "outage-before", 5*time.Second, "load before the mixer server is killed")
+	fs.DurationVar(&o.outageAfter, "outage-after", 10*time.Second, "load after the mixer server is back")
+	fs.IntVar(&o.outageQPS, "outage-qps", 500, "request rate during the outage section")
 	fs.Float64Var(&o.resolution, "resolution", 0.00001, "fortio histogram resolution in seconds (-r)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -96,6 +103,15 @@ func parseOptions(args []string) (options, error) {
 		if !set["warmup"] {
 			o.warmup = 500 * time.Millisecond
 		}
+		if !set["outage"] {
+			o.outage = 5 * time.Second
+		}
+		if !set["outage-before"] {
+			o.outageBefore = 2 * time.Second
+		}
+		if !set["outage-after"] {
+			o.outageAfter = 2 * time.Second
+		}
 	}
 	var bad []error
 	if o.runs < 1 {
@@ -108,14 +124,14 @@ func parseOptions(args []string) (options, error) {
 	}
 	for name, n := range map[string]int{"connections": o.conns, "threads": o.threads, "qps": o.latQPS,
 		"latency-connections": o.latConns, "resource-qps": o.resQPS, "workers": o.workers,
-		"server-connections": o.srvConns, "report-batch": o.batch} {
+		"server-connections": o.srvConns, "report-batch": o.batch, "outage-qps": o.outageQPS} {
 		if n < 1 {
 			bad = append(bad, fmt.Errorf("-%s: must be at least 1, not %d", name, n))
 		}
 	}
 	for _, s := range splitList(o.only) {
-		if s != "http" && s != "grpc" && s != "server" {
-			bad = append(bad, fmt.Errorf("-only: unknown section %q (http, grpc, server)", s))
+		if s != "http" && s != "grpc" && s != "server" && s != "outage" {
+			bad = append(bad, fmt.Errorf("-only: unknown section %q (http, grpc, server, outage)", s))
 		}
 	}
 	return o, errors.Join(bad...)
@@ -160,6 +176,9 @@ func (o options) neededPeers() map[string]bool {
 	}
 	if o.section("server") {
 		add("opa")
+	}
+	if o.section("outage") {
+		add("nginx", "fortio")
 	}
 	return need
 }

@@ -44,6 +44,7 @@ type results struct {
 	http              map[string][]httpRun
 	grpc              map[string][]grpcRun
 	server            map[string][]loadResult
+	outage            *outageRun
 	unavailable       map[string]string
 	notes             [][2]string // scenario, caveat
 }

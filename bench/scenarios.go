@@ -61,9 +61,10 @@ type proxyDef struct {
 type running struct {
 	main    *proc
 	helpers []*proc
-	metrics string // the mixer server's /metrics URL (remora-full)
-	stats   string // the sidecar's Prometheus stats URL (remora-full)
-	log     string // the sidecar's access-log file (remora-full), "" without one
+	metrics string       // the mixer server's /metrics URL (remora-full)
+	stats   string       // the sidecar's Prometheus stats URL (remora-full)
+	log     string       // the sidecar's access-log file (remora-full), "" without one
+	mixer   *mixerServer // remora-full's mixer server
 }
 
 var proxies = []proxyDef{
@@ -184,6 +185,13 @@ func (e *env) plan() []step {
 				run:     func(ctx context.Context) error { return e.measureOPA(ctx, r) },
 			})
 		}
+	}
+	if o.section("outage") {
+		steps = append(steps, step{
+			label:   "report delivery across a mixer outage",
+			planned: o.outageBefore + o.outage + o.outageAfter + 5*time.Second,
+			run:     e.measureOutage,
+		})
 	}
 	return steps
 }
@@ -450,6 +458,7 @@ func startRemoraFull(ctx context.Context, e *env, listen string) (*running, erro
 		return nil, err
 	}
 	r.helpers = append(r.helpers, mixer.proc)
+	r.mixer = mixer
 	r.metrics = "http://" + mixer.mon + "/metrics"
 	r.stats = "http://" + admin + "/stats/prometheus"
 	r.log = d.AccessLog
@@ -483,6 +492,12 @@ func (e *env) startMixerServer(ctx context.Context, name string) (*mixerServer, 
 	if err != nil {
 		return nil, err
 	}
+	return e.startMixerServerAt(ctx, name, grpcAddr, mon)
+}
+
+// startMixerServerAt is startMixerServer on given gRPC and monitoring
+// addresses (a restart on the same ports).
+func (e *env) startMixerServerAt(ctx context.Context, name, grpcAddr, mon string) (*mixerServer, error) {
 	policy, err := filepath.Abs("testdata/policy")
 	if err != nil {
 		return nil, err
