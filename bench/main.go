@@ -79,7 +79,7 @@ func parseOptions(args []string) (options, error) {
 	fs.StringVar(&o.out, "out", "../docs/benchmarks.md", "Markdown results file (empty: print to stdout only)")
 	fs.StringVar(&o.img, "img", "../docs/img", "directory for the PNG charts")
 	fs.StringVar(&o.opaEnvoy, "opa-envoy", "", "opa-envoy-plugin binary (default: .cache/bin/opa-envoy-plugin when present; not installed by the harness)")
-	fs.StringVar(&o.only, "only", "", "comma-separated sections to run: http,grpc,server,outage (default all)")
+	fs.StringVar(&o.only, "only", "", "comma-separated sections to run: http,grpc,server,go,outage (default all)")
 	fs.DurationVar(&o.outage, "outage", 30*time.Second, "how long the mixer server stays down in the outage section")
 	fs.DurationVar(&o.outageBefore, "outage-before", 5*time.Second, "load before the mixer server is killed")
 	fs.DurationVar(&o.outageAfter, "outage-after", 10*time.Second, "load after the mixer server is back")
@@ -130,8 +130,8 @@ func parseOptions(args []string) (options, error) {
 		}
 	}
 	for _, s := range splitList(o.only) {
-		if s != "http" && s != "grpc" && s != "server" && s != "outage" {
-			bad = append(bad, fmt.Errorf("-only: unknown section %q (http, grpc, server, outage)", s))
+		if s != "http" && s != "grpc" && s != "server" && s != "go" && s != "outage" {
+			bad = append(bad, fmt.Errorf("-only: unknown section %q (http, grpc, server, go, outage)", s))
 		}
 	}
 	return o, errors.Join(bad...)

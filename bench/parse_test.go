@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -159,5 +160,37 @@ func TestAdded(t *testing.T) {
 				t.Fatalf("added = %v, %v; want %v, %v", got, ok, tt.want, tt.ok)
 			}
 		})
+	}
+}
+
+func TestParseGoBench(t *testing.T) {
+	out := `goos: linux
+BenchmarkCheckCacheHit-2   	  974683	      1451 ns/op	       0 B/op	       0 allocs/op
+BenchmarkCheckCacheHitOther-2   	  1	      1 ns/op	       0 B/op	       0 allocs/op
+BenchmarkCheckCacheHit-2   	 1573639	       806.3 ns/op	       16 B/op	       1 allocs/op
+PASS`
+	ns, allocs, err := parseGoBench(out, "BenchmarkCheckCacheHit")
+	if err != nil || len(ns) != 2 || ns[0] != 1451 || ns[1] != 806.3 || allocs[1] != 1 {
+		t.Fatalf("got %v %v %v", ns, allocs, err)
+	}
+	for _, bad := range []string{"PASS", "BenchmarkCheckCacheHit-2 10 100 ns/op"} {
+		if _, _, err := parseGoBench(bad, "BenchmarkCheckCacheHit"); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestGoBenchTargets(t *testing.T) {
+	e := testEnv(t)
+	if md := e.markdown(); !strings.Contains(md, "| check-cache hit ≤ 1 µs, 0 allocs | not measured | not measured |") {
+		t.Error("unmeasured target not shown as such")
+	}
+	e.res.goBench["BenchmarkCheckCacheHit"] = goBenchResult{nsPerOp: 800, allocsPerOp: 0, runs: 5, command: "go test x"}
+	if md := e.markdown(); !strings.Contains(md, "| check-cache hit ≤ 1 µs, 0 allocs | 800 ns/op, 0 allocs/op (in-process `go test x`, median of 5, on the same machine) | met |") {
+		t.Error("met target not shown")
+	}
+	e.res.goBench["BenchmarkCheckCacheHit"] = goBenchResult{nsPerOp: 800, allocsPerOp: 1, runs: 5, command: "go test x"}
+	if md := e.markdown(); !strings.Contains(md, "| **not met** |") {
+		t.Error("an allocation does not fail the target")
 	}
 }

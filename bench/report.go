@@ -338,7 +338,7 @@ func (e *env) targets(b *strings.Builder) {
 		row("sidecar ≤ 25 MB RSS at 2,000 rps", nm, nm)
 		row("sidecar ≤ 0.1 vCPU per 1,000 rps", nm, nm)
 	}
-	row("check-cache hit ≤ 1 µs, 0 allocs", "in-process Go benchmark (`make bench-go`, mixer/client)", "see `make bench-go`")
+	e.goBenchTargets(row)
 	hit := median(res.http["remora-full"], func(r httpRun) float64 {
 		if r.cacheHits+r.cacheMisses == 0 {
 			return -1

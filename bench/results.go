@@ -45,13 +45,14 @@ type results struct {
 	grpc              map[string][]grpcRun
 	server            map[string][]loadResult
 	outage            *outageRun
+	goBench           map[string]goBenchResult // by benchmark name
 	unavailable       map[string]string
 	notes             [][2]string // scenario, caveat
 }
 
 func newResults() *results {
 	return &results{http: map[string][]httpRun{}, grpc: map[string][]grpcRun{},
-		server: map[string][]loadResult{}, unavailable: map[string]string{}}
+		server: map[string][]loadResult{}, goBench: map[string]goBenchResult{}, unavailable: map[string]string{}}
 }
 
 // median of the values f picks from runs; negative values (not measured)

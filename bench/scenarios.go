@@ -186,6 +186,9 @@ func (e *env) plan() []step {
 			})
 		}
 	}
+	if o.section("go") {
+		steps = append(steps, step{label: "in-process Go benchmarks with per-operation targets", planned: 30 * time.Second, run: e.measureGoBenches})
+	}
 	if o.section("outage") {
 		steps = append(steps, step{
 			label:   "report delivery across a mixer outage",
