@@ -300,6 +300,14 @@ func (l *listener) start() error {
 	if err != nil {
 		return fmt.Errorf("server: listener %q: %w", l.cfg.Name, err)
 	}
+	l.serve(ln)
+	return nil
+}
+
+// serve runs the chains' servers and the accept loop on ln, a socket of
+// its own (start) or a view of a socket kept across configuration
+// reloads.
+func (l *listener) serve(ln net.Listener) {
 	l.ln = ln
 	for _, c := range l.chains {
 		if c.tcp != nil {
@@ -318,7 +326,6 @@ func (l *listener) start() error {
 	}
 	l.acceptW.Add(1)
 	go l.acceptLoop()
-	return nil
 }
 
 func (l *listener) acceptLoop() {
