@@ -466,3 +466,56 @@ func openFDs(t *testing.T) int {
 	}
 	return len(es)
 }
+
+// TestReloadH2CStreamFinishes: an HTTP/2 (h2c) stream in flight finishes
+// on the old configuration; the connection gets a GOAWAY, so the client's
+// next request opens a new one and reaches the new configuration.
+func TestReloadH2CStreamFinishes(t *testing.T) {
+	g, gateAddr := newGate(t)
+	b := textUpstream(t, "from b")
+	s := startProxy(t, reloadYAML("", "gate", endpoint("gate", gateAddr)+endpoint("b", b)))
+	base := "http://" + s.ListenerAddr("main").String()
+	tr := h2cTransport()
+	defer tr.CloseIdleConnections()
+	result := make(chan string, 1)
+	go func() {
+		_, body := doGet(t, tr, base+"/long")
+		result <- body
+	}()
+	g.wait(t)
+	if err := s.Reload(parsed(reloadYAML("", "b", endpoint("gate", gateAddr)+endpoint("b", b)))); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	close(g.release)
+	if body := <-result; body != "released" {
+		t.Fatalf("in-flight h2c stream got %q", body)
+	}
+	waitUntil(t, "old generation retired", func() bool { return s.retiringCount() == 0 })
+	if code, body := doGet(t, tr, base+"/next"); code != 200 || body != "from b" {
+		t.Fatalf("next request: %d %q", code, body)
+	}
+}
+
+// BenchmarkReload measures one reload of a small configuration (one
+// listener kept, one cluster changed), the replaced generation retired.
+func BenchmarkReload(b *testing.B) {
+	a, c := listenLoopback(b), listenLoopback(b)
+	defer a.Close()
+	defer c.Close()
+	cfgs := [2]*config.Bootstrap{
+		mustParse(b, reloadYAML("", "a", endpoint("a", a.Addr().String()))),
+		mustParse(b, reloadYAML("", "a", endpoint("a", c.Addr().String()))),
+	}
+	s := startProxy(b, reloadYAML("", "a", endpoint("a", a.Addr().String())))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		cfg := cfgs[(i+1)%2]
+		if err := s.Reload(func() (*config.Bootstrap, error) { return cfg, nil }); err != nil {
+			b.Fatal(err)
+		}
+		for s.retiringCount() > 0 {
+			runtime.Gosched()
+		}
+	}
+}
