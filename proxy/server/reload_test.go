@@ -19,6 +19,8 @@ import (
 
 	_ "github.com/remora-mesh/remora/accesslog" // the file access-log sink
 	"github.com/remora-mesh/remora/proxy/config"
+	_ "github.com/remora-mesh/remora/proxy/filters/extauthz"
+	_ "github.com/remora-mesh/remora/proxy/filters/mixer"
 )
 
 // waitUntil polls cond until it holds or 5s pass; it waits on a condition
@@ -517,5 +519,48 @@ func BenchmarkReload(b *testing.B) {
 		for s.retiringCount() > 0 {
 			runtime.Gosched()
 		}
+	}
+}
+
+// TestReloadWithGRPCFilters reloads a chain whose mixer and ext_authz
+// filters hold gRPC clients and register metrics: every generation's
+// filters build (no collector registered twice), requests pass (fail
+// open, no server), and the replaced generations' clients are closed.
+func TestReloadWithGRPCFilters(t *testing.T) {
+	a, b := textUpstream(t, "a"), textUpstream(t, "b")
+	dead := deadAddr(t)
+	withFilters := func(cluster string) string {
+		yml := reloadYAML("", cluster, endpoint("a", a)+endpoint("b", b))
+		return strings.Replace(yml, "stat_prefix: main\n", `stat_prefix: main
+      http_filters:
+      - name: mixer
+        config:
+          server: {address: "`+dead+`", check: {fail_policy: open, timeout: 50ms}, report: {timeout: 50ms, max_batch_time: 10ms}}
+          identity: {uid: test, namespace: default}
+      - name: ext_authz
+        config: {grpc_service: {address: "`+dead+`", timeout: 50ms}, failure_mode_allow: true}
+`, 1)
+	}
+	s := startProxy(t, withFilters("a"))
+	base := "http://" + s.ListenerAddr("main").String() + "/"
+	if body := getBody(t, base); body != "a" {
+		t.Fatalf("got %q", body)
+	}
+	goroutines := runtime.NumGoroutine()
+	for i, cluster := range []string{"b", "a", "b", "a"} {
+		if err := s.Reload(parsed(withFilters(cluster))); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+		if body := getBody(t, base); body != cluster {
+			t.Fatalf("reload %d: got %q, want %q", i, body, cluster)
+		}
+	}
+	waitUntil(t, "generations retired", func() bool { return s.retiringCount() == 0 })
+	waitUntil(t, "the replaced clients' goroutines to end", func() bool { return runtime.NumGoroutine() <= goroutines+2 })
+	if _, err := s.Registry().Gather(); err != nil {
+		t.Fatalf("registry: %v", err)
+	}
+	if n, err := testutil.GatherAndCount(s.Registry(), "remora_ext_authz_checks_total"); err != nil || n == 0 {
+		t.Errorf("ext_authz metrics after reloads: %d series, %v", n, err)
 	}
 }
