@@ -22,10 +22,11 @@ type Options struct {
 	// Logger receives the package's logs, Named("upstream"); nil means
 	// zap.NewNop().
 	Logger *zap.Logger
-	// Registry, when not nil, receives the clusters' Prometheus metrics.
-	// Two live Managers cannot share one registry (their metrics would
-	// collide): close the old one first on a reload, or give each a
-	// prometheus.WrapRegistererWith view.
+	// Registry, when not nil, receives the clusters' Prometheus metrics
+	// (one collector, registered once: it reports the current set, so an
+	// Update never registers anything again). Two live Managers cannot
+	// share one registry (their metrics would collide): reload with
+	// Update, or give each a prometheus.WrapRegistererWith view.
 	Registry prometheus.Registerer
 	// Resolver resolves STRICT_DNS endpoints; nil means net.DefaultResolver.
 	Resolver Resolver
