@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"sort"
 	"time"
@@ -254,7 +255,7 @@ func restartOnly(old, cfg *config.Bootstrap) error {
 	if old.Admin.Address != cfg.Admin.Address {
 		errs = append(errs, fmt.Errorf("admin.address: %q -> %q", old.Admin.Address, cfg.Admin.Address))
 	}
-	if old.Node.ID != cfg.Node.ID || old.Node.Cluster != cfg.Node.Cluster || !reflect.DeepEqual(old.Node.Metadata, cfg.Node.Metadata) {
+	if old.Node.ID != cfg.Node.ID || old.Node.Cluster != cfg.Node.Cluster || !maps.Equal(old.Node.Metadata, cfg.Node.Metadata) {
 		errs = append(errs, errors.New("node: the proxy's identity (id, cluster, metadata) changed"))
 	}
 	if err := errors.Join(errs...); err != nil {

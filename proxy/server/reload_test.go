@@ -353,6 +353,7 @@ func TestReloadRejected(t *testing.T) {
 		{"bad cluster", reloadYAML("", "a", "- name: a\n  endpoints: [{address: not-an-address}]\n"), "clusters[0]"},
 		{"admin change", strings.Replace(good, `admin: {address: "127.0.0.1:0"}`, `admin: {address: "127.0.0.1:1"}`, 1), "admin.address"},
 		{"node change", strings.Replace(good, "id: n,", "id: other,", 1), "node"},
+		{"node metadata change", strings.Replace(good, "cluster: c}", "cluster: c, metadata: {k: v}}", 1), "node"},
 		{"bind fails", reloadYAML(busyListener, "a", endpoint("a", a)), `listener "busy"`},
 		{"build fails", reloadYAML(tlsListener, "a", endpoint("a", a)), "listeners[1].filter_chains[0].tls"},
 	}
@@ -562,5 +563,32 @@ func TestReloadWithGRPCFilters(t *testing.T) {
 	}
 	if n, err := testutil.GatherAndCount(s.Registry(), "remora_ext_authz_checks_total"); err != nil || n == 0 {
 		t.Errorf("ext_authz metrics after reloads: %d series, %v", n, err)
+	}
+}
+
+// TestReloadAppliesLogging: changed log levels apply; node metadata that
+// is empty rather than absent is no identity change.
+func TestReloadAppliesLogging(t *testing.T) {
+	logs, err := NewLogs(nil, "error", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	yml := reloadYAML("", "a", endpoint("a", "127.0.0.1:9"))
+	s, err := New(mustParse(t, yml), Options{Logs: logs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	next := strings.Replace(yml, "cluster: c}", "cluster: c, metadata: {}}\nlogging: {level: error, components: {router: debug}}", 1)
+	if err := s.Reload(parsed(next)); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	for _, l := range logs.Levels() {
+		if l[0] == "router" && l[1] != "debug" {
+			t.Errorf("router level %s after reload, want debug", l[1])
+		}
 	}
 }
