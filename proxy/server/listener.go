@@ -295,18 +295,9 @@ func (c *peekedConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-func (l *listener) start() error {
-	ln, err := net.Listen("tcp", l.cfg.Address)
-	if err != nil {
-		return fmt.Errorf("server: listener %q: %w", l.cfg.Name, err)
-	}
-	l.serve(ln)
-	return nil
-}
-
-// serve runs the chains' servers and the accept loop on ln, a socket of
-// its own (start) or a view of a socket kept across configuration
-// reloads.
+// serve runs the chains' servers and the accept loop on ln, the view of a
+// listening socket the Server keeps across configuration reloads
+// (reload_socket.go).
 func (l *listener) serve(ln net.Listener) {
 	l.ln = ln
 	for _, c := range l.chains {

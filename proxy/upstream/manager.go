@@ -47,7 +47,6 @@ type Manager struct {
 
 	mu       sync.Mutex            // serialises updates, retirement and Close
 	retiring map[*Cluster]struct{} // taken out by an update, not closed yet
-	reaping  bool                  // the reaper goroutine runs
 	stop     chan struct{}         // closed by Close: stops the reaper
 	reaped   sync.WaitGroup
 	closed   bool
