@@ -592,3 +592,41 @@ func TestReloadAppliesLogging(t *testing.T) {
 		}
 	}
 }
+
+// TestDrainCoversReplacedGenerations: Drain waits for connections of a
+// generation a reload replaced too, and cuts them when its context ends.
+func TestDrainCoversReplacedGenerations(t *testing.T) {
+	g, gateAddr := newGate(t)
+	defer close(g.release)
+	s := startProxy(t, reloadYAML("", "gate", endpoint("gate", gateAddr)))
+	base := "http://" + s.ListenerAddr("main").String()
+	result := make(chan error, 1)
+	go func() {
+		tr := &http.Transport{}
+		defer tr.CloseIdleConnections()
+		resp, err := tr.RoundTrip(mustReq(base + "/long"))
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		result <- err
+	}()
+	g.wait(t)
+	if err := s.Reload(parsed(reloadYAML("", "gate", endpoint("gate", gateAddr)+endpoint("x", "127.0.0.1:9")))); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := s.Drain(ctx); err == nil {
+		t.Fatal("Drain returned nil with a stream of the replaced generation still running")
+	}
+	if s.retiringCount() != 0 {
+		t.Error("Drain returned before the replaced generation was closed")
+	}
+	if err := <-result; err == nil {
+		t.Error("the cut request ended without an error")
+	}
+	if err := s.Reload(parsed(reloadYAML("", "gate", endpoint("gate", gateAddr)))); err == nil || !strings.Contains(err.Error(), "draining") {
+		t.Errorf("Reload while draining: %v", err)
+	}
+}
