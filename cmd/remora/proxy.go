@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	_ "embed"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/remora-mesh/remora/proxy/config"
 	"github.com/remora-mesh/remora/proxy/server"
@@ -37,7 +40,11 @@ and one cluster with protocol use_downstream; --mixer adds the mixer filter
 (check and report, fail-open unless --fail-close), --ext-authz the ext_authz
 filter, --access-log a file access log in Envoy's default format.
 --print-config prints the effective configuration and exits. SIGUSR1
-reopens access-log files; SIGTERM drains and exits.`
+reopens access-log files; SIGTERM drains and exits. With --config, SIGHUP
+reloads the file, and so does a change of its content (polled every
+--watch-interval, symlink swaps such as Kubernetes ConfigMap updates
+included; 0 disables polling): a configuration that fails to load or build
+is rejected and the running one keeps serving (docs/operations.md).`
 
 func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("proxy", proxyUsage, stderr)
@@ -46,6 +53,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	upstreamAddr := fs.String("upstream", "", "quick mode: upstream `address` (ip:port or host:port)")
 	adminAddr := fs.String("admin", "", "admin server `address` (default 127.0.0.1:15000; \"-\" disables)")
 	printConfig := fs.Bool("print-config", false, "print the effective configuration as YAML and exit")
+	watchInterval := fs.Duration("watch-interval", defaultWatchInterval, "with --config: how often the file's content is checked for a change to reload (0 disables; SIGHUP always reloads)")
 	var q config.QuickOptions
 	fs.StringVar(&q.Mixer, "mixer", "", "quick mode: Mixer server `address` for the mixer filter (check and report)")
 	fs.BoolVar(&q.FailClose, "fail-close", false, "quick mode: deny requests (503) while the Mixer server is unreachable")
@@ -58,6 +66,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	q.Listen, q.Upstream, q.Admin = *listen, *upstreamAddr, *adminAddr
+	if *watchInterval < 0 {
+		return usagef("--watch-interval must not be negative")
+	}
 	cfg, err := proxyConfig(*configPath, q)
 	if err != nil {
 		return err
@@ -89,6 +100,19 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	reopen := make(chan os.Signal, 1)
 	signal.Notify(reopen, syscall.SIGUSR1)
 	defer signal.Stop(reopen)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var rl *configReloader
+	var poll <-chan time.Time
+	if *configPath != "" {
+		rl = newConfigReloader(*configPath, *adminAddr, srv)
+		if *watchInterval > 0 {
+			t := time.NewTicker(*watchInterval)
+			defer t.Stop()
+			poll = t.C
+		}
+	}
 wait:
 	for {
 		select {
@@ -100,10 +124,20 @@ wait:
 			} else {
 				log.Info("access logs reopened")
 			}
+		case <-hup:
+			if rl == nil {
+				log.Warn("SIGHUP ignored: no --config file to reload")
+				continue
+			}
+			log.Info("SIGHUP: reloading the configuration", zap.String("file", *configPath))
+			_ = rl.reload(true) // logged, counted and shown by the server
+		case <-poll:
+			_ = rl.reload(false)
 		}
 	}
-	log.Info("draining", zap.Duration("timeout", cfg.DrainTimeout.D()))
-	dctx, dcancel := context.WithTimeout(context.Background(), cfg.DrainTimeout.D())
+	drain := srv.Config().DrainTimeout.D()
+	log.Info("draining", zap.Duration("timeout", drain))
+	dctx, dcancel := context.WithTimeout(context.Background(), drain)
 	defer dcancel()
 	// A second signal during the drain cuts it short.
 	sig, stop := signal.NotifyContext(dctx, os.Interrupt, syscall.SIGTERM)
@@ -138,17 +172,11 @@ func proxyConfig(path string, q config.QuickOptions) (*config.Bootstrap, error) 
 		return nil, usagef("quick mode needs both --listen and --upstream")
 	}
 	if path != "" {
-		cfg, err := config.Load(path)
+		data, err := os.ReadFile(path)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("config: %w", err)
 		}
-		if adminAddr != "" {
-			cfg.Admin.Address = adminAddr
-			if err := cfg.Validate(); err != nil {
-				return nil, err
-			}
-		}
-		return cfg, nil
+		return parseProxyFile(data, adminAddr)
 	}
 	b, err := config.Marshal(config.Quick(q))
 	if err != nil {
@@ -159,4 +187,68 @@ func proxyConfig(path string, q config.QuickOptions) (*config.Bootstrap, error) 
 		return nil, fmt.Errorf("quick mode: %w", err)
 	}
 	return cfg, nil
+}
+
+// parseProxyFile parses a configuration file's content, with --admin
+// overriding admin.address.
+func parseProxyFile(data []byte, adminAddr string) (*config.Bootstrap, error) {
+	cfg, err := config.Parse(data)
+	if err != nil {
+		return nil, err
+	}
+	if adminAddr != "" {
+		cfg.Admin.Address = adminAddr
+		if err := cfg.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+// defaultWatchInterval is how often --config's content is checked.
+const defaultWatchInterval = 5 * time.Second
+
+// configReloader reloads the proxy from its configuration file. It reads
+// the file through its path each time, so a symlink swap (Kubernetes
+// ConfigMap volumes replace a ..data symlink) is followed, and compares
+// the SHA-256 digest of the content with the last one it tried, so an
+// unchanged file (or a touch) is not reloaded and a rejected content is
+// not retried until it changes again.
+type configReloader struct {
+	path, admin string
+	srv         *server.Server
+	mu          sync.Mutex
+	digest      [sha256.Size]byte
+}
+
+// newConfigReloader remembers the digest of the file as it is now (the
+// proxy just loaded it).
+func newConfigReloader(path, admin string, srv *server.Server) *configReloader {
+	r := &configReloader{path: path, admin: admin, srv: srv}
+	if data, err := os.ReadFile(path); err == nil {
+		r.digest = sha256.Sum256(data)
+	}
+	return r
+}
+
+// reload reloads the file when its content changed since the last attempt,
+// or always when force is set (SIGHUP). A file that cannot be read fails
+// a forced reload; polling skips it (a writer may be replacing it) and
+// tries again on the next tick.
+func (r *configReloader) reload(force bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	data, err := os.ReadFile(r.path)
+	if err != nil {
+		if !force {
+			return nil
+		}
+		return r.srv.Reload(func() (*config.Bootstrap, error) { return nil, fmt.Errorf("config: %w", err) })
+	}
+	d := sha256.Sum256(data)
+	if !force && d == r.digest {
+		return nil
+	}
+	r.digest = d
+	return r.srv.Reload(func() (*config.Bootstrap, error) { return parseProxyFile(data, r.admin) })
 }

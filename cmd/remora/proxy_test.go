@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/remora-mesh/remora/proxy/config"
+	"github.com/remora-mesh/remora/proxy/server"
 )
 
 func TestProxyCommandLine(t *testing.T) {
@@ -28,6 +30,7 @@ func TestProxyCommandLine(t *testing.T) {
 		{"config and quick", []string{"proxy", "--config", bad, "--listen", "a:1", "--upstream", "b:2"}, exitUsage, "cannot be combined"},
 		{"bad config", []string{"proxy", "--config", bad}, exitFailure, "listeners[0].bogus: line 4: unknown field"},
 		{"missing file", []string{"proxy", "--config", filepath.Join(dir, "nope.yaml")}, exitFailure, "no such file"},
+		{"negative watch interval", []string{"proxy", "--config", bad, "--watch-interval", "-1s"}, exitUsage, "--watch-interval must not be negative"},
 		{"validate no config", []string{"validate"}, exitUsage, "--config FILE is required"},
 		{"validate bad", []string{"validate", "--config", bad}, exitFailure, "listeners[0].filter_chains: at least one filter chain is required"},
 	}
@@ -155,5 +158,87 @@ func TestProxyEmbeddedDefault(t *testing.T) {
 	stdout.Reset()
 	if code := run(context.Background(), []string{"validate", "--config", path}, &stdout, &stderr); code != 0 {
 		t.Fatalf("the embedded default does not validate: %s", stderr.String())
+	}
+}
+
+const reloaderConfig = `
+admin: {address: "127.0.0.1:1"}
+listeners:
+- name: l
+  address: 127.0.0.1:0
+  filter_chains:
+  - http_connection_manager:
+      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, direct_response: {status: 200, body: %s}}]}]}
+clusters: []
+`
+
+// TestConfigReloader: the file is reloaded when its content changes (not
+// when it is rewritten unchanged); --admin still overrides the file's
+// admin address on reload; an unreadable file fails a forced (SIGHUP)
+// reload and is skipped by polling.
+func TestConfigReloader(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "proxy.yaml")
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(path, fmt.Appendf(nil, reloaderConfig, body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("one")
+	const admin = "127.0.0.1:0"
+	cfg, err := proxyConfig(path, config.QuickOptions{Admin: admin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(cfg, server.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := newConfigReloader(path, admin, srv)
+	generation := func() int {
+		if st := srv.LastReload(); st != nil {
+			return st.Generation
+		}
+		return 0
+	}
+	steps := []struct {
+		name    string
+		change  func()
+		force   bool
+		wantErr string
+		wantGen int
+		tried   bool
+	}{
+		{"unchanged", func() {}, false, "", 0, false},
+		{"rewritten unchanged", func() { write("one") }, false, "", 0, false},
+		{"changed", func() { write("two") }, false, "", 1, true},
+		{"forced unchanged", func() {}, true, "", 2, true},
+		{"removed, polled", func() { os.Remove(path) }, false, "", 2, false},
+		{"removed, forced", func() {}, true, "no such file", 2, true},
+		{"bad content", func() { os.WriteFile(path, []byte("nope: 1\n"), 0o600) }, false, "nope", 2, true},
+		{"bad content again", func() {}, false, "", 2, false},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			before := srv.LastReload()
+			st.change()
+			err := r.reload(st.force)
+			if st.wantErr == "" && err != nil || st.wantErr != "" && (err == nil || !strings.Contains(err.Error(), st.wantErr)) {
+				t.Fatalf("reload: %v, want %q", err, st.wantErr)
+			}
+			if tried := srv.LastReload() != before; tried != st.tried {
+				t.Errorf("reload attempted = %v, want %v", tried, st.tried)
+			}
+			if got := generation(); got != st.wantGen {
+				t.Errorf("generation %d, want %d", got, st.wantGen)
+			}
+		})
+	}
+	if srv.Config().Admin.Address != admin {
+		t.Errorf("admin address %q after reloads, want the --admin override", srv.Config().Admin.Address)
 	}
 }

@@ -108,7 +108,7 @@ func (a *admin) help(w http.ResponseWriter, r *http.Request) {
   /stats            Envoy-style text stats
   /stats/prometheus Prometheus exposition
   /clusters         upstream clusters and hosts
-  /config_dump      the effective configuration (YAML)
+  /config_dump      the effective configuration (YAML), then last_reload
   /logging          GET levels; POST ?level=L or ?<component>=L
   /drain_listeners  POST: stop accepting connections
   /reopen_logs      POST: reopen access-log files (after logrotate)
@@ -132,7 +132,7 @@ func (a *admin) ready(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *admin) serverInfo(w http.ResponseWriter, r *http.Request) {
-	cfg := a.s.cfg
+	cfg := a.s.Config()
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -151,8 +151,13 @@ func (a *admin) clusters(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// configDump writes the active configuration as YAML; after a reload was
+// attempted a last_reload section follows it (see configDumpReload).
 func (a *admin) configDump(w http.ResponseWriter, r *http.Request) {
-	b, err := config.Marshal(a.s.cfg)
+	b, err := config.Marshal(a.s.Config())
+	if err == nil {
+		b, err = appendLastReload(b, a.s.LastReload())
+	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return

@@ -295,11 +295,10 @@ func (c *peekedConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-func (l *listener) start() error {
-	ln, err := net.Listen("tcp", l.cfg.Address)
-	if err != nil {
-		return fmt.Errorf("server: listener %q: %w", l.cfg.Name, err)
-	}
+// serve runs the chains' servers and the accept loop on ln, the view of a
+// listening socket the Server keeps across configuration reloads
+// (reload_socket.go).
+func (l *listener) serve(ln net.Listener) {
 	l.ln = ln
 	for _, c := range l.chains {
 		if c.tcp != nil {
@@ -318,7 +317,6 @@ func (l *listener) start() error {
 	}
 	l.acceptW.Add(1)
 	go l.acceptLoop()
-	return nil
 }
 
 func (l *listener) acceptLoop() {

@@ -31,30 +31,75 @@ type Options struct {
 	// UpstreamDial, when set, opens upstream connections instead of a
 	// net.Dialer (tests use it to make connects hang).
 	UpstreamDial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// OnReload, when set, is called after every Reload attempt with its
+	// result (nil: the new configuration serves). It runs on the
+	// reloading goroutine, after the reload lock is released.
+	OnReload func(error)
 }
 
-// Server is a built sidecar. Start it, then Drain and Close it.
+// Server is a built sidecar. Start it, then Drain and Close it. Reload
+// replaces its configuration while it serves.
 type Server struct {
-	cfg       *config.Bootstrap
 	logs      *Logs
 	log       *zap.Logger
 	reg       *prometheus.Registry
 	upstreams *upstream.Manager
-	listeners []*listener
 	admin     *admin
-	closers   []func() error
-	reopeners []func() error // access-log files, for SIGUSR1 and POST /reopen_logs
 	started   time.Time
 	draining  atomic.Bool
 	quit      func()
+	onReload  func(error)
 	closeOnce sync.Once
+
+	// Metrics shared by every configuration generation: each is
+	// registered once, a rebuilt chain reuses them.
+	hm *hcm.Metrics
+	lm *listenerMetrics
+	tm *tcpproxy.Metrics // registered when a chain first uses tcp_proxy
+	rm *reloadMetrics
+
+	gen        atomic.Pointer[generation] // the configuration serving new connections
+	lastReload atomic.Pointer[ReloadStatus]
+
+	mu           sync.Mutex // serialises Start, Reload, Drain and Close
+	sockets      map[string]*socket
+	retiring     map[*generation]struct{}
+	retireWG     sync.WaitGroup
+	retireCtx    context.Context
+	retireCancel context.CancelFunc
+	running      bool // Start succeeded
+	closed       bool
 }
 
-// clusterAdapter adapts the upstream manager to router.Upstreams.
-type clusterAdapter struct{ m *upstream.Manager }
+// generation is one configuration's built listeners and what its filters
+// opened. Connections accepted by its listeners run on it until they end,
+// also after a reload made another generation current.
+type generation struct {
+	cfg       *config.Bootstrap
+	number    int
+	listeners []*listener
+	closers   []func() error
+	reopeners []func() error // access-log files, for SIGUSR1 and POST /reopen_logs
+}
+
+// close releases what the generation's filters and chains opened, last
+// opened first.
+func (g *generation) close() error {
+	var errs []error
+	for i := len(g.closers) - 1; i >= 0; i-- {
+		errs = append(errs, g.closers[i]())
+	}
+	g.closers = nil
+	return errors.Join(errs...)
+}
+
+// clusterAdapter adapts one generation's cluster set to router.Upstreams:
+// a route resolves its cluster in the set of the configuration it belongs
+// to, so a reload switches routes and clusters together.
+type clusterAdapter struct{ set *upstream.Set }
 
 func (a clusterAdapter) NewStream(ctx context.Context, cluster string, h *filter.HeaderMap, end bool, opts upstream.StreamOptions) (upstream.Stream, error) {
-	c := a.m.Cluster(cluster)
+	c := a.set.Cluster(cluster)
 	if c == nil {
 		return nil, &upstream.Error{Flag: filter.NoClusterFound, Reason: "cluster_not_found", Err: fmt.Errorf("unknown cluster %q", cluster)}
 	}
@@ -64,7 +109,7 @@ func (a clusterAdapter) NewStream(ctx context.Context, cluster string, h *filter
 // TryAcquireRetry implements router.RetryBudget with the cluster's
 // max_retries circuit breaker.
 func (a clusterAdapter) TryAcquireRetry(cluster string) bool {
-	if c := a.m.Cluster(cluster); c != nil {
+	if c := a.set.Cluster(cluster); c != nil {
 		return c.TryAcquireRetry()
 	}
 	return false
@@ -72,14 +117,14 @@ func (a clusterAdapter) TryAcquireRetry(cluster string) bool {
 
 // ReleaseRetry implements router.RetryBudget.
 func (a clusterAdapter) ReleaseRetry(cluster string) {
-	if c := a.m.Cluster(cluster); c != nil {
+	if c := a.set.Cluster(cluster); c != nil {
 		c.ReleaseRetry()
 	}
 }
 
 // RecordTimeout implements router.TimeoutRecorder.
 func (a clusterAdapter) RecordTimeout(cluster, host string) {
-	if c := a.m.Cluster(cluster); c != nil {
+	if c := a.set.Cluster(cluster); c != nil {
 		c.RecordTimeout(host)
 	}
 }
@@ -101,7 +146,9 @@ func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s = &Server{cfg: cfg, logs: logs, log: logs.Logger("main").Named("main"), reg: reg, quit: opts.Quit}
+	s = &Server{logs: logs, log: logs.Logger("main").Named("main"), reg: reg, quit: opts.Quit, onReload: opts.OnReload,
+		sockets: map[string]*socket{}, retiring: map[*generation]struct{}{}}
+	s.retireCtx, s.retireCancel = context.WithCancel(context.Background())
 	built := s // the named result is nil by the time a failing return's defer runs
 	defer func() {
 		if err != nil {
@@ -113,9 +160,38 @@ func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s.upstreams = um
-	s.closers = append(s.closers, um.Close)
-	rt := router.New(clusterAdapter{um})
+	if s.hm, err = hcm.NewMetrics(reg); err != nil {
+		return nil, fmt.Errorf("server: metrics: %w", err)
+	}
+	if s.lm, err = newListenerMetrics(reg); err != nil {
+		return nil, err
+	}
+	if s.rm, err = newReloadMetrics(reg); err != nil {
+		return nil, err
+	}
+	g, err := s.build(cfg, um.Current())
+	if err != nil {
+		return nil, err
+	}
+	s.gen.Store(g)
+	if cfg.Admin.Address != "-" {
+		s.admin = newAdmin(s)
+	}
+	return s, nil
+}
 
+// build compiles every listener, chain, filter and route of cfg against
+// the cluster set, without opening a socket. On error what was built is
+// closed and every problem is returned with its field path.
+func (s *Server) build(cfg *config.Bootstrap, set *upstream.Set) (g *generation, err error) {
+	g = &generation{cfg: cfg}
+	built := g // the named result is nil by the time a failing return's defer runs
+	defer func() {
+		if err != nil {
+			built.close()
+		}
+	}()
+	rt := router.New(clusterAdapter{set})
 	named := map[string]*router.Table{}
 	var errs []error
 	for i := range cfg.RouteConfigs {
@@ -126,22 +202,14 @@ func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 		}
 		named[cfg.RouteConfigs[i].Name] = t
 	}
-	hm, err := hcm.NewMetrics(reg)
-	if err != nil {
-		return nil, fmt.Errorf("server: metrics: %w", err)
-	}
-	lm, err := newListenerMetrics(reg)
-	if err != nil {
-		return nil, err
-	}
-	var tm *tcpproxy.Metrics // registered only when a chain uses tcp_proxy
-	env := filter.Env{Logger: logs.Logger("filter"), Registry: reg, NodeID: cfg.Node.ID, Cluster: cfg.Node.Cluster,
-		AddCloser:   func(f func() error) { s.closers = append(s.closers, f) },
-		AddReopener: func(f func() error) { s.reopeners = append(s.reopeners, f) }}
+	logs := s.logs
+	env := filter.Env{Logger: logs.Logger("filter"), Registry: s.reg, NodeID: cfg.Node.ID, Cluster: cfg.Node.Cluster,
+		AddCloser:   func(f func() error) { g.closers = append(g.closers, f) },
+		AddReopener: func(f func() error) { g.reopeners = append(g.reopeners, f) }}
 	for i := range cfg.Listeners {
 		lc := cfg.Listeners[i]
 		l := &listener{cfg: lc, inspector: len(lc.ListenerFilters) > 0 || needsInspector(lc.FilterChains),
-			log: logs.Logger("listener").Named("listener"), metrics: lm}
+			log: logs.Logger("listener").Named("listener"), metrics: s.lm}
 		if lc.MaxConnections > 0 {
 			l.sem = make(chan struct{}, lc.MaxConnections)
 		}
@@ -149,17 +217,17 @@ func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 			fc := &lc.FilterChains[j]
 			p := fmt.Sprintf("listeners[%d].filter_chains[%d]", i, j)
 			if fc.TCPProxy != nil {
-				if tm == nil {
-					if tm, err = tcpproxy.NewMetrics(reg); err != nil {
+				if s.tm == nil {
+					if s.tm, err = tcpproxy.NewMetrics(s.reg); err != nil {
 						return nil, fmt.Errorf("server: %w", err)
 					}
 				}
-				c, err := newTCPChain(fc, lc, um, env, tm)
+				c, err := newTCPChain(fc, lc, set, env, s.tm)
 				if err != nil {
 					errs = append(errs, fmt.Errorf("%s.%w", p, err))
 					continue
 				}
-				s.closers = append(s.closers, c.tcp.Close)
+				g.closers = append(g.closers, c.tcp.Close)
 				l.chains = append(l.chains, c)
 				continue
 			}
@@ -176,7 +244,7 @@ func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 				continue
 			}
 			m, err := hcm.New(h, hcm.Options{ListenerName: lc.Name, Direction: lc.Direction, BufferLimit: lc.PerConnectionBufferLimitBytes,
-				Routes: table, Router: rt, Env: env, Metrics: hm})
+				Routes: table, Router: rt, Env: env, Metrics: s.hm})
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s.http_connection_manager: %w", p, err))
 				continue
@@ -194,20 +262,17 @@ func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 			}
 			l.chains = append(l.chains, c)
 		}
-		s.listeners = append(s.listeners, l)
+		g.listeners = append(g.listeners, l)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	if cfg.Admin.Address != "-" {
-		s.admin = newAdmin(s)
-	}
-	return s, nil
+	return g, nil
 }
 
 // newTCPChain builds a tcp_proxy chain. Errors start with the field name
 // under the chain's path.
-func newTCPChain(fc *config.FilterChain, lc config.Listener, um *upstream.Manager, env filter.Env, tm *tcpproxy.Metrics) (*chain, error) {
+func newTCPChain(fc *config.FilterChain, lc config.Listener, set *upstream.Set, env filter.Env, tm *tcpproxy.Metrics) (*chain, error) {
 	c := &chain{match: fc.Match}
 	if fc.TLS != nil {
 		t, err := loadTLS(fc.TLS)
@@ -220,7 +285,7 @@ func newTCPChain(fc *config.FilterChain, lc config.Listener, um *upstream.Manage
 		c.tls = t
 	}
 	px, err := tcpproxy.New(fc.TCPProxy, tcpproxy.Options{ListenerName: lc.Name, Direction: lc.Direction,
-		Cluster: um.Cluster(fc.TCPProxy.Cluster), Env: env, Metrics: tm})
+		Cluster: set.Cluster(fc.TCPProxy.Cluster), Env: env, Metrics: tm})
 	if err != nil {
 		return nil, fmt.Errorf("tcp_proxy: %w", err)
 	}
@@ -249,24 +314,39 @@ func discardLogs(l *Logs) *Logs {
 
 // Start opens the admin server and every listener.
 func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("server: closed")
+	}
 	s.started = time.Now()
+	g := s.gen.Load()
 	if s.admin != nil {
-		if err := s.admin.start(s.cfg.Admin.Address); err != nil {
+		if err := s.admin.start(g.cfg.Admin.Address); err != nil {
 			return err
 		}
 	}
-	for _, l := range s.listeners {
-		if err := l.start(); err != nil {
+	for _, l := range g.listeners {
+		sock, err := listenSocket(l.cfg.Name, l.cfg.Address, l.log)
+		if err != nil {
 			return err
 		}
+		s.sockets[l.cfg.Name] = sock
+		l.serve(sock.view())
 		s.log.Info("listening", zap.String("listener", l.cfg.Name), zap.Stringer("address", l.addrPort()))
 	}
+	s.running = true
 	return nil
 }
 
-// ListenerAddr returns the bound address of the named listener.
+// Config returns the configuration serving new connections. It must not
+// be modified.
+func (s *Server) Config() *config.Bootstrap { return s.gen.Load().cfg }
+
+// ListenerAddr returns the bound address of the named listener of the
+// current configuration.
 func (s *Server) ListenerAddr(name string) netip.AddrPort {
-	for _, l := range s.listeners {
+	for _, l := range s.gen.Load().listeners {
 		if l.cfg.Name == name {
 			return l.addrPort()
 		}
@@ -288,25 +368,60 @@ func (s *Server) Registry() *prometheus.Registry { return s.reg }
 // Draining reports whether Drain has started.
 func (s *Server) Draining() bool { return s.draining.Load() }
 
-// DrainListeners stops accepting new connections on every listener; open
-// connections keep being served.
+// DrainListeners stops accepting new connections on every listener (the
+// listening sockets are closed: connects are refused); open connections
+// keep being served. A reload is refused from then on.
 func (s *Server) DrainListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.draining.Store(true)
-	for _, l := range s.listeners {
+	for _, l := range s.gen.Load().listeners {
 		l.stopAccepting()
+	}
+	for name, sock := range s.sockets {
+		sock.close()
+		delete(s.sockets, name)
 	}
 }
 
 // Drain stops accepting, closes idle keep-alive connections and waits for
 // in-flight streams to finish, at most until ctx ends; then it closes the
-// remaining connections. It returns ctx's error when streams had to be cut.
+// remaining connections. Generations a reload replaced and still draining
+// are cut when ctx ends too. It returns ctx's error when streams had to be
+// cut.
 func (s *Server) Drain(ctx context.Context) error {
 	s.DrainListeners()
+	cut := drainListeners(ctx, s.gen.Load().listeners)
+	retired := make(chan struct{})
+	go func() {
+		s.retireWG.Wait()
+		close(retired)
+	}()
+	select {
+	case <-retired:
+	case <-ctx.Done():
+		s.retireCancel()
+		<-retired
+		cut = true
+	}
+	if cut {
+		return fmt.Errorf("server: drain: %w", ctx.Err())
+	}
+	return nil
+}
+
+// drainListeners shuts down the listeners' HTTP chain servers (idle
+// keep-alive connections are closed, busy ones once their response is
+// sent), waits for every stream and TCP proxy connection to finish, at
+// most until ctx ends, and then closes every connection left. The
+// listeners must have stopped accepting. It reports whether streams had
+// to be cut.
+func drainListeners(ctx context.Context, ls []*listener) bool {
 	var wg sync.WaitGroup
 	var cut atomic.Bool
-	for _, l := range s.listeners {
+	for _, l := range ls {
 		for _, c := range l.chains {
-			if c.tcp != nil {
+			if c.tcp != nil || c.srv == nil {
 				continue // its connections are closed with the others below
 			}
 			wg.Add(1)
@@ -326,74 +441,102 @@ func (s *Server) Drain(ctx context.Context) error {
 	wg.Wait()
 	// Streams on connections http.Server no longer tracks (h2c) finish
 	// too; then every connection left, idle or not, is closed.
+	active := func() int64 {
+		var n int64
+		for _, l := range ls {
+			n += l.activeStreams()
+		}
+		return n
+	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for s.activeStreams() > 0 && ctx.Err() == nil {
+	for active() > 0 && ctx.Err() == nil {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
 		}
 	}
-	if s.activeStreams() > 0 {
+	if active() > 0 {
 		cut.Store(true)
 	}
-	for _, l := range s.listeners {
+	for _, l := range ls {
 		l.closeConns()
 	}
-	if cut.Load() {
-		return fmt.Errorf("server: drain: %w", ctx.Err())
-	}
-	return nil
+	return cut.Load()
 }
 
-func (s *Server) activeStreams() int64 {
-	var n int64
-	for _, l := range s.listeners {
-		n += l.activeStreams()
-	}
-	return n
-}
-
-// ReopenLogs reopens every access-log file (after logrotate moved them).
-// It is what SIGUSR1 and the admin's POST /reopen_logs do. Every sink is
-// tried; the errors of those that failed are joined.
+// ReopenLogs reopens every access-log file (after logrotate moved them),
+// those of generations still draining after a reload included. It is
+// what SIGUSR1 and the admin's POST /reopen_logs do. Every sink is tried;
+// the errors of those that failed are joined.
 func (s *Server) ReopenLogs() error {
+	s.mu.Lock()
+	gens := []*generation{s.gen.Load()}
+	for g := range s.retiring {
+		gens = append(gens, g)
+	}
+	s.mu.Unlock()
 	var errs []error
-	for _, f := range s.reopeners {
-		errs = append(errs, f())
+	for _, g := range gens {
+		for _, f := range g.reopeners {
+			errs = append(errs, f())
+		}
 	}
 	return errors.Join(errs...)
 }
 
 // Close releases everything: listeners, connections, the admin server,
-// upstream pools and filter resources.
+// upstream pools and filter resources, those of generations still
+// draining after a reload included.
 func (s *Server) Close() error {
 	var errs []error
 	s.closeOnce.Do(func() {
-		for _, l := range s.listeners {
-			l.stopAccepting()
-			l.closeConns()
-			for _, c := range l.chains {
-				if c.tcp != nil {
-					c.tcp.Close()
-				}
-			}
-			for _, c := range l.chains {
-				if c.srv != nil {
-					c.srv.Close()
-				}
-				if c.ln != nil {
-					c.ln.Close()
-					<-c.served
-				}
-			}
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.retireCancel()
+		s.retireWG.Wait() // each retiring generation closes its own
+		if g := s.gen.Load(); g != nil {
+			closeListeners(g.listeners)
 		}
+		s.mu.Lock()
+		for name, sock := range s.sockets {
+			sock.close()
+			delete(s.sockets, name)
+		}
+		s.mu.Unlock()
 		if s.admin != nil {
 			errs = append(errs, s.admin.close())
 		}
-		for i := len(s.closers) - 1; i >= 0; i-- {
-			errs = append(errs, s.closers[i]())
+		if g := s.gen.Load(); g != nil {
+			errs = append(errs, g.close())
+		}
+		if s.upstreams != nil {
+			errs = append(errs, s.upstreams.Close())
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// closeListeners stops the listeners and closes their connections and
+// chain servers at once.
+func closeListeners(ls []*listener) {
+	for _, l := range ls {
+		l.stopAccepting()
+		l.closeConns()
+		for _, c := range l.chains {
+			if c.tcp != nil {
+				c.tcp.Close()
+			}
+		}
+		for _, c := range l.chains {
+			if c.srv != nil {
+				c.srv.Close()
+			}
+			if c.ln != nil {
+				c.ln.Close()
+				<-c.served
+			}
+		}
+	}
 }

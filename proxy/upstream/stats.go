@@ -152,7 +152,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	for _, cl := range c.m.ordered {
+	for _, cl := range c.m.Clusters() {
 		for i, d := range statDescs {
 			t := prometheus.CounterValue
 			if d.gauge {
@@ -179,8 +179,9 @@ var classLabels = [5]string{"1", "2", "3", "4", "5"}
 // WriteStats writes every cluster's stats as Envoy's /stats text view does:
 // "cluster.<name>.<stat>: <value>" lines, sorted by name.
 func (m *Manager) WriteStats(w io.Writer) error {
-	lines := make([]string, 0, len(m.ordered)*int(numStats))
-	for _, cl := range m.ordered {
+	clusters := m.Clusters()
+	lines := make([]string, 0, len(clusters)*int(numStats))
+	for _, cl := range clusters {
 		for i, d := range statDescs {
 			lines = append(lines, fmt.Sprintf("cluster.%s.%s: %d", cl.name, d.name, cl.stats.get(stat(i))))
 		}
