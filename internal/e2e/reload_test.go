@@ -106,7 +106,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	f.waitStat(t, "server.config_reload_failed", 1)
 	f.waitBody(t, "B")
 	_, dump := get(t, f.admin+"/config_dump", nil)
-	for _, want := range []string{"cluster: b", "last_reload:", "result: failure", "bogus: unknown field", "generation: 1"} {
+	for _, want := range []string{"cluster: b", "last_reload:", "result: failure", "bogus: line 11: unknown field", "generation: 1"} {
 		if !strings.Contains(dump, want) {
 			t.Errorf("/config_dump lacks %q:\n%s", want, dump)
 		}
