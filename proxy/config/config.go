@@ -33,6 +33,9 @@ type Node struct {
 type Admin struct {
 	// Address to listen on; default 127.0.0.1:15000. "-" disables it.
 	Address string `yaml:"address"`
+	// Pprof serves Go's profiles under /debug/pprof/ (Envoy's
+	// /cpuprofiler and /heapprofiler, in Go's form). Off by default.
+	Pprof bool `yaml:"pprof,omitempty"`
 }
 
 // Logging sets log levels.

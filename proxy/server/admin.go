@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"sort"
 	"strings"
@@ -55,6 +56,13 @@ func newAdmin(s *Server) *admin {
 			go s.quit()
 		}
 	}))
+	if s.Config().Admin.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/", a.help)
 	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: stdLog(a.log)}
@@ -114,6 +122,9 @@ func (a *admin) help(w http.ResponseWriter, r *http.Request) {
   /reopen_logs      POST: reopen access-log files (after logrotate)
   /quitquitquit     POST: drain and exit
 `)
+	if a.s.Config().Admin.Pprof {
+		io.WriteString(w, "  /debug/pprof/     Go profiles (admin.pprof)\n")
+	}
 }
 
 func (a *admin) state() string {

@@ -301,3 +301,36 @@ func TestMaxConnections(t *testing.T) {
 		t.Fatal("second connection left open")
 	}
 }
+
+// TestAdminPprof: Go's profiles are served only when admin.pprof is on.
+func TestAdminPprof(t *testing.T) {
+	be := backend(t)
+	for _, on := range []bool{false, true} {
+		t.Run(fmt.Sprint("pprof=", on), func(t *testing.T) {
+			text := fmt.Sprintf(testConfig, be.Listener.Addr(), deadAddr(t))
+			if on {
+				text = strings.Replace(text, `admin: {address: "127.0.0.1:0"}`, `admin: {address: "127.0.0.1:0", pprof: true}`, 1)
+			}
+			cfg, err := config.Parse([]byte(text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := New(cfg, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			admin := "http://" + s.AdminAddr().String()
+			code, body := get(t, "GET", admin+"/debug/pprof/")
+			if on != (code == 200 && strings.Contains(body, "goroutine")) {
+				t.Fatalf("GET /debug/pprof/ = %d with admin.pprof %v", code, on)
+			}
+			if _, help := get(t, "GET", admin+"/"); on != strings.Contains(help, "/debug/pprof/") {
+				t.Fatalf("help lists pprof: %v, want %v", !on, on)
+			}
+		})
+	}
+}

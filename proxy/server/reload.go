@@ -255,6 +255,9 @@ func restartOnly(old, cfg *config.Bootstrap) error {
 	if old.Admin.Address != cfg.Admin.Address {
 		errs = append(errs, fmt.Errorf("admin.address: %q -> %q", old.Admin.Address, cfg.Admin.Address))
 	}
+	if old.Admin.Pprof != cfg.Admin.Pprof {
+		errs = append(errs, fmt.Errorf("admin.pprof: %v -> %v", old.Admin.Pprof, cfg.Admin.Pprof))
+	}
 	if old.Node.ID != cfg.Node.ID || old.Node.Cluster != cfg.Node.Cluster || !maps.Equal(old.Node.Metadata, cfg.Node.Metadata) {
 		errs = append(errs, errors.New("node: the proxy's identity (id, cluster, metadata) changed"))
 	}
