@@ -352,6 +352,7 @@ func TestReloadRejected(t *testing.T) {
 		{"bad cluster ref", reloadYAML("", "nope", endpoint("a", a)), `unknown cluster "nope"`},
 		{"bad cluster", reloadYAML("", "a", "- name: a\n  endpoints: [{address: not-an-address}]\n"), "clusters[0]"},
 		{"admin change", strings.Replace(good, `admin: {address: "127.0.0.1:0"}`, `admin: {address: "127.0.0.1:1"}`, 1), "admin.address"},
+		{"pprof change", strings.Replace(good, `admin: {address: "127.0.0.1:0"}`, `admin: {address: "127.0.0.1:0", pprof: true}`, 1), "admin.pprof"},
 		{"node change", strings.Replace(good, "id: n,", "id: other,", 1), "node"},
 		{"node metadata change", strings.Replace(good, "cluster: c}", "cluster: c, metadata: {k: v}}", 1), "node"},
 		{"bind fails", reloadYAML(busyListener, "a", endpoint("a", a)), `listener "busy"`},
