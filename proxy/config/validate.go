@@ -59,6 +59,7 @@ func (b *Bootstrap) Validate() error {
 	}
 	names := map[string]bool{}
 	addrs := map[string]bool{}
+	virtual := slices.ContainsFunc(b.Listeners, func(l Listener) bool { return l.UseOriginalDst })
 	for i := range b.Listeners {
 		l := &b.Listeners[i]
 		p := fmt.Sprintf("listeners[%d]", i)
@@ -82,11 +83,8 @@ func (b *Bootstrap) Validate() error {
 		if l.PerConnectionBufferLimitBytes < 0 {
 			v.errf(p+".per_connection_buffer_limit_bytes", "must not be negative")
 		}
-		for j, lf := range l.ListenerFilters {
-			if lf.Name != "tls_inspector" {
-				v.errf(fmt.Sprintf("%s.listener_filters[%d].name", p, j), "unknown listener filter %q (known: tls_inspector)", lf.Name)
-			}
-		}
+		v.listenerFilters(p, l.ListenerFilters)
+		v.capture(p, l, virtual)
 		if len(l.FilterChains) == 0 {
 			v.errf(p+".filter_chains", "at least one filter chain is required")
 		}

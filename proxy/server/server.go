@@ -199,6 +199,9 @@ func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	if err := wireCapture(s.listeners, um, reg); err != nil {
+		return nil, err
+	}
 	if cfg.Admin.Address != "-" {
 		s.admin = newAdmin(s)
 	}
