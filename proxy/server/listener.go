@@ -316,11 +316,18 @@ func (l *listener) start() error {
 			_ = c.srv.Serve(sl)
 		}(c, sl)
 	}
+	return nil
+}
+
+// accept starts accepting connections on the listener's socket, if it has
+// one. Server.Start calls it once every listener has started, so that a
+// connection handed from one listener to another (use_original_dst) finds
+// its target serving.
+func (l *listener) accept() {
 	if l.ln != nil {
 		l.acceptW.Add(1)
 		go l.acceptLoop()
 	}
-	return nil
 }
 
 func (l *listener) acceptLoop() {

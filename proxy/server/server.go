@@ -140,7 +140,7 @@ func New(cfg *config.Bootstrap, opts Options) (s *Server, err error) {
 		AddReopener: func(f func() error) { s.reopeners = append(s.reopeners, f) }}
 	for i := range cfg.Listeners {
 		lc := cfg.Listeners[i]
-		l := &listener{cfg: lc, inspector: len(lc.ListenerFilters) > 0 || needsInspector(lc.FilterChains),
+		l := &listener{cfg: lc, inspector: lc.HasListenerFilter(config.ListenerFilterTLSInspector) || needsInspector(lc.FilterChains),
 			log: logs.Logger("listener").Named("listener"), metrics: lm}
 		if lc.MaxConnections > 0 {
 			l.sem = make(chan struct{}, lc.MaxConnections)
@@ -263,6 +263,9 @@ func (s *Server) Start() error {
 			return err
 		}
 		s.log.Info("listening", zap.String("listener", l.cfg.Name), zap.Stringer("address", l.addrPort()))
+	}
+	for _, l := range s.listeners {
+		l.accept()
 	}
 	return nil
 }
