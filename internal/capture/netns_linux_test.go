@@ -28,7 +28,7 @@ import (
 // The capture path end to end, with real iptables rules in real network
 // namespaces:
 //
-//	peer namespace (10.99.0.2)          pod namespace (10.99.0.1): rules, proxy, app
+//	peer namespace (10.99.0.2, fd99::2)  pod namespace (10.99.0.1, fd99::1): rules, proxy, app
 //	  upstream :8080 (tcp), :9090 (http) ◀─ proxy 15001 ◀─ REDIRECT ◀─ client (uid 1337)
 //	  client ──▶ 10.99.0.1:8081 ─▶ PREROUTING REDIRECT ─▶ proxy 15006 ─▶ app :8081 (from 127.0.0.6)
 //
@@ -43,6 +43,8 @@ const (
 	childEnv = "REMORA_CAPTURE_TEST_PEER_NS" // set in the child: the peer namespace's name
 	podIP    = "10.99.0.1"
 	peerIP   = "10.99.0.2"
+	podIP6   = "fd99::1"
+	peerIP6  = "fd99::2"
 	appUID   = 1337
 )
 
@@ -53,7 +55,7 @@ func TestCaptureInNetns(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("capture test needs root and iptables (network namespaces, nat rules)")
 	}
-	for _, tool := range []string{"ip", "iptables", "iptables-restore", "iptables-save"} {
+	for _, tool := range []string{"ip", "iptables", "iptables-restore", "iptables-save", "ip6tables", "ip6tables-restore"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("capture test needs root and iptables: %s not found", tool)
 		}
@@ -76,14 +78,20 @@ func TestCaptureInNetns(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
 	}
-	ip("-n", pod, "link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns", peer)
+	const podMAC, peerMAC = "02:00:00:00:99:01", "02:00:00:00:99:02"
+	ip("-n", pod, "link", "add", "v0", "address", podMAC, "type", "veth", "peer", "name", "v1", "address", peerMAC, "netns", peer)
 	ip("-n", pod, "addr", "add", podIP+"/24", "dev", "v0")
 	ip("-n", peer, "addr", "add", peerIP+"/24", "dev", "v1")
+	ip("-n", pod, "-6", "addr", "add", podIP6+"/64", "dev", "v0", "nodad")
+	ip("-n", peer, "-6", "addr", "add", peerIP6+"/64", "dev", "v1", "nodad")
 	for _, ns := range []string{pod, peer} {
 		ip("-n", ns, "link", "set", "lo", "up")
 	}
 	ip("-n", pod, "link", "set", "v0", "up")
 	ip("-n", peer, "link", "set", "v1", "up")
+	// Static neighbours: the first IPv6 packet need not wait for discovery.
+	ip("-n", pod, "-6", "neigh", "replace", peerIP6, "lladdr", peerMAC, "dev", "v0", "nud", "permanent")
+	ip("-n", peer, "-6", "neigh", "replace", podIP6, "lladdr", podMAC, "dev", "v1", "nud", "permanent")
 
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", pod, os.Args[0], "-test.run=^TestCaptureNetnsChild$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), childEnv+"="+peer)
@@ -108,6 +116,7 @@ func TestCaptureNetnsChild(t *testing.T) {
 	// The rules, installed twice (the second run replaces the first).
 	cfg := capture.NewConfig()
 	cfg.ProxyUIDs, cfg.ProxyGIDs = []uint32{0}, []uint32{0} // the proxy is this process
+	cfg.IPv6 = true
 	for range 2 {
 		if err := capture.Run(ctx, capture.Plan(&cfg, capture.Restore), nil); err != nil {
 			t.Fatal(err)
@@ -125,17 +134,22 @@ func TestCaptureNetnsChild(t *testing.T) {
 	}
 
 	// Upstreams in the peer namespace; the app in the pod namespace.
-	var tcpUp, httpUp net.Listener
+	var tcpUp, tcpUp6, httpUp net.Listener
 	inNetns(t, peerPath, func() error {
 		var err error
 		if tcpUp, err = net.Listen("tcp", peerIP+":8080"); err != nil {
+			return err
+		}
+		if tcpUp6, err = net.Listen("tcp", "["+peerIP6+"]:8080"); err != nil {
 			return err
 		}
 		httpUp, err = net.Listen("tcp", peerIP+":9090")
 		return err
 	})
 	defer tcpUp.Close()
+	defer tcpUp6.Close()
 	go serveWhoAmI(tcpUp)
+	go serveWhoAmI(tcpUp6)
 	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "peer http saw %s", r.RemoteAddr)
 	})}
@@ -173,6 +187,17 @@ func TestCaptureNetnsChild(t *testing.T) {
 		}
 		c.Close() // the proxied connection ends, and is logged, when both sides closed
 		waitLog(t, logPath, fmt.Sprintf("out %s:8080 %s:8080 %s", peerIP, peerIP, saw))
+	})
+	t.Run("outbound tcp passthrough over IPv6", func(t *testing.T) {
+		var c net.Conn
+		asUser(t, appUID, func() (err error) { c, err = net.DialTimeout("tcp", "["+peerIP6+"]:8080", 5*time.Second); return })
+		defer c.Close()
+		saw := whoAmI(t, c)
+		if saw == c.LocalAddr().String() {
+			t.Fatalf("the upstream saw the client itself (%s): not redirected", saw)
+		}
+		c.Close()
+		waitLog(t, logPath, fmt.Sprintf("out [%s]:8080 [%s]:8080 %s", peerIP6, peerIP6, saw))
 	})
 	t.Run("outbound http handed to bind_to_port false listener", func(t *testing.T) {
 		tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
@@ -233,18 +258,21 @@ func TestCaptureNetnsChild(t *testing.T) {
 			t.Fatalf("port 15020 went through %s, want the client %s", saw, c.LocalAddr())
 		}
 	})
-	if n := counter(t, s, "remora_listener_original_dst_total", "listener", "virtualOutbound"); n != 2 {
-		t.Fatalf("original_dst_total{virtualOutbound, recovered} = %v, want 2", n)
+	if n := counter(t, s, "remora_listener_original_dst_total", "listener", "virtualOutbound"); n != 3 {
+		t.Fatalf("original_dst_total{virtualOutbound, recovered} = %v, want 3", n)
 	}
 
 	// Cleanup twice: the second finds nothing and still succeeds.
 	for range 2 {
-		if err := capture.Run(ctx, capture.Cleanup(false), nil); err != nil {
+		if err := capture.Run(ctx, capture.Cleanup(true), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if rules := save(); strings.Contains(rules, "REMORA") {
 		t.Fatalf("rules left after cleanup:\n%s", rules)
+	}
+	if out, _ := exec.CommandContext(ctx, "ip6tables-save", "-t", "nat").CombinedOutput(); strings.Contains(string(out), "REMORA") {
+		t.Fatalf("IPv6 rules left after cleanup:\n%s", out)
 	}
 }
 
@@ -252,7 +280,7 @@ const proxyConfig = `
 admin: {address: "-"}
 listeners:
 - name: virtualOutbound
-  address: 0.0.0.0:15001
+  address: "[::]:15001"  # dual stack: IPv4 connections arrive v4-mapped
   use_original_dst: true
   filter_chains:
   - tcp_proxy:
