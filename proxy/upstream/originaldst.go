@@ -1,8 +1,10 @@
 package upstream
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/remora-mesh/remora/proxy/filter"
@@ -14,24 +16,39 @@ import (
 const OriginalDstCleanupInterval = 5 * time.Second
 
 // originalDst is the state of an ORIGINAL_DST cluster: its hosts are made
-// on demand, one per destination, and removed when idle. Guarded by the
-// cluster's mu; the host list itself is published through Cluster.hosts
-// (with no load balancer) so that stats and /clusters show it.
+// on demand, one per destination, and removed when idle. byDst is a
+// copy-on-write map read without a lock; it is replaced under the
+// cluster's mu, which also guards swept. The host list is published
+// through Cluster.hosts too (with no load balancer) so that stats and
+// /clusters show it.
 type originalDst struct {
-	lastUsed map[*Host]time.Time
-	swept    time.Time
-	now      func() time.Time // time.Now; tests may replace it
+	byDst atomic.Pointer[map[netip.AddrPort]*dstHost]
+	swept time.Time
+	now   func() time.Time // time.Now; tests may replace it
+}
+
+// dstHost is a host with the time of its last use (UnixNano).
+type dstHost struct {
+	h    *Host
+	last atomic.Int64
 }
 
 func newOriginalDst() *originalDst {
-	return &originalDst{lastUsed: map[*Host]time.Time{}, now: time.Now}
+	o := &originalDst{now: time.Now}
+	o.byDst.Store(&map[netip.AddrPort]*dstHost{})
+	return o
 }
 
 // originalDstHost returns the host for the connection's original
 // destination (info.DownstreamLocalAddress, which the original_dst
 // listener filter sets), creating it on first use; nil when there is no
 // destination or the cluster is closed. It is called once per TCP
-// connection and per HTTP request on an ORIGINAL_DST cluster.
+// connection and per HTTP request on an ORIGINAL_DST cluster; a known
+// destination costs a map read and no lock or allocation.
+//
+// A host removed as idle by a concurrent call (unused for a cleanup
+// interval, at that very moment) may still be returned; its pools are
+// closed, so an HTTP request on it fails as a connection failure.
 func (c *Cluster) originalDstHost(info *filter.StreamInfo) *Host {
 	if info == nil || !info.DownstreamLocalAddress.IsValid() {
 		return nil
@@ -40,60 +57,63 @@ func (c *Cluster) originalDstHost(info *filter.StreamInfo) *Host {
 	if dst.Port() == 0 || dst.Addr().IsUnspecified() {
 		return nil
 	}
-	key := netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()).String()
+	key := netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	o := c.origDst
+	now := o.now()
+	if e := (*o.byDst.Load())[key]; e != nil {
+		e.last.Store(now.UnixNano())
+		return e.h
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return nil
 	}
-	now := o.now()
-	if h := c.byAddr[key]; h != nil {
-		o.lastUsed[h] = now
-		return h
+	cur := *o.byDst.Load()
+	if e := cur[key]; e != nil { // made while this call waited for the lock
+		e.last.Store(now.UnixNano())
+		return e.h
 	}
-	hosts := slices.Clone(c.Hosts())
+	next := maps.Clone(cur)
 	if now.Sub(o.swept) >= OriginalDstCleanupInterval {
-		hosts = c.sweepOriginalDstLocked(hosts, now)
 		o.swept = now
-	}
-	h := newHost(c, key, "", 1)
-	o.lastUsed[h] = now
-	hosts = append(hosts, h)
-	c.publishOriginalDstLocked(hosts)
-	c.stats.inc(statMembershipChange)
-	return h
-}
-
-// sweepOriginalDstLocked closes and drops the hosts that carry nothing and
-// were last used a cleanup interval ago; it returns the hosts kept.
-func (c *Cluster) sweepOriginalDstLocked(hosts []*Host, now time.Time) []*Host {
-	o := c.origDst
-	kept := hosts[:0]
-	for _, h := range hosts {
-		if now.Sub(o.lastUsed[h]) < OriginalDstCleanupInterval || hostBusy(h) {
-			kept = append(kept, h)
-			continue
+		for k, e := range next {
+			if now.Sub(time.Unix(0, e.last.Load())) >= OriginalDstCleanupInterval && !hostBusy(e.h) {
+				delete(next, k)
+				e.h.close()
+			}
 		}
-		delete(o.lastUsed, h)
-		h.close()
 	}
-	if len(kept) != len(hosts) {
-		clear(hosts[len(kept):])
-		c.stats.inc(statMembershipChange)
+	e := &dstHost{h: newHost(c, key.String(), "", 1)}
+	e.last.Store(now.UnixNano())
+	next[key] = e
+	o.byDst.Store(&next)
+	hosts := make([]*Host, 0, len(next))
+	for _, e := range next {
+		hosts = append(hosts, e.h)
 	}
-	return kept
-}
-
-// publishOriginalDstLocked installs hosts (which have no load balancer: the
-// destination picks the host).
-func (c *Cluster) publishOriginalDstLocked(hosts []*Host) {
+	slices.SortFunc(hosts, func(a, b *Host) int { return compareHostAddr(a, b) })
 	c.hosts.Store(&hostSet{hosts: hosts})
 	c.stats.set(statMembershipTotal, int64(len(hosts)))
-	clear(c.byAddr)
-	for _, h := range hosts {
-		c.byAddr[h.addr] = h
+	c.stats.inc(statMembershipChange)
+	return e.h
+}
+
+// compareHostAddr orders hosts by address (ip, then port) for a stable
+// /clusters listing.
+func compareHostAddr(a, b *Host) int {
+	x, errX := netip.ParseAddrPort(a.addr)
+	y, errY := netip.ParseAddrPort(b.addr)
+	if errX != nil || errY != nil {
+		if a.addr < b.addr {
+			return -1
+		}
+		if a.addr > b.addr {
+			return 1
+		}
+		return 0
 	}
+	return x.Compare(y)
 }
 
 // hostBusy reports whether h has a connection or request in flight.
