@@ -23,7 +23,7 @@ as Istio's istio-iptables does: outbound connections are redirected to
 redirected. Earlier rules are removed first, so running it twice is safe.
 It uses one atomic iptables-restore run per family when iptables-restore is
 installed, one iptables command per rule otherwise. --dry-run prints the
-exact commands as a shell script instead; --cleanup removes every rule and
+exact commands it would run here as a shell script instead; --cleanup removes every rule and
 chain (it succeeds when there is nothing to remove). Needs NET_ADMIN and
 NET_RAW. See docs/operations.md, "Traffic capture".`
 
@@ -58,7 +58,7 @@ func runIPTables(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return &usageError{msg: err.Error()}
 		}
 		mode := capture.Individual
-		if *restore && (*dryRun || capture.RestoreAvailable(f.IPv6)) {
+		if *restore && capture.RestoreAvailable(f.IPv6) {
 			mode = capture.Restore
 		}
 		script = capture.Plan(&cfg, mode)
