@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -180,5 +181,23 @@ func BenchmarkListenerIndexLookup(b *testing.B) {
 		if x.lookup(dst, nil) == nil {
 			b.Fatal("no listener")
 		}
+	}
+}
+
+// TestCaptureMetricsReuse: a second server on the same registry (a
+// reloaded configuration) shares the capture counters instead of failing.
+func TestCaptureMetricsReuse(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	a, err := newCaptureMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newCaptureMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.handoff.WithLabelValues("v", "t").Inc()
+	if n := testutil.ToFloat64(a.handoff.WithLabelValues("v", "t")); n != 1 {
+		t.Fatalf("counters not shared: %v", n)
 	}
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -57,8 +58,17 @@ func newCaptureMetrics(reg prometheus.Registerer) (*captureMetrics, error) {
 		loopStop: prometheus.NewCounterVec(opts("passthrough_refused_total",
 			"Connections without an original destination refused by a tcp_proxy to an ORIGINAL_DST cluster (they would loop back to the proxy)."), []string{"listener"}),
 	}
-	for _, c := range []prometheus.Collector{m.origDst, m.handoff, m.loopStop} {
-		if err := reg.Register(c); err != nil {
+	for _, c := range []**prometheus.CounterVec{&m.origDst, &m.handoff, &m.loopStop} {
+		if err := reg.Register(*c); err != nil {
+			// A configuration reloaded on the same registry keeps counting
+			// on the metrics the previous one registered.
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				if old, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+					*c = old
+					continue
+				}
+			}
 			return nil, fmt.Errorf("server: metrics: %w", err)
 		}
 	}
