@@ -161,6 +161,8 @@ func TestCaptureNetnsChild(t *testing.T) {
 	go serveWhoAmI(excluded)
 	local := listen(t, "127.0.0.1:8082")
 	go serveWhoAmI(local)
+	app8083 := listen(t, "127.0.0.1:8083") // reachable only through the proxy's chain
+	go serveWhoAmI(app8083)
 
 	// The proxy.
 	logPath := filepath.Join(t.TempDir(), "access.log")
@@ -250,6 +252,16 @@ func TestCaptureNetnsChild(t *testing.T) {
 		c.Close()
 		waitLog(t, logPath, fmt.Sprintf("in %s:8081 %s:8081 %s", podIP, podIP, saw))
 	})
+	t.Run("inbound chain chosen by original destination port", func(t *testing.T) {
+		var c net.Conn
+		inNetns(t, peerPath, func() (err error) { c, err = net.DialTimeout("tcp", podIP+":8083", 5*time.Second); return })
+		defer c.Close()
+		if saw := whoAmI(t, c); !strings.HasPrefix(saw, "127.0.0.1:") {
+			t.Fatalf("the app on 127.0.0.1:8083 saw %s, want the proxy's loopback connection", saw)
+		}
+		c.Close()
+		waitLog(t, logPath, fmt.Sprintf("in8083 %s:8083 127.0.0.1:8083", podIP))
+	})
 	t.Run("excluded inbound port", func(t *testing.T) {
 		var c net.Conn
 		inNetns(t, peerPath, func() (err error) { c, err = net.DialTimeout("tcp", podIP+":15020", 5*time.Second); return })
@@ -301,6 +313,11 @@ listeners:
   direction: inbound
   listener_filters: [{name: original_dst}]
   filter_chains:
+  - filter_chain_match: {destination_port: 8083}   # matched on the original destination's port
+    tcp_proxy:
+      stat_prefix: inbound_8083
+      cluster: app8083
+      access_log: [{type: file, config: {path: LOG, flush_bytes: 1, format: "in8083 %DOWNSTREAM_LOCAL_ADDRESS% %UPSTREAM_HOST%\n"}}]
   - tcp_proxy:
       stat_prefix: inbound_passthrough
       cluster: InboundPassthroughCluster
@@ -308,6 +325,7 @@ listeners:
 clusters:
 - {name: PassthroughCluster, type: ORIGINAL_DST}
 - {name: InboundPassthroughCluster, type: ORIGINAL_DST, source_address: 127.0.0.6}
+- {name: app8083, endpoints: [{address: 127.0.0.1:8083}]}
 `
 
 // inNetns runs fn on a thread moved into the network namespace at path;
