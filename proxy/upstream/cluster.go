@@ -178,7 +178,7 @@ func (c *Cluster) NewStream(ctx context.Context, headers *filter.HeaderMap, endS
 	}
 	var h *Host
 	if c.origDst != nil {
-		h = c.originalDstHost(info)
+		h = c.originalDstHTTPHost(headers, info)
 	} else if hs := c.hosts.Load(); hs != nil && hs.lb != nil {
 		h = hs.lb.Pick(opts.LB)
 	}

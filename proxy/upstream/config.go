@@ -117,6 +117,20 @@ type ClusterConfig struct {
 	// 127.0.0.6 so that the capture rules let it reach the pod's own IP
 	// without being redirected again. Default: chosen by the kernel.
 	SourceAddress string `yaml:"source_address,omitempty"`
+	// OriginalDstLBConfig tunes an ORIGINAL_DST cluster; nil means the
+	// defaults.
+	OriginalDstLBConfig *OriginalDstLBConfig `yaml:"original_dst_lb_config,omitempty"`
+}
+
+// OriginalDstLBConfig is Envoy's original_dst_lb_config.
+type OriginalDstLBConfig struct {
+	// UseHTTPHeader lets an HTTP request name its destination in the
+	// x-envoy-original-dst-host header ("ip:port"), overriding the
+	// connection's original destination; a request with an invalid value
+	// fails with UH. Any client that reaches the listener can then send
+	// requests anywhere: enable it only where that is intended. Default
+	// false.
+	UseHTTPHeader bool `yaml:"use_http_header,omitempty"`
 }
 
 // OutlierDetectionConfig is Envoy's consecutive-5xx outlier detection: a
@@ -316,6 +330,8 @@ func (c *ClusterConfig) Validate(path string) error {
 		if c.OutlierDetection != nil {
 			bad("outlier_detection", "not supported on an ORIGINAL_DST cluster")
 		}
+	} else if c.OriginalDstLBConfig != nil {
+		bad("original_dst_lb_config", "only for ORIGINAL_DST clusters")
 	} else if len(c.Endpoints) == 0 {
 		bad("endpoints", "a cluster needs at least one endpoint")
 	}

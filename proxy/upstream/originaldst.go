@@ -50,11 +50,36 @@ func newOriginalDst() *originalDst {
 // interval, at that very moment) may still be returned; its pools are
 // closed, so an HTTP request on it fails as a connection failure.
 func (c *Cluster) originalDstHost(info *filter.StreamInfo) *Host {
-	if info == nil || !info.DownstreamLocalAddress.IsValid() {
+	if info == nil {
 		return nil
 	}
-	dst := info.DownstreamLocalAddress
-	if dst.Port() == 0 || dst.Addr().IsUnspecified() {
+	return c.originalDstHostFor(info.DownstreamLocalAddress)
+}
+
+// OriginalDstHeader is the request header that names an HTTP request's
+// destination on an ORIGINAL_DST cluster with use_http_header.
+const OriginalDstHeader = "x-envoy-original-dst-host"
+
+// originalDstHTTPHost is originalDstHost for an HTTP request: with
+// use_http_header, a request carrying x-envoy-original-dst-host goes to
+// the ip:port it names (nil, so UH, when it names none).
+func (c *Cluster) originalDstHTTPHost(headers *filter.HeaderMap, info *filter.StreamInfo) *Host {
+	if lc := c.cfg.OriginalDstLBConfig; lc != nil && lc.UseHTTPHeader {
+		if v, ok := headers.Get(OriginalDstHeader); ok {
+			dst, err := netip.ParseAddrPort(v)
+			if err != nil {
+				return nil
+			}
+			return c.originalDstHostFor(dst)
+		}
+	}
+	return c.originalDstHost(info)
+}
+
+// originalDstHostFor returns the host for dst, creating it on first use;
+// nil when dst is not a usable address or the cluster is closed.
+func (c *Cluster) originalDstHostFor(dst netip.AddrPort) *Host {
+	if !dst.IsValid() || dst.Port() == 0 || dst.Addr().IsUnspecified() {
 		return nil
 	}
 	key := netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())

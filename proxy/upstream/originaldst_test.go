@@ -118,6 +118,45 @@ func TestOriginalDstHTTP(t *testing.T) {
 	}
 }
 
+// TestOriginalDstHTTPHeader: with use_http_header the request's
+// x-envoy-original-dst-host wins over the connection's destination.
+func TestOriginalDstHTTPHeader(t *testing.T) {
+	handler := func(name string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(name)) })
+	}
+	a, b := httptest.NewServer(handler("a")), httptest.NewServer(handler("b"))
+	defer a.Close()
+	defer b.Close()
+	cfg := originalDstCluster("pass")
+	cfg.OriginalDstLBConfig = &OriginalDstLBConfig{UseHTTPHeader: true}
+	m := newTestManager(t, Options{}, cfg)
+	c := m.Cluster("pass")
+	connDst := a.Listener.Addr().(*net.TCPAddr).AddrPort()
+	for _, tc := range []struct {
+		name, header, want string
+	}{
+		{"no header", "", "a"},
+		{"header", b.Listener.Addr().String(), "b"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := reqHeaders("GET", "/", "svc")
+			if tc.header != "" {
+				h.Add(OriginalDstHeader, tc.header)
+			}
+			info := filter.StreamInfo{DownstreamLocalAddress: connDst}
+			_, body, _ := roundTrip(t, c, h, nil, StreamOptions{Info: &info})
+			if string(body) != tc.want {
+				t.Fatalf("reached %q, want %q", body, tc.want)
+			}
+		})
+	}
+	info := filter.StreamInfo{DownstreamLocalAddress: connDst}
+	_, err := c.NewStream(testCtx(t), reqHeaders("GET", "/", "svc", OriginalDstHeader, "svc.local:80"), true, StreamOptions{Info: &info})
+	if flagOf(err) != filter.NoHealthyUpstream {
+		t.Fatalf("invalid header: %v, want UH", err)
+	}
+}
+
 func TestOriginalDstValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -132,6 +171,8 @@ func TestOriginalDstValidate(t *testing.T) {
 			"c.lb_policy: CLUSTER_PROVIDED is only for ORIGINAL_DST clusters"},
 		{"source address", ClusterConfig{Name: "p", Type: TypeOriginalDst, SourceAddress: "localhost"},
 			`c.source_address: "localhost" is not an IP address`},
+		{"lb config elsewhere", ClusterConfig{Name: "p", Endpoints: []EndpointConfig{{Address: "127.0.0.1:1"}}, OriginalDstLBConfig: &OriginalDstLBConfig{UseHTTPHeader: true}},
+			"c.original_dst_lb_config: only for ORIGINAL_DST clusters"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg
