@@ -28,6 +28,16 @@ func (v *validator) listenerFilters(p string, fs []ListenerFilter) {
 // must exist (virtual), and its address must be an IP literal and port
 // that an original destination can equal.
 func (v *validator) capture(p string, l *Listener, virtual bool) {
+	// A passthrough needs an original destination: without original_dst a
+	// connection would be proxied to the listener's own address.
+	if l.Binds() && !l.UseOriginalDst && !l.HasListenerFilter(ListenerFilterOriginalDst) {
+		for j, fc := range l.FilterChains {
+			if t := fc.TCPProxy; t != nil && v.origDstClusters[t.Cluster] {
+				v.errf(fmt.Sprintf("%s.filter_chains[%d].tcp_proxy.cluster", p, j),
+					"ORIGINAL_DST cluster %q needs the connection's original destination: add the original_dst listener filter or use_original_dst", t.Cluster)
+			}
+		}
+	}
 	if l.Binds() {
 		return
 	}

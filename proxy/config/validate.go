@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/remora-mesh/remora/proxy/filter"
+	"github.com/remora-mesh/remora/proxy/upstream"
 	"gopkg.in/yaml.v3"
 )
 
@@ -43,6 +44,12 @@ func (b *Bootstrap) Validate() error {
 			v.errf(p+".name", "duplicate cluster %q", c.Name)
 		}
 		clusters[c.Name] = true
+		if c.Type == upstream.TypeOriginalDst {
+			if v.origDstClusters == nil {
+				v.origDstClusters = map[string]bool{}
+			}
+			v.origDstClusters[c.Name] = true
+		}
 	}
 	v.clusters = clusters
 	routeConfigs := make(map[string]bool, len(b.RouteConfigs))
@@ -97,8 +104,9 @@ func (b *Bootstrap) Validate() error {
 }
 
 type validator struct {
-	errs     []error
-	clusters map[string]bool
+	errs            []error
+	clusters        map[string]bool
+	origDstClusters map[string]bool // ORIGINAL_DST clusters (capture.go)
 }
 
 func (v *validator) errf(path, format string, args ...any) {
