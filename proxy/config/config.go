@@ -62,12 +62,47 @@ type Listener struct {
 	// ListenerFiltersTimeout bounds how long listener filters (tls_inspector)
 	// wait for the first bytes; default 15s.
 	ListenerFiltersTimeout config.Duration `yaml:"listener_filters_timeout"`
+	// UseOriginalDst makes this a virtual listener (Istio's 15001 and
+	// 15006): each connection whose original destination (before an
+	// iptables REDIRECT) is known is handed to the listener bound to that
+	// destination, exact ip:port first, then 0.0.0.0:port or [::]:port;
+	// when none matches, this listener's own filter chains serve it. It
+	// implies the original_dst listener filter. Default false.
+	UseOriginalDst bool `yaml:"use_original_dst,omitempty"`
+	// BindToPort false makes a listener that opens no socket: it only
+	// serves connections a use_original_dst listener hands to it, so its
+	// address must be an IP literal with a port. Default true.
+	BindToPort *bool `yaml:"bind_to_port,omitempty"`
 }
 
+// Binds reports whether the listener opens its own socket (bind_to_port,
+// true when unset).
+func (l *Listener) Binds() bool { return l.BindToPort == nil || *l.BindToPort }
+
+// Listener filter names.
+const (
+	// ListenerFilterTLSInspector reads the ClientHello (SNI, ALPN) without
+	// consuming it.
+	ListenerFilterTLSInspector = "tls_inspector"
+	// ListenerFilterOriginalDst recovers the destination a connection had
+	// before an iptables REDIRECT (Linux only); it always runs first.
+	ListenerFilterOriginalDst = "original_dst"
+)
+
 // ListenerFilter runs on a new connection before a filter chain is chosen.
-// The only built-in is tls_inspector.
+// The built-ins are original_dst and tls_inspector.
 type ListenerFilter struct {
 	Name string `yaml:"name"`
+}
+
+// HasListenerFilter reports whether the listener lists the named filter.
+func (l *Listener) HasListenerFilter(name string) bool {
+	for _, f := range l.ListenerFilters {
+		if f.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // FilterChain is a network filter chain with the conditions that select it.

@@ -26,6 +26,7 @@ const (
 	DefaultCodecType            = "AUTO"
 	DefaultDirection            = "outbound"
 	DefaultLogLevel             = "info"
+	DefaultBindToPort           = true
 )
 
 // DefaultALPN is offered by a TLS filter chain without an alpn list.
@@ -53,6 +54,10 @@ func (b *Bootstrap) ApplyDefaults() {
 		}
 		if l.ListenerFiltersTimeout == 0 {
 			l.ListenerFiltersTimeout = config.Duration(DefaultListenerFilterTimout)
+		}
+		if l.BindToPort == nil {
+			t := DefaultBindToPort
+			l.BindToPort = &t
 		}
 		for j := range l.FilterChains {
 			fc := &l.FilterChains[j]

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/remora-mesh/remora/proxy/filter"
+	"github.com/remora-mesh/remora/proxy/upstream"
 	"gopkg.in/yaml.v3"
 )
 
@@ -43,6 +44,12 @@ func (b *Bootstrap) Validate() error {
 			v.errf(p+".name", "duplicate cluster %q", c.Name)
 		}
 		clusters[c.Name] = true
+		if c.Type == upstream.TypeOriginalDst {
+			if v.origDstClusters == nil {
+				v.origDstClusters = map[string]bool{}
+			}
+			v.origDstClusters[c.Name] = true
+		}
 	}
 	v.clusters = clusters
 	routeConfigs := make(map[string]bool, len(b.RouteConfigs))
@@ -59,6 +66,7 @@ func (b *Bootstrap) Validate() error {
 	}
 	names := map[string]bool{}
 	addrs := map[string]bool{}
+	virtual := slices.ContainsFunc(b.Listeners, func(l Listener) bool { return l.UseOriginalDst })
 	for i := range b.Listeners {
 		l := &b.Listeners[i]
 		p := fmt.Sprintf("listeners[%d]", i)
@@ -82,11 +90,8 @@ func (b *Bootstrap) Validate() error {
 		if l.PerConnectionBufferLimitBytes < 0 {
 			v.errf(p+".per_connection_buffer_limit_bytes", "must not be negative")
 		}
-		for j, lf := range l.ListenerFilters {
-			if lf.Name != "tls_inspector" {
-				v.errf(fmt.Sprintf("%s.listener_filters[%d].name", p, j), "unknown listener filter %q (known: tls_inspector)", lf.Name)
-			}
-		}
+		v.listenerFilters(p, l.ListenerFilters)
+		v.capture(p, l, virtual)
 		if len(l.FilterChains) == 0 {
 			v.errf(p+".filter_chains", "at least one filter chain is required")
 		}
@@ -99,8 +104,9 @@ func (b *Bootstrap) Validate() error {
 }
 
 type validator struct {
-	errs     []error
-	clusters map[string]bool
+	errs            []error
+	clusters        map[string]bool
+	origDstClusters map[string]bool // ORIGINAL_DST clusters (capture.go)
 }
 
 func (v *validator) errf(path, format string, args ...any) {

@@ -78,6 +78,7 @@ type listener struct {
 	log       *zap.Logger
 	metrics   *listenerMetrics
 	sem       chan struct{} // nil: unlimited
+	capture   capture       // original_dst and use_original_dst (virtual.go)
 
 	ln      net.Listener
 	mu      sync.Mutex
@@ -295,16 +296,22 @@ func (c *peekedConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-// serve runs the chains' servers and the accept loop on ln, the view of a
+// start runs the chains' servers for connections from ln, the view of a
 // listening socket the Server keeps across configuration reloads
-// (reload_socket.go).
-func (l *listener) serve(ln net.Listener) {
+// (reload_socket.go); ln is nil for a listener that does not bind
+// (bind_to_port: false), which only takes connections handed to it.
+// accept then starts taking connections from ln.
+func (l *listener) start(ln net.Listener) {
 	l.ln = ln
+	var addr net.Addr = net.TCPAddrFromAddrPort(l.addrPort())
+	if ln != nil {
+		addr = ln.Addr()
+	}
 	for _, c := range l.chains {
 		if c.tcp != nil {
 			continue // served on the accepting goroutine
 		}
-		c.ln = newChanListener(ln.Addr())
+		c.ln = newChanListener(addr)
 		c.served = make(chan struct{})
 		var sl net.Listener = c.ln
 		if c.tls != nil {
@@ -315,8 +322,17 @@ func (l *listener) serve(ln net.Listener) {
 			_ = c.srv.Serve(sl)
 		}(c, sl)
 	}
-	l.acceptW.Add(1)
-	go l.acceptLoop()
+}
+
+// accept starts accepting connections on the listener's socket, if it has
+// one. Server.Start calls it once every listener has started, so that a
+// connection handed from one listener to another (use_original_dst) finds
+// its target serving.
+func (l *listener) accept() {
+	if l.ln != nil {
+		l.acceptW.Add(1)
+		go l.acceptLoop()
+	}
 }
 
 func (l *listener) acceptLoop() {
@@ -336,32 +352,53 @@ func (l *listener) acceptLoop() {
 			time.Sleep(10 * time.Millisecond) // back off on EMFILE and the like
 			continue
 		}
-		if l.sem != nil {
-			select {
-			case l.sem <- struct{}{}:
-			default:
-				l.metrics.cxOverflow.WithLabelValues(name).Inc()
-				c.Close()
-				continue
-			}
+		if cc := l.admit(c); cc != nil {
+			go l.dispatch(cc)
 		}
-		l.metrics.cxTotal.WithLabelValues(name).Inc()
-		l.metrics.cxActive.WithLabelValues(name).Inc()
-		cc := &countedConn{Conn: c}
-		cc.release = func() {
-			l.untrack(cc)
-			l.metrics.cxActive.WithLabelValues(name).Dec()
-			if l.sem != nil {
-				<-l.sem
-			}
-		}
-		l.track(cc)
-		go l.dispatch(cc)
 	}
+}
+
+// admit counts c as one of the listener's connections (max_connections,
+// downstream_cx_total and _active, tracking for drains); it closes c and
+// returns nil when the listener is full.
+func (l *listener) admit(c net.Conn) *countedConn {
+	name := l.cfg.Name
+	if l.sem != nil {
+		select {
+		case l.sem <- struct{}{}:
+		default:
+			l.metrics.cxOverflow.WithLabelValues(name).Inc()
+			c.Close()
+			return nil
+		}
+	}
+	l.metrics.cxTotal.WithLabelValues(name).Inc()
+	l.metrics.cxActive.WithLabelValues(name).Inc()
+	cc := &countedConn{Conn: c}
+	cc.release = func() {
+		l.untrack(cc)
+		l.metrics.cxActive.WithLabelValues(name).Dec()
+		if l.sem != nil {
+			<-l.sem
+		}
+	}
+	l.track(cc)
+	return cc
 }
 
 // dispatch runs the listener filters and hands c to its filter chain.
 func (l *listener) dispatch(cc *countedConn) {
+	if l.capture.origDst {
+		l.dispatchCaptured(cc) // virtual.go
+		return
+	}
+	l.serve(cc, netip.AddrPort{})
+}
+
+// serve runs tls_inspector and hands cc to its filter chain. dst, when
+// valid, is the original destination original_dst recovered: it stands
+// for the socket's local address in chain matching and StreamInfo.
+func (l *listener) serve(cc *countedConn, dst netip.AddrPort) {
 	var c net.Conn = cc
 	var peeked []byte
 	var ch *ClientHello
@@ -383,7 +420,9 @@ func (l *listener) dispatch(cc *countedConn) {
 		c = &peekedConn{Conn: c, buf: buf}
 	}
 	port := 0
-	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+	if dst.IsValid() {
+		port = int(dst.Port())
+	} else if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
 		port = a.Port
 	}
 	best := selectChain(l.chains, port, ch, transport)
@@ -393,8 +432,15 @@ func (l *listener) dispatch(cc *countedConn) {
 		return
 	}
 	if best.tcp != nil {
-		l.serveTCP(best, cc, peeked, ch)
+		if l.loops(best, dst) {
+			cc.Close()
+			return
+		}
+		l.serveTCP(best, cc, peeked, ch, dst)
 		return
+	}
+	if dst.IsValid() {
+		c = &origDstConn{Conn: c, local: dst}
 	}
 	if !best.ln.hand(c) {
 		c.Close()
@@ -404,9 +450,10 @@ func (l *listener) dispatch(cc *countedConn) {
 // serveTCP runs a tcp_proxy chain on cc. A plain connection is handed
 // over as the *net.TCPConn itself (with the bytes tls_inspector read), so
 // that the proxy can splice; a TLS chain terminates TLS first. hello is
-// the ClientHello tls_inspector parsed, nil if none.
-func (l *listener) serveTCP(ch *chain, cc *countedConn, peeked []byte, hello *ClientHello) {
-	d := tcpproxy.Downstream{Conn: cc.Conn, Close: cc.Close, Initial: peeked,
+// the ClientHello tls_inspector parsed, nil if none; dst the original
+// destination, invalid if none.
+func (l *listener) serveTCP(ch *chain, cc *countedConn, peeked []byte, hello *ClientHello, dst netip.AddrPort) {
+	d := tcpproxy.Downstream{Conn: cc.Conn, Close: cc.Close, Initial: peeked, LocalAddress: dst,
 		Info: filter.ConnectionInfo{ID: hcm.NextConnID(), ListenerName: l.cfg.Name, Direction: l.cfg.Direction}}
 	if hello != nil {
 		d.RequestedServerName = hello.ServerName // also for TLS passed through
@@ -568,9 +615,14 @@ func (l *listener) stopAccepting() {
 	l.acceptW.Wait()
 }
 
-// addrPort is the bound address (for tests with port 0).
+// addrPort is the bound address (for tests with port 0); for a listener
+// that does not bind, its configured address.
 func (l *listener) addrPort() netip.AddrPort {
 	if l.ln == nil {
+		if !l.cfg.Binds() {
+			ap, _ := netip.ParseAddrPort(l.cfg.Address)
+			return ap
+		}
 		return netip.AddrPort{}
 	}
 	a, _ := l.ln.Addr().(*net.TCPAddr)

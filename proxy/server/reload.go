@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"reflect"
 	"sort"
 	"time"
@@ -157,7 +158,14 @@ func (s *Server) reloadLocked(load func() (*config.Bootstrap, error)) (int, erro
 	// Switch: the new generation attaches to every socket before the old
 	// one lets go, so a kept socket always has a listener behind it.
 	for _, l := range g.listeners {
-		l.serve(sockets[l.cfg.Name].view())
+		var ln net.Listener // none for a listener that does not bind
+		if sock := sockets[l.cfg.Name]; sock != nil {
+			ln = sock.view()
+		}
+		l.start(ln)
+	}
+	for _, l := range g.listeners {
+		l.accept()
 	}
 	for _, l := range old.listeners {
 		l.stopAccepting()
@@ -192,12 +200,15 @@ func (s *Server) bindLocked(g *generation) (sockets map[string]*socket, opened [
 	sockets = map[string]*socket{}
 	claimed := map[*socket]bool{}
 	for _, l := range g.listeners {
+		if !l.cfg.Binds() {
+			continue
+		}
 		if sock := s.sockets[l.cfg.Name]; sock != nil && oldAddr[sock] == l.cfg.Address {
 			sockets[l.cfg.Name], claimed[sock] = sock, true
 		}
 	}
 	for _, l := range g.listeners {
-		if sockets[l.cfg.Name] != nil {
+		if sockets[l.cfg.Name] != nil || !l.cfg.Binds() {
 			continue
 		}
 		for sock, addr := range oldAddr {

@@ -208,7 +208,7 @@ func (s *Server) build(cfg *config.Bootstrap, set *upstream.Set) (g *generation,
 		AddReopener: func(f func() error) { g.reopeners = append(g.reopeners, f) }}
 	for i := range cfg.Listeners {
 		lc := cfg.Listeners[i]
-		l := &listener{cfg: lc, inspector: len(lc.ListenerFilters) > 0 || needsInspector(lc.FilterChains),
+		l := &listener{cfg: lc, inspector: lc.HasListenerFilter(config.ListenerFilterTLSInspector) || needsInspector(lc.FilterChains),
 			log: logs.Logger("listener").Named("listener"), metrics: s.lm}
 		if lc.MaxConnections > 0 {
 			l.sem = make(chan struct{}, lc.MaxConnections)
@@ -266,6 +266,9 @@ func (s *Server) build(cfg *config.Bootstrap, set *upstream.Set) (g *generation,
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
+	}
+	if err := wireCapture(g.listeners, set, s.reg); err != nil {
+		return nil, err
 	}
 	return g, nil
 }
@@ -327,13 +330,23 @@ func (s *Server) Start() error {
 		}
 	}
 	for _, l := range g.listeners {
-		sock, err := listenSocket(l.cfg.Name, l.cfg.Address, l.log)
-		if err != nil {
-			return err
+		var ln net.Listener // none for a listener that does not bind
+		if l.cfg.Binds() {
+			sock, err := listenSocket(l.cfg.Name, l.cfg.Address, l.log)
+			if err != nil {
+				return err
+			}
+			s.sockets[l.cfg.Name] = sock
+			ln = sock.view()
 		}
-		s.sockets[l.cfg.Name] = sock
-		l.serve(sock.view())
-		s.log.Info("listening", zap.String("listener", l.cfg.Name), zap.Stringer("address", l.addrPort()))
+		l.start(ln)
+		s.log.Info("listening", zap.String("listener", l.cfg.Name), zap.Stringer("address", l.addrPort()),
+			zap.Bool("bound", ln != nil))
+	}
+	// Every listener serves before any accepts: a connection handed from
+	// one listener to another (use_original_dst) finds its target ready.
+	for _, l := range g.listeners {
+		l.accept()
 	}
 	s.running = true
 	return nil

@@ -45,6 +45,11 @@ type Downstream struct {
 	// Info describes the connection (id, listener, direction, peer
 	// certificate) for the mixer check.
 	Info filter.ConnectionInfo
+	// LocalAddress, when valid, replaces Conn.LocalAddr() as the
+	// connection's local (destination) address: the original destination
+	// the original_dst listener filter recovered. Conn itself stays the
+	// socket, so that splicing still works.
+	LocalAddress netip.AddrPort
 	// TLS facts of a TLS-terminated connection.
 	TLS                 bool
 	RequestedServerName string

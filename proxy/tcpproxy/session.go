@@ -59,6 +59,9 @@ func (s *session) init(p *Proxy, d Downstream) {
 	s.info.DownstreamRemoteAddress = addrPort(d.Conn.RemoteAddr())
 	s.info.DownstreamDirectRemoteAddress = s.info.DownstreamRemoteAddress
 	s.info.DownstreamLocalAddress = addrPort(d.Conn.LocalAddr())
+	if d.LocalAddress.IsValid() {
+		s.info.DownstreamLocalAddress = d.LocalAddress
+	}
 	s.info.DownstreamTLS = d.TLS
 	s.info.RequestedServerName = d.RequestedServerName
 	s.info.DownstreamPeerURISAN = d.PeerURISAN

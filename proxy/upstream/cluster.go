@@ -69,6 +69,7 @@ type Cluster struct {
 	h2t                *http2.Transport
 
 	outlier *outlierDetector // nil: no outlier detection
+	origDst *originalDst     // nil unless ORIGINAL_DST (originaldst.go)
 
 	// STRICT_DNS.
 	resolver Resolver
@@ -103,7 +104,13 @@ func newCluster(cfg ClusterConfig, opts *Options) *Cluster {
 	c.retryRB = resource{name: "max_retries", limit: int64(cb.MaxRetries)}
 	if c.dialContext == nil {
 		var d net.Dialer
+		if cfg.SourceAddress != "" {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(cfg.SourceAddress)}
+		}
 		c.dialContext = d.DialContext
+	}
+	if cfg.Type == TypeOriginalDst {
+		c.origDst = newOriginalDst()
 	}
 	if c.protocol != ProtocolHTTP1 {
 		c.h2t = &http2.Transport{
@@ -169,11 +176,12 @@ func (c *Cluster) NewStream(ctx context.Context, headers *filter.HeaderMap, endS
 	if info != nil {
 		info.UpstreamCluster = c.name
 	}
-	hs := c.hosts.Load()
-	if hs == nil || hs.lb == nil {
-		return nil, &Error{Flag: filter.NoHealthyUpstream, Reason: "no healthy upstream", Err: ErrNoHealthyUpstream}
+	var h *Host
+	if c.origDst != nil {
+		h = c.originalDstHTTPHost(headers, info)
+	} else if hs := c.hosts.Load(); hs != nil && hs.lb != nil {
+		h = hs.lb.Pick(opts.LB)
 	}
-	h := hs.lb.Pick(opts.LB)
 	if h == nil {
 		return nil, &Error{Flag: filter.NoHealthyUpstream, Reason: "no healthy upstream", Err: ErrNoHealthyUpstream}
 	}

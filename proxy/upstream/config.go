@@ -14,6 +14,11 @@ import (
 const (
 	TypeStatic    = "STATIC"
 	TypeStrictDNS = "STRICT_DNS"
+	// TypeOriginalDst is Envoy's ORIGINAL_DST (passthrough) cluster: it
+	// has no configured endpoints; each connection goes to the downstream
+	// connection's original destination, as the original_dst listener
+	// filter recovered it (StreamInfo.DownstreamLocalAddress).
+	TypeOriginalDst = "ORIGINAL_DST"
 )
 
 // Load-balancing policies.
@@ -23,6 +28,9 @@ const (
 	LBRandom       = "RANDOM"
 	LBRingHash     = "RING_HASH"
 	LBMaglev       = "MAGLEV"
+	// LBClusterProvided is the only policy of an ORIGINAL_DST cluster
+	// (and its default): the destination picks the host.
+	LBClusterProvided = "CLUSTER_PROVIDED"
 )
 
 // DNS lookup families of a STRICT_DNS cluster (Envoy's dns_lookup_family).
@@ -104,6 +112,25 @@ type ClusterConfig struct {
 	// OutlierDetection ejects hosts that keep failing; nil (the default)
 	// disables it, as in Envoy.
 	OutlierDetection *OutlierDetectionConfig `yaml:"outlier_detection"`
+	// SourceAddress, when set, is the IP upstream connections are bound
+	// to (Envoy's upstream_bind_config). Istio's inbound passthrough binds
+	// 127.0.0.6 so that the capture rules let it reach the pod's own IP
+	// without being redirected again. Default: chosen by the kernel.
+	SourceAddress string `yaml:"source_address,omitempty"`
+	// OriginalDstLBConfig tunes an ORIGINAL_DST cluster; nil means the
+	// defaults.
+	OriginalDstLBConfig *OriginalDstLBConfig `yaml:"original_dst_lb_config,omitempty"`
+}
+
+// OriginalDstLBConfig is Envoy's original_dst_lb_config.
+type OriginalDstLBConfig struct {
+	// UseHTTPHeader lets an HTTP request name its destination in the
+	// x-envoy-original-dst-host header ("ip:port"), overriding the
+	// connection's original destination; a request with an invalid value
+	// fails with UH. Any client that reaches the listener can then send
+	// requests anywhere: enable it only where that is intended. Default
+	// false.
+	UseHTTPHeader bool `yaml:"use_http_header,omitempty"`
 }
 
 // OutlierDetectionConfig is Envoy's consecutive-5xx outlier detection: a
@@ -159,6 +186,9 @@ func (c *ClusterConfig) ApplyDefaults() {
 	}
 	if c.LBPolicy == "" {
 		c.LBPolicy = LBRoundRobin
+		if c.Type == TypeOriginalDst {
+			c.LBPolicy = LBClusterProvided
+		}
 	}
 	if c.Protocol == "" {
 		c.Protocol = ProtocolHTTP1
@@ -222,14 +252,26 @@ func (c *ClusterConfig) Validate(path string) error {
 		bad("name", "must not be empty")
 	}
 	switch c.Type {
-	case TypeStatic, TypeStrictDNS:
+	case TypeStatic, TypeStrictDNS, TypeOriginalDst:
 	default:
-		bad("type", "unknown cluster type %q (want STATIC or STRICT_DNS)", c.Type)
+		bad("type", "unknown cluster type %q (want STATIC, STRICT_DNS or ORIGINAL_DST)", c.Type)
 	}
 	switch c.LBPolicy {
 	case LBRoundRobin, LBLeastRequest, LBRandom, LBRingHash, LBMaglev:
+		if c.Type == TypeOriginalDst {
+			bad("lb_policy", "an ORIGINAL_DST cluster needs CLUSTER_PROVIDED (the default), got %q", c.LBPolicy)
+		}
+	case LBClusterProvided:
+		if c.Type != TypeOriginalDst {
+			bad("lb_policy", "CLUSTER_PROVIDED is only for ORIGINAL_DST clusters")
+		}
 	default:
 		bad("lb_policy", "unknown policy %q (want ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV)", c.LBPolicy)
+	}
+	if c.SourceAddress != "" {
+		if ip := net.ParseIP(c.SourceAddress); ip == nil {
+			bad("source_address", "%q is not an IP address", c.SourceAddress)
+		}
 	}
 	switch c.Protocol {
 	case ProtocolHTTP1, ProtocolHTTP2, ProtocolUseDownstream:
@@ -281,7 +323,16 @@ func (c *ClusterConfig) Validate(path string) error {
 			bad("circuit_breakers."+f.name, "must be positive")
 		}
 	}
-	if len(c.Endpoints) == 0 {
+	if c.Type == TypeOriginalDst {
+		if len(c.Endpoints) > 0 {
+			bad("endpoints", "an ORIGINAL_DST cluster has no endpoints: it connects to each connection's original destination")
+		}
+		if c.OutlierDetection != nil {
+			bad("outlier_detection", "not supported on an ORIGINAL_DST cluster")
+		}
+	} else if c.OriginalDstLBConfig != nil {
+		bad("original_dst_lb_config", "only for ORIGINAL_DST clusters")
+	} else if len(c.Endpoints) == 0 {
 		bad("endpoints", "a cluster needs at least one endpoint")
 	}
 	seen := make(map[string]int, len(c.Endpoints))

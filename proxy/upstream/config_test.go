@@ -80,7 +80,7 @@ func TestClusterConfigValidate(t *testing.T) {
 		{"valid ipv6", func(c *ClusterConfig) { c.Endpoints[0].Address = "[::1]:80" }, nil},
 		{"empty name", func(c *ClusterConfig) { c.Name = "" }, []string{"clusters[2].name: must not be empty"}},
 		{"bad type", func(c *ClusterConfig) { c.Type = "EDS" },
-			[]string{`clusters[2].type: unknown cluster type "EDS" (want STATIC or STRICT_DNS)`}},
+			[]string{`clusters[2].type: unknown cluster type "EDS" (want STATIC, STRICT_DNS or ORIGINAL_DST)`}},
 		{"bad policy", func(c *ClusterConfig) { c.LBPolicy = "LEAST_CONN" },
 			[]string{`clusters[2].lb_policy: unknown policy "LEAST_CONN" (want ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV)`}},
 		{"bad dns family", func(c *ClusterConfig) { c.DNSLookupFamily = "V5" },

@@ -58,9 +58,10 @@ func (c *Cluster) DialTCP(ctx context.Context, lb LBContext, info *filter.Stream
 	if info != nil {
 		info.UpstreamCluster = c.name
 	}
-	hs := c.hosts.Load()
 	var h *Host
-	if hs != nil && hs.lb != nil {
+	if c.origDst != nil {
+		h = c.originalDstHost(info)
+	} else if hs := c.hosts.Load(); hs != nil && hs.lb != nil {
 		h = hs.lb.Pick(lb)
 	}
 	if h == nil {

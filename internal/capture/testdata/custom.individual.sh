@@ -1,0 +1,71 @@
+iptables -t nat -D PREROUTING -p tcp -j REMORA_INBOUND 2>/dev/null || true
+iptables -t nat -D OUTPUT -p tcp -j REMORA_OUTPUT 2>/dev/null || true
+iptables -t nat -F REMORA_REDIRECT 2>/dev/null || true
+iptables -t nat -F REMORA_IN_REDIRECT 2>/dev/null || true
+iptables -t nat -F REMORA_INBOUND 2>/dev/null || true
+iptables -t nat -F REMORA_OUTPUT 2>/dev/null || true
+iptables -t nat -X REMORA_REDIRECT 2>/dev/null || true
+iptables -t nat -X REMORA_IN_REDIRECT 2>/dev/null || true
+iptables -t nat -X REMORA_INBOUND 2>/dev/null || true
+iptables -t nat -X REMORA_OUTPUT 2>/dev/null || true
+ip6tables -t nat -D PREROUTING -p tcp -j REMORA_INBOUND 2>/dev/null || true
+ip6tables -t nat -D OUTPUT -p tcp -j REMORA_OUTPUT 2>/dev/null || true
+ip6tables -t nat -F REMORA_REDIRECT 2>/dev/null || true
+ip6tables -t nat -F REMORA_IN_REDIRECT 2>/dev/null || true
+ip6tables -t nat -F REMORA_INBOUND 2>/dev/null || true
+ip6tables -t nat -F REMORA_OUTPUT 2>/dev/null || true
+ip6tables -t nat -X REMORA_REDIRECT 2>/dev/null || true
+ip6tables -t nat -X REMORA_IN_REDIRECT 2>/dev/null || true
+ip6tables -t nat -X REMORA_INBOUND 2>/dev/null || true
+ip6tables -t nat -X REMORA_OUTPUT 2>/dev/null || true
+iptables -t nat -N REMORA_REDIRECT
+iptables -t nat -N REMORA_IN_REDIRECT
+iptables -t nat -N REMORA_INBOUND
+iptables -t nat -N REMORA_OUTPUT
+iptables -t nat -A REMORA_REDIRECT -p tcp -j REDIRECT --to-ports 15001
+iptables -t nat -A REMORA_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
+iptables -t nat -A REMORA_INBOUND -p tcp --dport 8080 -j REMORA_IN_REDIRECT
+iptables -t nat -A REMORA_INBOUND -p tcp --dport 9080 -j REMORA_IN_REDIRECT
+iptables -t nat -A PREROUTING -p tcp -j REMORA_INBOUND
+iptables -t nat -A REMORA_OUTPUT -p tcp --dport 22 -j RETURN
+iptables -t nat -A REMORA_OUTPUT -p tcp --dport 5432 -j RETURN
+iptables -t nat -A REMORA_OUTPUT -o lo -s 127.0.0.6/32 -j RETURN
+iptables -t nat -A REMORA_OUTPUT -o lo '!' -d 127.0.0.1/32 -m owner --uid-owner 1337 -j REMORA_IN_REDIRECT
+iptables -t nat -A REMORA_OUTPUT -o lo -m owner '!' --uid-owner 1337 -j RETURN
+iptables -t nat -A REMORA_OUTPUT -m owner --uid-owner 1337 -j RETURN
+iptables -t nat -A REMORA_OUTPUT -o lo '!' -d 127.0.0.1/32 -m owner --uid-owner 1338 -j REMORA_IN_REDIRECT
+iptables -t nat -A REMORA_OUTPUT -o lo -m owner '!' --uid-owner 1338 -j RETURN
+iptables -t nat -A REMORA_OUTPUT -m owner --uid-owner 1338 -j RETURN
+iptables -t nat -A REMORA_OUTPUT -o lo '!' -d 127.0.0.1/32 -m owner --gid-owner 1339 -j REMORA_IN_REDIRECT
+iptables -t nat -A REMORA_OUTPUT -o lo -m owner '!' --gid-owner 1339 -j RETURN
+iptables -t nat -A REMORA_OUTPUT -m owner --gid-owner 1339 -j RETURN
+iptables -t nat -A REMORA_OUTPUT -d 127.0.0.1/32 -j RETURN
+iptables -t nat -A REMORA_OUTPUT -d 10.96.0.10/32 -j RETURN
+iptables -t nat -A REMORA_OUTPUT -d 10.0.0.0/8 -j REMORA_REDIRECT
+iptables -t nat -A REMORA_OUTPUT -d 172.16.0.0/12 -j REMORA_REDIRECT
+iptables -t nat -A OUTPUT -p tcp -j REMORA_OUTPUT
+ip6tables -t nat -N REMORA_REDIRECT
+ip6tables -t nat -N REMORA_IN_REDIRECT
+ip6tables -t nat -N REMORA_INBOUND
+ip6tables -t nat -N REMORA_OUTPUT
+ip6tables -t nat -A REMORA_REDIRECT -p tcp -j REDIRECT --to-ports 15001
+ip6tables -t nat -A REMORA_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
+ip6tables -t nat -A REMORA_INBOUND -p tcp --dport 8080 -j REMORA_IN_REDIRECT
+ip6tables -t nat -A REMORA_INBOUND -p tcp --dport 9080 -j REMORA_IN_REDIRECT
+ip6tables -t nat -A PREROUTING -p tcp -j REMORA_INBOUND
+ip6tables -t nat -A REMORA_OUTPUT -p tcp --dport 22 -j RETURN
+ip6tables -t nat -A REMORA_OUTPUT -p tcp --dport 5432 -j RETURN
+ip6tables -t nat -A REMORA_OUTPUT -o lo -s ::6/128 -j RETURN
+ip6tables -t nat -A REMORA_OUTPUT -o lo '!' -d ::1/128 -m owner --uid-owner 1337 -j REMORA_IN_REDIRECT
+ip6tables -t nat -A REMORA_OUTPUT -o lo -m owner '!' --uid-owner 1337 -j RETURN
+ip6tables -t nat -A REMORA_OUTPUT -m owner --uid-owner 1337 -j RETURN
+ip6tables -t nat -A REMORA_OUTPUT -o lo '!' -d ::1/128 -m owner --uid-owner 1338 -j REMORA_IN_REDIRECT
+ip6tables -t nat -A REMORA_OUTPUT -o lo -m owner '!' --uid-owner 1338 -j RETURN
+ip6tables -t nat -A REMORA_OUTPUT -m owner --uid-owner 1338 -j RETURN
+ip6tables -t nat -A REMORA_OUTPUT -o lo '!' -d ::1/128 -m owner --gid-owner 1339 -j REMORA_IN_REDIRECT
+ip6tables -t nat -A REMORA_OUTPUT -o lo -m owner '!' --gid-owner 1339 -j RETURN
+ip6tables -t nat -A REMORA_OUTPUT -m owner --gid-owner 1339 -j RETURN
+ip6tables -t nat -A REMORA_OUTPUT -d ::1/128 -j RETURN
+ip6tables -t nat -A REMORA_OUTPUT -d fd00::1/128 -j RETURN
+ip6tables -t nat -A REMORA_OUTPUT -d fd00::/8 -j REMORA_REDIRECT
+ip6tables -t nat -A OUTPUT -p tcp -j REMORA_OUTPUT
