@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -171,6 +170,8 @@ type ConnInfo struct {
 	ID     uint64
 	Local  netip.AddrPort
 	Remote netip.AddrPort
+	// remoteIP caches Remote's address as text (x-forwarded-for).
+	remoteIP string
 }
 
 type connInfoKey struct{}
@@ -189,17 +190,3 @@ var connIDs atomic.Uint64
 
 // NextConnID returns a process-unique downstream connection id.
 func NextConnID() uint64 { return connIDs.Add(1) }
-
-// ServeHTTP runs one stream.
-func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	m.active.Add(1)
-	s := m.pool.Get().(*stream)
-	abort := s.serve(w, r)
-	m.pool.Put(s)
-	m.active.Add(-1)
-	if abort {
-		// Abort the connection (HTTP/1) or reset the stream (HTTP/2)
-		// after a response had started; net/http does not log this.
-		panic(http.ErrAbortHandler)
-	}
-}
