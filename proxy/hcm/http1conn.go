@@ -400,13 +400,8 @@ func (c *http1Conn) reject(he *http1Error) {
 // the client still sends for a moment, so that unread request bytes do
 // not turn the close into a reset that destroys the response in flight.
 func (c *http1Conn) lingeringClose() {
-	type closeWriter interface{ CloseWrite() error }
-	cw, ok := c.conn.(closeWriter)
-	if !ok {
-		return
-	}
-	if cw.CloseWrite() != nil {
-		return
+	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
 	}
 	_ = c.conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 	if c.discard == nil {

@@ -203,6 +203,17 @@ func (c *countedConn) Close() error {
 	return err
 }
 
+// CloseWrite half-closes the connection when the underlying one can (the
+// HTTP/1 codec's lingering close after an error response).
+func (c *countedConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
 // peekedConn replays bytes read by tls_inspector.
 type peekedConn struct {
 	net.Conn
@@ -217,6 +228,9 @@ func (c *peekedConn) Read(p []byte) (int, error) {
 	}
 	return c.Conn.Read(p)
 }
+
+// CloseWrite: see countedConn.CloseWrite.
+func (c *peekedConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 func (l *listener) start() error {
 	ln, err := net.Listen("tcp", l.cfg.Address)
