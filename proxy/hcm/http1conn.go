@@ -168,25 +168,17 @@ type http1Conn struct {
 	// request waits on the upstream (its body fully read).
 	bgActive bool
 	bgDone   chan struct{}
+	bgRead   func()
 }
 
 func newHTTP1Conn(srv *HTTP1Server, conn net.Conn, ci *ConnInfo, ts *tls.ConnectionState) *http1Conn {
 	c := &http1Conn{srv: srv, m: srv.M, conn: conn, tls: ts, bgDone: make(chan struct{}, 1)}
-	if ci != nil {
-		c.ci = *ci
-	} else {
-		c.ci.ID = NextConnID()
-		if a, ok := conn.LocalAddr().(*net.TCPAddr); ok {
-			c.ci.Local = a.AddrPort()
-		}
-		if a, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
-			c.ci.Remote = a.AddrPort()
-		}
+	if ci == nil {
+		ci = NewConnInfo(conn)
 	}
-	if c.ci.Remote.IsValid() {
-		c.ci.remoteIP = c.ci.Remote.Addr().Unmap().String()
-	}
+	c.ci = *ci
 	c.st.c = c
+	c.bgRead = c.backgroundRead
 	c.req.contentLength = -1
 	return c
 }
@@ -425,15 +417,16 @@ func (c *http1Conn) startBackgroundRead() {
 		return
 	}
 	c.bgActive = true
-	cancel := c.st.cancel
-	go func() {
-		_, err := c.br.Peek(1)
-		var ne net.Error
-		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
-			cancel()
-		}
-		c.bgDone <- struct{}{}
-	}()
+	go c.bgRead() // a func value made once: no allocation per request
+}
+
+func (c *http1Conn) backgroundRead() {
+	_, err := c.br.Peek(1)
+	var ne net.Error
+	if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+		c.st.cancel()
+	}
+	c.bgDone <- struct{}{}
 }
 
 // abortBackgroundRead stops the background read and waits for it.
@@ -452,6 +445,7 @@ func (c *http1Conn) abortBackgroundRead() {
 func (c *http1Conn) serveH2C(upgrade *http.Request, settings []byte) {
 	c.state.Store(connClosed) // HTTP/2 drains by GOAWAY, not by us
 	c.detached = true
+	c.srv.untrack(c)
 	ctx, cancel := context.WithCancel(c.baseCtx)
 	defer cancel()
 	if upgrade != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -183,6 +184,19 @@ func WithConnInfo(ctx context.Context, ci *ConnInfo) context.Context {
 
 func connInfoFrom(ctx context.Context) *ConnInfo {
 	ci, _ := ctx.Value(connInfoKey{}).(*ConnInfo)
+	return ci
+}
+
+// NewConnInfo describes c with a new connection id.
+func NewConnInfo(c net.Conn) *ConnInfo {
+	ci := &ConnInfo{ID: NextConnID()}
+	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		ci.Local = a.AddrPort()
+	}
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		ci.Remote = a.AddrPort()
+		ci.remoteIP = ci.Remote.Addr().Unmap().String()
+	}
 	return ci
 }
 

@@ -195,11 +195,19 @@ func (s *stream) serve(d downstream) bool {
 	s.dec.reset(len(s.filters), m.bufferLimit)
 	s.enc.reset(len(s.filters), m.bufferLimit)
 
+	s.timerMu.Lock()
 	s.timersOff = false
-	s.abortConn.Store(false)
 	if m.streamIdleTimeout > 0 {
-		s.idleTimer = time.AfterFunc(m.streamIdleTimeout, s.onIdle)
+		// The timer is reused with the stream. A late firing left over
+		// from the previous stream finds fresh activity and re-arms.
+		if s.idleTimer == nil {
+			s.idleTimer = time.AfterFunc(m.streamIdleTimeout, s.onIdle)
+		} else {
+			s.idleTimer.Reset(m.streamIdleTimeout)
+		}
 	}
+	s.timerMu.Unlock()
+	s.abortConn.Store(false)
 	if m.requestTimeout > 0 {
 		s.reqTimer = time.AfterFunc(m.requestTimeout, s.onRequestTimeout)
 	}
@@ -425,7 +433,6 @@ func (s *stream) finishStream() bool {
 	s.timersOff = true
 	if s.idleTimer != nil {
 		s.idleTimer.Stop()
-		s.idleTimer = nil
 	}
 	if s.reqTimer != nil {
 		s.reqTimer.Stop()

@@ -110,13 +110,7 @@ func (cs *chainServer) serveConn(c net.Conn) {
 	}()
 	cs.m.ConnOpened()
 	defer cs.m.ConnClosed()
-	ci := &hcm.ConnInfo{ID: hcm.NextConnID()}
-	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
-		ci.Local = a.AddrPort()
-	}
-	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		ci.Remote = a.AddrPort()
-	}
+	ci := hcm.NewConnInfo(c)
 	ctx := hcm.WithConnInfo(context.Background(), ci)
 	var ts *tls.ConnectionState
 	if tc, ok := c.(*tls.Conn); ok {
