@@ -421,10 +421,12 @@ func (c *http1Conn) startBackgroundRead() {
 }
 
 func (c *http1Conn) backgroundRead() {
-	_, err := c.br.Peek(1)
-	var ne net.Error
-	if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
-		c.st.cancel()
+	if _, err := c.br.Peek(1); err != nil {
+		// bufio returns the connection's error as is: a timeout is our
+		// own abort, anything else the client going away.
+		if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+			c.st.cancel()
+		}
 	}
 	c.bgDone <- struct{}{}
 }

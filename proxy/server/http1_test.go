@@ -400,3 +400,45 @@ func TestHTTP1Drain(t *testing.T) {
 		t.Fatalf("drain: %v", err)
 	}
 }
+
+// TestHTTP1StreamingFlush: a response streamed without a length reaches
+// the client piece by piece, while the upstream is still producing (SSE,
+// gRPC-web): the codec flushes whenever the upstream has nothing more yet.
+func TestHTTP1StreamingFlush(t *testing.T) {
+	next := make(chan struct{})
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; i < 3; i++ {
+			fmt.Fprintf(w, "data: %d\n\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-next:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	})}
+	ln := listenLoopback(t)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	s := startProxy(t, fmt.Sprintf(h1Config, "1h", ln.Addr()))
+	c, br := dialProxy(t, s)
+	io.WriteString(c, "GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if len(resp.TransferEncoding) != 1 || resp.TransferEncoding[0] != "chunked" {
+		t.Fatalf("transfer-encoding %v", resp.TransferEncoding)
+	}
+	events := bufio.NewReader(resp.Body)
+	for i := 0; i < 3; i++ {
+		line, err := events.ReadString('\n')
+		if err != nil || line != fmt.Sprintf("data: %d\n", i) {
+			t.Fatalf("event %d: %q %v", i, line, err)
+		}
+		events.ReadString('\n')
+		next <- struct{}{} // the upstream writes the next event only now
+	}
+}
