@@ -169,6 +169,8 @@ type http1Conn struct {
 	bgActive bool
 	bgDone   chan struct{}
 	bgRead   func()
+	bgCancel context.CancelFunc // the watched stream's; set before the read starts
+	bgErr    error              // the read's result, valid after bgDone
 }
 
 func newHTTP1Conn(srv *HTTP1Server, conn net.Conn, ci *ConnInfo, ts *tls.ConnectionState) *http1Conn {
@@ -198,6 +200,7 @@ func (c *http1Conn) serve() {
 	c.bw = writerPool.Get().(*bufio.Writer)
 	c.bw.Reset(c.conn)
 	defer func() {
+		c.abortBackgroundRead()
 		c.conn.Close()
 		if c.detached {
 			// HTTP/2 may still read through br on a goroutine of its
@@ -216,7 +219,7 @@ func (c *http1Conn) serve() {
 	}
 	first := true
 	for {
-		if c.br.Buffered() == 0 {
+		if c.bgActive || c.br.Buffered() == 0 {
 			c.state.Store(connIdle)
 			if c.srv.draining.Load() {
 				return
@@ -226,8 +229,16 @@ func (c *http1Conn) serve() {
 			} else {
 				_ = c.conn.SetReadDeadline(time.Time{})
 			}
-			if _, err := c.br.Peek(1); err != nil {
-				return // idle timeout, the client left, or a drain closed it
+			if c.bgActive {
+				// The read that watched the last request goes on as
+				// the wait for the next one.
+				<-c.bgDone
+				c.bgActive = false
+				if c.bgErr != nil {
+					return // idle timeout, the client left, or a drain closed it
+				}
+			} else if _, err := c.br.Peek(1); err != nil {
+				return
 			}
 		}
 		if !c.state.CompareAndSwap(connIdle, connActive) && !c.state.CompareAndSwap(connActive, connActive) {
@@ -311,14 +322,16 @@ func (c *http1Conn) serveRequest() bool {
 	default:
 		st.body = bodyNone
 	}
+	st.bodyDone = st.body == bodyNone
 	st.ctx, st.cancel = context.WithCancel(c.baseCtx)
 	if st.body == bodyNone && !req.upgrade {
 		c.startBackgroundRead()
 	}
 	abort := c.m.serve(st)
 	st.cancel()
-	c.abortBackgroundRead()
 	st.ctx, st.cancel = nil, nil
+	// A background read still pending becomes the wait for the next
+	// request; every path that reads the connection otherwise stops it.
 	if abort || st.hijacked || !st.respDone {
 		return false
 	}
@@ -417,17 +430,21 @@ func (c *http1Conn) startBackgroundRead() {
 		return
 	}
 	c.bgActive = true
+	c.bgCancel = c.st.cancel
 	go c.bgRead() // a func value made once: no allocation per request
 }
 
 func (c *http1Conn) backgroundRead() {
-	if _, err := c.br.Peek(1); err != nil {
+	_, err := c.br.Peek(1)
+	if err != nil {
 		// bufio returns the connection's error as is: a timeout is our
-		// own abort, anything else the client going away.
+		// own abort (or the idle timeout), anything else the client
+		// going away.
 		if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
-			c.st.cancel()
+			c.bgCancel()
 		}
 	}
+	c.bgErr = err
 	c.bgDone <- struct{}{}
 }
 
