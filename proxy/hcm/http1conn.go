@@ -790,7 +790,7 @@ func (st *http1Stream) readTrailers() error {
 
 func (st *http1Stream) finishBody() error {
 	st.bodyDone = true
-	if !st.c.req.upgrade {
+	if !st.c.req.upgrade && st.c.bgRead != nil { // nil: a parser test's bare connection
 		st.c.startBackgroundRead()
 	}
 	return io.EOF
