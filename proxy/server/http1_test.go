@@ -442,3 +442,23 @@ func TestHTTP1StreamingFlush(t *testing.T) {
 		next <- struct{}{} // the upstream writes the next event only now
 	}
 }
+
+// TestHTTP1HeaderTimeout: a request head that does not complete in time
+// (slowloris) closes the connection without reaching the upstream.
+func TestHTTP1HeaderTimeout(t *testing.T) {
+	old := headerTimeout
+	headerTimeout = 200 * time.Millisecond
+	t.Cleanup(func() { headerTimeout = old })
+	addr, hits := h1Backend(t)
+	s := startProxy(t, fmt.Sprintf(h1Config, "1h", addr))
+	c, br := dialProxy(t, s)
+	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: a\r\n")
+	start := time.Now()
+	expectEOF(t, br)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("closed after %v", d)
+	}
+	if hits.Load() != 0 {
+		t.Fatal("the incomplete request reached the upstream")
+	}
+}

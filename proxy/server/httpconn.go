@@ -13,8 +13,9 @@ import (
 	"golang.org/x/net/http2"
 )
 
-// headerTimeout bounds reading a request head (HTTP/1) and a TLS handshake.
-const headerTimeout = 60 * time.Second
+// headerTimeout bounds reading a request head (HTTP/1) and a TLS
+// handshake. A variable for tests.
+var headerTimeout = 60 * time.Second
 
 // chainServer serves the connections handed to an HTTP filter chain:
 // HTTP/1.x with the connection manager's own codec (hcm.HTTP1Server),
