@@ -48,8 +48,10 @@ type stream struct {
 	resumeEnc    atomic.Uint64
 	wake         chan struct{}
 
+	// done receives one token when the stream completes; a receiver
+	// that is not the last one puts it back. Reused with the stream.
+	done chan struct{}
 	// Guarded by mu.
-	done         chan struct{}
 	completed    bool
 	localReplied bool
 	headersSent  bool
@@ -93,7 +95,7 @@ type stream struct {
 }
 
 func newStream(m *Manager) *stream {
-	s := &stream{m: m, wake: make(chan struct{}, 1)}
+	s := &stream{m: m, wake: make(chan struct{}, 1), done: make(chan struct{}, 1)}
 	s.cbs = make([]filterCB, len(m.filters))
 	for i := range s.cbs {
 		s.cbs[i] = filterCB{s: s, idx: i}
@@ -120,7 +122,10 @@ func (s *stream) serve(d downstream) bool {
 	// The codec cancels it when the downstream goes away and when the
 	// stream ends.
 	s.ctx = d.context()
-	s.done = make(chan struct{})
+	select { // a token left by the previous stream's completion
+	case <-s.done:
+	default:
+	}
 	s.completed, s.localReplied, s.headersSent, s.inEncode, s.abort, s.reqDone = false, false, false, false, false, false
 	s.route, s.routeCached, s.chunked = nil, false, false
 	s.pendingReply = nil
@@ -835,7 +840,7 @@ func (s *stream) complete(abort bool) {
 	if s.tunnel != nil {
 		s.tunnel.Close() // unblocks the tunnel's reader
 	}
-	close(s.done)
+	s.done <- struct{}{} // the one token of this stream: cap 1, completed once
 	s.signal()
 }
 

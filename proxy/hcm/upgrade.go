@@ -29,6 +29,7 @@ func (s *stream) serveUpgrade() {
 		select {
 		case <-s.wake:
 		case <-s.done:
+			s.done <- struct{}{} // for waitDone
 			return
 		case <-s.ctx.Done():
 			return
