@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/remora-mesh/remora/proxy/filter"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // The HTTP/1 codec over real loopback sockets: raw requests written to a
@@ -460,5 +462,61 @@ func TestHTTP1HeaderTimeout(t *testing.T) {
 	}
 	if hits.Load() != 0 {
 		t.Fatal("the incomplete request reached the upstream")
+	}
+}
+
+// TestHTTP1H2CUpgradeWithBody: an "Upgrade: h2c" request with a body is
+// read whole before the 101; it becomes HTTP/2 stream 1 with its body.
+func TestHTTP1H2CUpgradeWithBody(t *testing.T) {
+	addr, _ := h1Backend(t)
+	s := startProxy(t, fmt.Sprintf(h1Config, "1h", addr))
+	c, br := dialProxy(t, s)
+	io.WriteString(c, "POST /up HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"+
+		"HTTP2-Settings: AAMAAABkAAQAAP__\r\nContent-Length: 5\r\n\r\nhello")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 || resp.Header.Get("Upgrade") != "h2c" {
+		t.Fatalf("got %d %v", resp.StatusCode, resp.Header)
+	}
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, br)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var status, body string
+	dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) {
+		if f.Name == ":status" {
+			status = f.Value
+		}
+	})
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading frames: %v (status %q body %q)", err, status, body)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.HeadersFrame:
+			if f.StreamID == 1 {
+				if _, err := dec.Write(f.HeaderBlockFragment()); err != nil {
+					t.Fatal(err)
+				}
+			}
+		case *http2.DataFrame:
+			if f.StreamID == 1 {
+				body += string(f.Data())
+				if f.StreamEnded() {
+					if status != "200" || body != "POST /up 5" {
+						t.Fatalf("got %q %q", status, body)
+					}
+					return
+				}
+			}
+		}
 	}
 }
