@@ -79,21 +79,18 @@ const maxDiscard = 256 << 10
 func (c *http1Conn) serve() {
 	c.br = readerPool.Get().(*bufio.Reader)
 	c.br.Reset(c.conn)
-	c.bw = writerPool.Get().(*bufio.Writer)
-	c.bw.Reset(c.conn)
 	defer func() {
 		c.abortBackgroundRead()
 		c.conn.Close()
+		c.releaseWriter()
 		if c.detached {
 			// HTTP/2 may still read through br on a goroutine of its
-			// own; the buffers are left to the garbage collector.
+			// own; the reader is left to the garbage collector.
 			return
 		}
 		c.br.Reset(nil)
 		readerPool.Put(c.br)
-		c.bw.Reset(nil)
-		writerPool.Put(c.bw)
-		c.br, c.bw = nil, nil
+		c.br = nil
 	}()
 	limit := c.m.MaxRequestHeaderBytes
 	if limit <= 0 {
@@ -102,6 +99,9 @@ func (c *http1Conn) serve() {
 	first := true
 	for {
 		if c.bgActive || c.br.Buffered() == 0 {
+			// An idle connection keeps its reader (a read is pending on
+			// it) but gives its writer back.
+			c.releaseWriter()
 			c.state.Store(connIdle)
 			if c.srv.draining.Load() {
 				return
@@ -125,6 +125,10 @@ func (c *http1Conn) serve() {
 		}
 		if !c.state.CompareAndSwap(connIdle, connActive) && !c.state.CompareAndSwap(connActive, connActive) {
 			return
+		}
+		if c.bw == nil {
+			c.bw = writerPool.Get().(*bufio.Writer)
+			c.bw.Reset(c.conn)
 		}
 		if t := c.srv.HeaderTimeout; t > 0 {
 			_ = c.conn.SetReadDeadline(time.Now().Add(t))
@@ -164,6 +168,15 @@ func (c *http1Conn) serve() {
 		if !c.serveRequest() {
 			return
 		}
+	}
+}
+
+// releaseWriter returns the (flushed or abandoned) writer to its pool.
+func (c *http1Conn) releaseWriter() {
+	if c.bw != nil {
+		c.bw.Reset(nil)
+		writerPool.Put(c.bw)
+		c.bw = nil
 	}
 }
 
