@@ -273,6 +273,11 @@ func (st *http1Stream) writeHeaders(code int, h *filter.HeaderMap, end bool) err
 	case hasCL:
 		if n, err := strconv.ParseInt(h.Value("content-length"), 10, 64); err == nil && n >= 0 {
 			st.respRemain = n
+			if end && n > 0 && !st.respNoBody {
+				// A length with no body to follow: the client would
+				// take the next response for it.
+				st.closeAfter = true
+			}
 		} else {
 			st.closeAfter = true
 		}
