@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -37,8 +37,10 @@ type filterEntry struct {
 	logger  filter.AccessLogHandler // from filter.LogHandlerFactory, or nil
 }
 
-// Manager is an http.Handler running the stream filter chain for one
-// filter chain of one listener. It is safe for concurrent use.
+// Manager runs the stream filter chain for one filter chain of one
+// listener: HTTP1Server feeds it HTTP/1 requests, and it is the
+// http.Handler that golang.org/x/net/http2 serves HTTP/2 with. It is safe
+// for concurrent use.
 type Manager struct {
 	name              string
 	listener          string
@@ -58,8 +60,9 @@ type Manager struct {
 	metrics           *managerMetrics
 	pool              sync.Pool
 	active            atomic.Int64
-	// MaxRequestHeaderBytes is the configured request header limit; the
-	// listener's http.Server enforces it (431).
+	// MaxRequestHeaderBytes is the configured request header limit (431):
+	// HTTP1Server bounds the request head with it, exactly; on HTTP/2 the
+	// stream checks the header names and values.
 	MaxRequestHeaderBytes int
 	IdleTimeout           time.Duration
 	CodecType             string
@@ -146,8 +149,8 @@ func New(cfg *config.HCM, opts Options) (*Manager, error) {
 }
 
 // ConnOpened and ConnClosed count the manager's downstream connections
-// (downstream_cx_total, downstream_cx_active); the listener's http.Server
-// calls them from its ConnState hook.
+// (downstream_cx_total, downstream_cx_active); the listener calls them
+// when it starts and ends serving a connection, whatever its protocol.
 func (m *Manager) ConnOpened() {
 	m.metrics.cxTotal.Inc()
 	m.metrics.cxActive.Inc()
@@ -171,6 +174,8 @@ type ConnInfo struct {
 	ID     uint64
 	Local  netip.AddrPort
 	Remote netip.AddrPort
+	// remoteIP caches Remote's address as text (x-forwarded-for).
+	remoteIP string
 }
 
 type connInfoKey struct{}
@@ -185,21 +190,20 @@ func connInfoFrom(ctx context.Context) *ConnInfo {
 	return ci
 }
 
+// NewConnInfo describes c with a new connection id.
+func NewConnInfo(c net.Conn) *ConnInfo {
+	ci := &ConnInfo{ID: NextConnID()}
+	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		ci.Local = a.AddrPort()
+	}
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		ci.Remote = a.AddrPort()
+		ci.remoteIP = ci.Remote.Addr().Unmap().String()
+	}
+	return ci
+}
+
 var connIDs atomic.Uint64
 
 // NextConnID returns a process-unique downstream connection id.
 func NextConnID() uint64 { return connIDs.Add(1) }
-
-// ServeHTTP runs one stream.
-func (m *Manager) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	m.active.Add(1)
-	s := m.pool.Get().(*stream)
-	abort := s.serve(w, r)
-	m.pool.Put(s)
-	m.active.Add(-1)
-	if abort {
-		// Abort the connection (HTTP/1) or reset the stream (HTTP/2)
-		// after a response had started; net/http does not log this.
-		panic(http.ErrAbortHandler)
-	}
-}

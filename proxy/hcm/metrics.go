@@ -22,6 +22,7 @@ type Metrics struct {
 	upgradesTot *prometheus.CounterVec
 	cxTotal     *prometheus.CounterVec
 	cxActive    *prometheus.GaugeVec
+	cxProtoErr  *prometheus.CounterVec
 }
 
 // DurationBuckets are Envoy's histogram buckets, in milliseconds.
@@ -45,6 +46,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		rqHTTP2:     c("downstream_rq_http2_total", "HTTP/2 requests."),
 		upgradesTot: c("downstream_cx_upgrades_total", "Upgraded (WebSocket) streams."),
 		cxTotal:     c("downstream_cx_total", "Downstream connections served by this connection manager."),
+		cxProtoErr:  c("downstream_cx_protocol_error_total", "HTTP/1 connections closed after a malformed request (400, 431, 505)."),
 		cxActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "remora", Subsystem: "http", Name: "downstream_cx_active",
 			Help: "Open downstream connections of this connection manager."}, l),
 		rqActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "remora", Subsystem: "http", Name: "downstream_rq_active",
@@ -53,7 +55,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Request duration in milliseconds, first byte in to last byte out.", Buckets: DurationBuckets}, l),
 	}
 	for _, col := range []prometheus.Collector{m.rqTotal, m.rqClass, m.rqTooLarge, m.rqTimeout, m.rqIdle, m.rqRxReset,
-		m.localReply, m.rqHTTP1, m.rqHTTP2, m.upgradesTot, m.rqActive, m.rqTime, m.cxTotal, m.cxActive} {
+		m.localReply, m.rqHTTP1, m.rqHTTP2, m.upgradesTot, m.rqActive, m.rqTime, m.cxTotal, m.cxActive, m.cxProtoErr} {
 		if err := reg.Register(col); err != nil {
 			return nil, err
 		}
@@ -64,11 +66,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 // managerMetrics are the metrics curried for one stat prefix, so the hot
 // path does no label lookups.
 type managerMetrics struct {
-	rqTotal, tooLarge, timeout, idle, rxReset, localReply, http1, http2, upgrades, cxTotal prometheus.Counter
-	cxActive                                                                               prometheus.Gauge
-	class                                                                                  [6]prometheus.Counter
-	active                                                                                 prometheus.Gauge
-	time                                                                                   prometheus.Observer
+	rqTotal, tooLarge, timeout, idle, rxReset, localReply, http1, http2, upgrades, cxTotal, codecErrors prometheus.Counter
+	cxActive                                                                                            prometheus.Gauge
+	class                                                                                               [6]prometheus.Counter
+	active                                                                                              prometheus.Gauge
+	time                                                                                                prometheus.Observer
 }
 
 func (m *Metrics) forPrefix(p string) *managerMetrics {
@@ -78,6 +80,7 @@ func (m *Metrics) forPrefix(p string) *managerMetrics {
 		http1: m.rqHTTP1.WithLabelValues(p), http2: m.rqHTTP2.WithLabelValues(p), upgrades: m.upgradesTot.WithLabelValues(p),
 		active: m.rqActive.WithLabelValues(p), time: m.rqTime.WithLabelValues(p),
 		cxTotal: m.cxTotal.WithLabelValues(p), cxActive: m.cxActive.WithLabelValues(p),
+		codecErrors: m.cxProtoErr.WithLabelValues(p),
 	}
 	for i, cl := range []string{"0xx", "1xx", "2xx", "3xx", "4xx", "5xx"} {
 		mm.class[i] = m.rqClass.WithLabelValues(p, cl)

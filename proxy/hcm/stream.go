@@ -1,7 +1,6 @@
 package hcm
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -23,10 +22,8 @@ import (
 // the request side; the router's goroutine drives the response side; both
 // take mu around filter hooks. Streams are pooled by their Manager.
 type stream struct {
-	m  *Manager
-	w  http.ResponseWriter
-	r  *http.Request
-	rc *http.ResponseController
+	m *Manager
+	d downstream
 
 	ctx context.Context
 
@@ -51,8 +48,10 @@ type stream struct {
 	resumeEnc    atomic.Uint64
 	wake         chan struct{}
 
+	// done receives one token when the stream completes; a receiver
+	// that is not the last one puts it back. Reused with the stream.
+	done chan struct{}
 	// Guarded by mu.
-	done         chan struct{}
 	completed    bool
 	localReplied bool
 	headersSent  bool
@@ -67,10 +66,10 @@ type stream struct {
 	route        *router.Entry
 	routeCached  bool
 	replyBuf     [1]filter.LocalReply
-	// tunnel is the hijacked HTTP/1.1 connection of an upgraded stream;
-	// tunnelR reads what the client sends on it.
+	// tunnel is the HTTP/1.1 connection of an upgraded stream; tunnelR
+	// reads what the client sends on it.
 	tunnel  net.Conn
-	tunnelR *bufio.Reader
+	tunnelR io.Reader
 	// Frames for the router are queued under mu and handed to it after mu
 	// is released, so that a router blocked writing upstream (flow
 	// control, connecting) never keeps the response side from running.
@@ -84,6 +83,7 @@ type stream struct {
 	// allocate; the pipeline copies what it queues.
 	decFrame, encFrame frame
 
+	remoteIP     string // the downstream's address as text, when the codec has it
 	lastActivity atomic.Int64
 	// timerMu serialises the timer callbacks with the stream's end: a
 	// callback runs entirely under it and does nothing once timersOff.
@@ -95,7 +95,7 @@ type stream struct {
 }
 
 func newStream(m *Manager) *stream {
-	s := &stream{m: m, wake: make(chan struct{}, 1)}
+	s := &stream{m: m, wake: make(chan struct{}, 1), done: make(chan struct{}, 1)}
 	s.cbs = make([]filterCB, len(m.filters))
 	for i := range s.cbs {
 		s.cbs[i] = filterCB{s: s, idx: i}
@@ -115,15 +115,17 @@ func newStream(m *Manager) *stream {
 
 // serve runs the stream; it returns true when the downstream must be
 // aborted (a reset after the response began).
-func (s *stream) serve(w http.ResponseWriter, r *http.Request) bool {
+func (s *stream) serve(d downstream) bool {
 	m := s.m
 	now := time.Now()
-	s.w, s.r = w, r
-	s.rc = http.NewResponseController(w)
-	// The request's context: net/http cancels it when the downstream goes
-	// away and when the stream ends (the handler returns).
-	s.ctx = r.Context()
-	s.done = make(chan struct{})
+	s.d = d
+	// The codec cancels it when the downstream goes away and when the
+	// stream ends.
+	s.ctx = d.context()
+	select { // a token left by the previous stream's completion
+	case <-s.done:
+	default:
+	}
 	s.completed, s.localReplied, s.headersSent, s.inEncode, s.abort, s.reqDone = false, false, false, false, false, false
 	s.route, s.routeCached, s.chunked = nil, false, false
 	s.pendingReply = nil
@@ -142,24 +144,26 @@ func (s *stream) serve(w http.ResponseWriter, r *http.Request) bool {
 	s.lastActivity.Store(now.UnixNano())
 
 	scheme := "http"
-	if ci := connInfoFrom(r.Context()); ci != nil {
+	s.remoteIP = ""
+	if ci := d.connInfo(); ci != nil {
+		s.remoteIP = ci.remoteIP
 		s.conn = filter.ConnectionInfo{ID: ci.ID, ListenerName: m.listener, Direction: m.direction}
 		info.DownstreamLocalAddress = ci.Local
 		info.DownstreamDirectRemoteAddress = ci.Remote
 		info.DownstreamRemoteAddress = ci.Remote
 	} else {
 		s.conn = filter.ConnectionInfo{ListenerName: m.listener, Direction: m.direction}
-		if ap, err := netipAddrPort(r.RemoteAddr); err == nil {
+		if ap, err := netipAddrPort(d.remoteAddr()); err == nil {
 			info.DownstreamRemoteAddress, info.DownstreamDirectRemoteAddress = ap, ap
 		}
 	}
-	if r.TLS != nil {
+	if ts := d.tlsState(); ts != nil {
 		scheme = "https"
 		info.DownstreamTLS = true
-		info.RequestedServerName = r.TLS.ServerName
-		if pc := r.TLS.PeerCertificates; len(pc) > 0 {
+		info.RequestedServerName = ts.ServerName
+		if pc := ts.PeerCertificates; len(pc) > 0 {
 			s.conn.PeerCertificatePresented = true
-			if len(r.TLS.VerifiedChains) > 0 {
+			if len(ts.VerifiedChains) > 0 {
 				for _, u := range pc[0].URIs {
 					s.conn.PeerCertificateURISANs = append(s.conn.PeerCertificateURISANs, u.String())
 				}
@@ -169,24 +173,17 @@ func (s *stream) serve(w http.ResponseWriter, r *http.Request) bool {
 			}
 		}
 	}
-	switch r.ProtoMajor {
-	case 2:
-		info.Protocol = filter.ProtocolHTTP2
+	info.Protocol = d.protocol()
+	if d.protoMajor() == 2 {
 		m.metrics.http2.Inc()
-	default:
-		if r.ProtoMinor == 0 {
-			info.Protocol = filter.ProtocolHTTP10
-		} else {
-			info.Protocol = filter.ProtocolHTTP11
-		}
+	} else {
 		m.metrics.http1.Inc()
-		_ = s.rc.EnableFullDuplex()
 	}
 	m.metrics.rqTotal.Inc()
 	m.metrics.active.Inc()
 
 	h := &s.reqH
-	s.upgrade = requestHeaders(h, r, scheme)
+	s.upgrade = d.requestHeaders(h, scheme)
 	if s.upgrade {
 		m.metrics.upgrades.Inc()
 	}
@@ -203,22 +200,27 @@ func (s *stream) serve(w http.ResponseWriter, r *http.Request) bool {
 	s.dec.reset(len(s.filters), m.bufferLimit)
 	s.enc.reset(len(s.filters), m.bufferLimit)
 
+	s.timerMu.Lock()
 	s.timersOff = false
-	s.abortConn.Store(false)
 	if m.streamIdleTimeout > 0 {
-		s.idleTimer = time.AfterFunc(m.streamIdleTimeout, s.onIdle)
+		// The timer is reused with the stream. A late firing left over
+		// from the previous stream finds fresh activity and re-arms.
+		if s.idleTimer == nil {
+			s.idleTimer = time.AfterFunc(m.streamIdleTimeout, s.onIdle)
+		} else {
+			s.idleTimer.Reset(m.streamIdleTimeout)
+		}
 	}
+	s.timerMu.Unlock()
+	s.abortConn.Store(false)
 	if m.requestTimeout > 0 {
 		s.reqTimer = time.AfterFunc(m.requestTimeout, s.onRequestTimeout)
 	}
 
-	endStream := (r.Body == nil || r.Body == http.NoBody) && !s.upgrade
-	if m.MaxRequestHeaderBytes > 0 && headerBytes(h) > m.MaxRequestHeaderBytes {
-		// net/http's own limit has slack (4 KiB for HTTP/1); this one
-		// is exact: the names and values must fit max_request_headers_kb.
-		if !endStream {
-			s.w.Header().Set("Connection", "close")
-		}
+	endStream := d.bodyless() && !s.upgrade
+	if d.protoMajor() == 2 && m.MaxRequestHeaderBytes > 0 && headerBytes(h) > m.MaxRequestHeaderBytes {
+		// The HTTP/1 codec bounds the header block itself; on HTTP/2
+		// the names and values must fit max_request_headers_kb.
 		s.setReply(filter.LocalReply{Code: http.StatusRequestHeaderFieldsTooLarge, Body: "request header fields too large",
 			Details: "request_headers_too_large"})
 	}
@@ -256,7 +258,10 @@ func (s *stream) prepareRequest(h *filter.HeaderMap, scheme string) {
 	m := s.m
 	if m.useRemoteAddress {
 		if a := s.info.DownstreamDirectRemoteAddress; a.IsValid() {
-			ip := a.Addr().Unmap().String()
+			ip := s.remoteIP
+			if ip == "" {
+				ip = a.Addr().Unmap().String()
+			}
 			if prev, ok := h.Get("x-forwarded-for"); ok && prev != "" {
 				h.Set("x-forwarded-for", prev+", "+ip) // Envoy's list format
 			} else {
@@ -305,6 +310,7 @@ func (s *stream) readBody() {
 	bp := bodyBufPool.Get().(*[]byte)
 	defer bodyBufPool.Put(bp)
 	buf := *bp
+	first := true
 	for {
 		// Wait while a filter holds the request (StopIteration).
 		for {
@@ -324,7 +330,15 @@ func (s *stream) readBody() {
 				return
 			}
 		}
-		n, err := s.r.Body.Read(buf)
+		if first {
+			first = false
+			s.mu.Lock()
+			if !s.headersSent && !s.completed {
+				s.d.sendContinue()
+			}
+			s.unlock()
+		}
+		n, err := s.d.readBody(buf)
 		s.touch()
 		s.mu.Lock()
 		if s.completed || s.localReplied {
@@ -337,7 +351,7 @@ func (s *stream) readBody() {
 			s.reqDone = true
 			s.info.LastDownstreamRxByteReceived = time.Since(s.info.StartTime)
 			s.stopRequestTimer()
-			if t := s.requestTrailers(); t != nil {
+			if t := s.d.trailers(); t != nil {
 				if n > 0 {
 					s.decFrame = frame{kind: frameData, data: buf[:n]}
 					s.dec.deliver(0, &s.decFrame)
@@ -370,20 +384,6 @@ func (s *stream) readBody() {
 	}
 }
 
-// requestTrailers converts the request's trailers, nil when there are none.
-func (s *stream) requestTrailers() *filter.HeaderMap {
-	var t *filter.HeaderMap
-	for k, vs := range s.r.Trailer {
-		for _, v := range vs {
-			if t == nil {
-				t = filter.NewHeaderMap()
-			}
-			t.Add(lowerHeader(k), v)
-		}
-	}
-	return t
-}
-
 // requestReadFailed handles a body read error (mu held): a malformed body
 // (bad chunking, a body longer than its Content-Length) is answered 400
 // and the connection closed; a vanished downstream ends the stream.
@@ -401,7 +401,7 @@ func (s *stream) requestReadFailed(err error) {
 	case errors.As(err, &mbe):
 		s.setReply(filter.LocalReply{Code: 413, Body: "payload too large", Details: "request_payload_too_large"})
 	default:
-		s.w.Header().Set("Connection", "close")
+		s.d.setClose()
 		s.setReply(filter.LocalReply{Code: 400, Body: "bad request", Flag: filter.DownstreamProtocolError, Details: "http1.codec_error"})
 	}
 }
@@ -415,7 +415,7 @@ func (s *stream) waitDone() {
 		case <-s.wake:
 			s.mu.Lock()
 			s.unlock()
-		case <-s.r.Context().Done():
+		case <-s.ctx.Done():
 			// The downstream went away (the request's own context).
 			s.mu.Lock()
 			if !s.completed && !s.replyWaiting.Load() {
@@ -438,7 +438,6 @@ func (s *stream) finishStream() bool {
 	s.timersOff = true
 	if s.idleTimer != nil {
 		s.idleTimer.Stop()
-		s.idleTimer = nil
 	}
 	if s.reqTimer != nil {
 		s.reqTimer.Stop()
@@ -461,7 +460,7 @@ func (s *stream) finishStream() bool {
 		s.filters[i] = nil
 	}
 	s.mu.Lock()
-	abort := s.abort || (s.abortConn.Load() && !s.reqDone && s.w.Header().Get("Connection") != "close")
+	abort := s.abort || (s.abortConn.Load() && !s.reqDone && !s.d.closing())
 	s.mu.Unlock()
 	info := &s.info
 	if info.LastDownstreamTxByteSent == 0 {
@@ -480,7 +479,7 @@ func (s *stream) finishStream() bool {
 		abort = false // the connection is ours and closed
 	}
 	s.rf = nil
-	s.w, s.r, s.rc = nil, nil, nil
+	s.d, s.ctx = nil, nil
 	s.info.RequestHeaders, s.info.ResponseHeaders, s.info.ResponseTrailers = nil, nil, nil
 	s.dec.reset(len(s.filters), 0)
 	s.enc.reset(len(s.filters), 0)
@@ -527,7 +526,7 @@ func (s *stream) onRequestTimeout() {
 
 // timeout ends the stream with reply from a timer goroutine.
 func (s *stream) timeout(reply filter.LocalReply) {
-	if s.r.ProtoMajor == 1 {
+	if s.d.protoMajor() == 1 {
 		// A body read cut by the deadline leaves the connection out of sync.
 		s.abortConn.Store(true)
 	}
@@ -755,32 +754,27 @@ func (s *stream) sinkEncode(fr *frame) {
 			s.switchProtocols(h)
 			return
 		}
-		hdr := s.w.Header()
-		writeResponseHeaders(hdr, h, false)
-		if s.m.serverHeader != nil {
-			hdr["Server"] = s.m.serverHeader
-		}
-		if fr.end && s.r.ProtoMajor == 1 && hdr["Content-Length"] == nil && code >= 200 && code != 204 && code != 304 && s.r.Method != http.MethodHead {
-			hdr["Content-Length"] = []string{"0"}
-		}
-		s.chunked = hdr["Content-Length"] == nil
 		s.respLen = -1
-		if cl := hdr["Content-Length"]; len(cl) == 1 {
-			if n, err := strconv.ParseInt(cl[0], 10, 64); err == nil && n >= 0 {
+		cl, hasCL := h.Get("content-length")
+		if hasCL {
+			if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
 				s.respLen = n
 			}
 		}
-		if !s.reqDone && s.r.ProtoMajor == 1 && (fr.end || s.localReplied) {
+		s.chunked = !hasCL && !fr.end
+		if !s.reqDone && (fr.end || s.localReplied) {
 			// An early answer: the rest of the request body will not be
 			// read, so the connection cannot carry another request.
-			hdr["Connection"] = []string{"close"}
+			s.d.setClose()
 		}
-		s.w.WriteHeader(code)
+		err = s.d.writeHeaders(code, h, fr.end)
 		s.headersSent = true
 		info.ResponseCode = code
 		info.ResponseHeaders = h
 		info.FirstDownstreamTxByteSent = time.Since(info.StartTime)
-		if fr.end {
+		if err != nil {
+			s.downstreamWriteFailed()
+		} else if fr.end {
 			s.complete(false)
 		} else if s.chunked && !s.localReplied {
 			s.flush()
@@ -790,8 +784,8 @@ func (s *stream) sinkEncode(fr *frame) {
 			s.writeTunnel(fr)
 			return
 		}
-		if len(fr.data) > 0 {
-			if _, err := s.w.Write(fr.data); err != nil {
+		if len(fr.data) > 0 || fr.end {
+			if err := s.d.writeData(fr.data, fr.end); err != nil {
 				s.downstreamWriteFailed()
 				return
 			}
@@ -807,10 +801,9 @@ func (s *stream) sinkEncode(fr *frame) {
 			s.flush()
 		}
 	default:
-		hdr := s.w.Header()
-		for _, f := range fr.h.Fields() {
-			k := http.TrailerPrefix + canonicalHeader(f.Name)
-			hdr[k] = append(hdr[k], f.Value)
+		if err := s.d.writeTrailers(fr.h); err != nil {
+			s.downstreamWriteFailed()
+			return
 		}
 		info.ResponseTrailers = fr.h
 		s.complete(false)
@@ -818,7 +811,7 @@ func (s *stream) sinkEncode(fr *frame) {
 }
 
 func (s *stream) flush() {
-	if err := s.rc.Flush(); err != nil {
+	if err := s.d.flush(); err != nil {
 		s.downstreamWriteFailed()
 	}
 }
@@ -837,17 +830,17 @@ func (s *stream) complete(abort bool) {
 	s.completed = true
 	s.abort = s.abort || abort
 	s.info.LastDownstreamTxByteSent = time.Since(s.info.StartTime)
-	if !s.reqDone && (s.r.ProtoMajor != 1 || s.w.Header().Get("Connection") == "close") {
+	if !s.reqDone && (s.d.protoMajor() != 1 || s.d.closing()) {
 		// Unblock a body read still waiting on the downstream. (An
-		// HTTP/1 connection that stays open instead lets net/http
-		// discard the rest of the body after the handler returns; a
-		// stalled one is cut by the stream idle timeout.)
-		_ = s.rc.SetReadDeadline(time.Now())
+		// HTTP/1 connection that stays open instead lets the codec
+		// discard the rest of the body after the stream; a stalled one
+		// is cut by the stream idle timeout.)
+		s.d.unblockRead()
 	}
 	if s.tunnel != nil {
 		s.tunnel.Close() // unblocks the tunnel's reader
 	}
-	close(s.done)
+	s.done <- struct{}{} // the one token of this stream: cap 1, completed once
 	s.signal()
 }
 

@@ -29,8 +29,9 @@ func (s *stream) serveUpgrade() {
 		select {
 		case <-s.wake:
 		case <-s.done:
+			s.done <- struct{}{} // for waitDone
 			return
-		case <-s.r.Context().Done():
+		case <-s.ctx.Done():
 			return
 		}
 	}
@@ -66,32 +67,21 @@ func (s *stream) serveUpgrade() {
 // switchProtocols answers 101 on the hijacked connection (mu held).
 func (s *stream) switchProtocols(h *filter.HeaderMap) {
 	info := &s.info
-	if !s.upgrade || s.r.ProtoMajor != 1 {
+	if !s.upgrade || s.d.protoMajor() != 1 {
 		info.SetResponseFlag(filter.UpstreamProtocolError)
 		s.complete(true)
 		return
 	}
-	conn, brw, err := s.rc.Hijack()
-	if err != nil {
-		info.SetResponseFlag(filter.DownstreamConnectionTermination)
-		s.complete(true)
-		return
-	}
-	hdr := http.Header{}
-	writeResponseHeaders(hdr, h, true)
-	bw := brw.Writer
-	bw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
-	_ = hdr.Write(bw)
-	bw.WriteString("\r\n")
-	s.tunnel, s.tunnelR = conn, brw.Reader
+	conn, rd, err := s.d.switchProtocols(h)
 	s.headersSent = true
 	info.ResponseCode = http.StatusSwitchingProtocols
 	info.ResponseHeaders = h
 	info.FirstDownstreamTxByteSent = time.Since(info.StartTime)
-	if err := bw.Flush(); err != nil {
+	if err != nil {
 		s.downstreamWriteFailed()
 		return
 	}
+	s.tunnel, s.tunnelR = conn, rd
 	s.signal()
 }
 

@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 golang.org/x/net/http2/h2c is kept for "Upgrade: h2c", which net/http does not implement.
-
 package server
 
 import (
@@ -10,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"strings"
@@ -23,8 +20,6 @@ import (
 	"github.com/remora-mesh/remora/proxy/hcm"
 	"github.com/remora-mesh/remora/proxy/tcpproxy"
 	"go.uber.org/zap"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/h2c"
 )
 
 // listenerMetrics are Envoy's listener stats, labelled by listener name.
@@ -58,14 +53,14 @@ func newListenerMetrics(reg prometheus.Registerer) (*listenerMetrics, error) {
 }
 
 // chain is a compiled filter chain: its match, its TLS config and either
-// the http.Server that serves the connections handed to it (hcm, srv, ln)
+// the chainServer that serves the connections handed to it (hcm, srv, ln)
 // or a TCP proxy (tcp).
 type chain struct {
 	match  config.FilterChainMatch
 	hcm    *hcm.Manager
 	tcp    *tcpproxy.Proxy
 	tls    *tls.Config
-	srv    *http.Server
+	srv    *chainServer
 	ln     *chanListener
 	served chan struct{}
 }
@@ -86,7 +81,7 @@ type listener struct {
 	acceptW sync.WaitGroup
 
 	// conns are the open downstream connections, so that a drain can close
-	// what http.Server does not track (h2c connections are hijacked).
+	// every one left once the streams finished.
 	connMu sync.Mutex
 	conns  map[*countedConn]struct{}
 }
@@ -157,78 +152,6 @@ func loadTLS(t *config.DownstreamTLS) (*tls.Config, error) {
 	return c, nil
 }
 
-// newChainServer builds the http.Server of a filter chain around m.
-func newChainServer(m *hcm.Manager, tlsCfg *tls.Config, log *zap.Logger) (*http.Server, error) {
-	h := http.Handler(m)
-	srv := &http.Server{
-		MaxHeaderBytes:    m.MaxRequestHeaderBytes,
-		IdleTimeout:       m.IdleTimeout,
-		ReadHeaderTimeout: 60 * time.Second,
-		ErrorLog:          stdLog(log),
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			ci := &hcm.ConnInfo{ID: hcm.NextConnID()}
-			if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
-				ci.Local = a.AddrPort()
-			}
-			if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-				ci.Remote = a.AddrPort()
-			}
-			return hcm.WithConnInfo(ctx, ci)
-		},
-		ConnState: func(_ net.Conn, st http.ConnState) {
-			switch st {
-			case http.StateNew:
-				m.ConnOpened()
-			case http.StateClosed, http.StateHijacked:
-				// A hijacked connection (h2c upgrade, WebSocket) is
-				// counted as closed here: net/http no longer tracks it.
-				m.ConnClosed()
-			}
-		},
-	}
-	// HTTP/2 is net/http's own (TLS by ALPN, and unencrypted with prior
-	// knowledge), so http.Server tracks every connection for Shutdown.
-	// golang.org/x/net/http2/h2c is kept only for the "Upgrade: h2c"
-	// path, which net/http does not implement.
-	var protos http.Protocols
-	protos.SetHTTP1(true)
-	switch m.CodecType {
-	case "HTTP1":
-		if tlsCfg != nil {
-			// Never offer h2 by ALPN on a chain that cannot speak it.
-			alpn := tlsCfg.NextProtos[:0:0]
-			for _, p := range tlsCfg.NextProtos {
-				if p != "h2" {
-					alpn = append(alpn, p)
-				}
-			}
-			tlsCfg.NextProtos = alpn
-		}
-	case "HTTP2":
-		// HTTP/2 only: h2 by ALPN on TLS, prior knowledge in plaintext.
-		protos.SetHTTP1(false)
-		protos.SetHTTP2(true)
-		protos.SetUnencryptedHTTP2(true)
-		srv.HTTP2 = &http.HTTP2Config{MaxReadFrameSize: 1 << 20}
-		if tlsCfg != nil {
-			tlsCfg.NextProtos = []string{"h2"}
-		}
-	default:
-		protos.SetHTTP2(true)
-		protos.SetUnencryptedHTTP2(true)
-		srv.HTTP2 = &http.HTTP2Config{MaxReadFrameSize: 1 << 20}
-		if tlsCfg == nil {
-			h = h2c.NewHandler(h, &http2.Server{MaxReadFrameSize: 1 << 20, IdleTimeout: m.IdleTimeout})
-		}
-	}
-	srv.Protocols = &protos
-	srv.Handler = h
-	if tlsCfg != nil {
-		srv.TLSConfig = tlsCfg
-	}
-	return srv, nil
-}
-
 // chanListener is a net.Listener fed by the listener's accept loop after
 // it picked this chain.
 type chanListener struct {
@@ -281,6 +204,17 @@ func (c *countedConn) Close() error {
 	return err
 }
 
+// CloseWrite half-closes the connection when the underlying one can (the
+// HTTP/1 codec's lingering close after an error response).
+func (c *countedConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
 // peekedConn replays bytes read by tls_inspector.
 type peekedConn struct {
 	net.Conn
@@ -295,6 +229,9 @@ func (c *peekedConn) Read(p []byte) (int, error) {
 	}
 	return c.Conn.Read(p)
 }
+
+// CloseWrite: see countedConn.CloseWrite.
+func (c *peekedConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 // start runs the chains' servers for connections from ln, the view of a
 // listening socket the Server keeps across configuration reloads
@@ -315,7 +252,7 @@ func (l *listener) start(ln net.Listener) {
 		c.served = make(chan struct{})
 		var sl net.Listener = c.ln
 		if c.tls != nil {
-			sl = tls.NewListener(c.ln, c.srv.TLSConfig)
+			sl = tls.NewListener(c.ln, c.tls)
 		}
 		go func(c *chain, sl net.Listener) {
 			defer close(c.served)
