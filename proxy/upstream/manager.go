@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -29,6 +30,10 @@ type Options struct {
 	// DialContext opens upstream TCP connections; nil means a net.Dialer.
 	// The context carries the connect timeout.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// now is the clock of outlier ejections; nil means time.Now (tests
+	// set it).
+	now func() time.Time
 }
 
 // Manager owns every cluster of a configuration: their host sets, load
@@ -74,6 +79,10 @@ func NewManager(clusters []ClusterConfig, opts Options) (*Manager, error) {
 			continue
 		}
 		c := newCluster(cfg, &opts)
+		if c.initErr != nil {
+			errs = append(errs, fmt.Errorf("%s.tls: %w", path, c.initErr))
+			continue
+		}
 		m.clusters[cfg.Name] = c
 		m.ordered = append(m.ordered, c)
 	}
@@ -110,6 +119,11 @@ func NewManager(clusters []ClusterConfig, opts Options) (*Manager, error) {
 			go c.loop()
 		}
 	}
+	for _, c := range m.ordered { // first health checks, in parallel
+		wg.Add(1)
+		go func() { defer wg.Done(); c.warm() }()
+	}
+	wg.Wait()
 	if opts.Registry != nil {
 		m.collector = newCollector(m)
 		if err := opts.Registry.Register(m.collector); err != nil {

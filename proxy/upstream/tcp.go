@@ -19,8 +19,8 @@ type TCPConn struct {
 }
 
 // NetConn returns the dialed connection (a *net.TCPConn with the default
-// dialer) so that a proxy can copy with it directly and keep the kernel's
-// zero-copy path (splice). Read, Write, CloseWrite and deadlines may be
+// dialer, a *tls.Conn when the cluster originates TLS) so that a proxy can
+// copy with it directly and keep the kernel's zero-copy path (splice). Read, Write, CloseWrite and deadlines may be
 // used on it; it must be closed only through the TCPConn.
 func (t *TCPConn) NetConn() net.Conn { return t.Conn }
 
@@ -66,6 +66,9 @@ func (c *Cluster) DialTCP(ctx context.Context, lb LBContext, info *filter.Stream
 	if h == nil {
 		return nil, c.fail(info, &Error{Flag: filter.NoHealthyUpstream, Reason: "no healthy upstream", Err: ErrNoHealthyUpstream})
 	}
+	if hs.panic {
+		c.stats.inc(statLBHealthyPanic)
+	}
 	if info != nil {
 		info.UpstreamHost = h.addr
 	}
@@ -74,7 +77,7 @@ func (c *Cluster) DialTCP(ctx context.Context, lb LBContext, info *filter.Stream
 		return nil, c.fail(info, &Error{Flag: filter.UpstreamOverflow, Reason: "max connections overflow", Err: ErrOverflow})
 	}
 	dctx, cancel := context.WithTimeout(ctx, c.connectTimeout)
-	nc, err := c.dialContext(dctx, "tcp", h.addr)
+	nc, err := c.dialHost(dctx, h, nil)
 	cancel()
 	if err != nil {
 		c.cxRB.release()
@@ -85,7 +88,7 @@ func (c *Cluster) DialTCP(ctx context.Context, lb LBContext, info *filter.Stream
 			c.stats.inc(statCxConnectTimeout)
 		}
 		if ctx.Err() == nil {
-			h.recordResult(true)
+			h.recordLocalFailure()
 		}
 		return nil, c.fail(info, &Error{Flag: filter.UpstreamConnectionFailure, Reason: reason, Err: err})
 	}
