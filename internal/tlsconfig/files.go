@@ -60,7 +60,7 @@ func (f *ClientFiles) Config() (*tls.Config, error) {
 		if err != nil {
 			f.mu.Lock()
 			defer f.mu.Unlock()
-			return f.current, fmt.Errorf("tls: %w", err)
+			return f.current, fmt.Errorf("tls: %s: %w", [...]string{"ca_file", "cert_file", "key_file"}[i], err)
 		}
 		stamp[i] = fileStamp{fi.ModTime(), fi.Size()}
 	}

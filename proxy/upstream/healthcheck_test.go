@@ -245,7 +245,7 @@ func TestHealthCheckTCP(t *testing.T) {
 	good := serve("xxpo" + "ng--OK")
 	wrong := serve("nope")
 	hc := HealthCheckConfig{TCP: &TCPHealthCheck{
-		Send:    "70696e67",                 // "ping"
+		Send:    "70696e67",                   // "ping"
 		Receive: []string{"706f6e67", "4f4b"}, // "pong" then "OK"
 	}, Timeout: config.Duration(2 * time.Second)}
 	m := newTestManager(t, Options{}, hcCluster("tcp", hc, good, wrong))

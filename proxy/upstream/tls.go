@@ -36,7 +36,7 @@ func newTLSOrigin(cfg *UpstreamTLSConfig, log *zap.Logger) (*tlsOrigin, error) {
 	var err error
 	t.files, err = tlsconfig.NewClientFiles(tlsconfig.Client{CAFile: cfg.CAFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile}, min)
 	if err != nil {
-		return nil, fmt.Errorf("upstream: cluster tls: %w", err)
+		return nil, err // "tls: ca_file: ...", prefixed by NewManager with the field path
 	}
 	return t, nil
 }
