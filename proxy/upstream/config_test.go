@@ -241,6 +241,10 @@ func FuzzClusterConfigYAML(f *testing.F) {
 	f.Add([]byte("name: a\nendpoints: [{address: 127.0.0.1:80}]\n"))
 	f.Add([]byte("name: a\ntype: STRICT_DNS\nconnect_timeout: 1s\nendpoints: [{address: 'x:1', weight: 7}]\n"))
 	f.Add([]byte("circuit_breakers: {max_connections: -1}\n"))
+	f.Add([]byte("name: a\nendpoints: [{address: 127.0.0.1:80}]\nhealth_checks: [{interval: 1s, http_health_check: {path: /h, expected_statuses: [{start: 200, end: 400}]}}]\n"))
+	f.Add([]byte("name: a\nendpoints: [{address: 127.0.0.1:80}]\nhealth_checks: [{tcp_health_check: {send: 0a0b, receive: [zz, '']}}, {}]\n"))
+	f.Add([]byte("name: a\nendpoints: [{address: 127.0.0.1:80}]\ntls: {sni: x, cert_file: c, min_version: '1.3', alpn: [h2]}\n"))
+	f.Add([]byte("outlier_detection: {enforcing_consecutive_5xx: 200, max_ejection_time: 1s, base_ejection_time: 1m, consecutive_gateway_failure: 0}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var c ClusterConfig
 		if yaml.Unmarshal(data, &c) != nil {
