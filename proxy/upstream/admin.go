@@ -1,8 +1,11 @@
 package upstream
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
+	"strconv"
 )
 
 // writeClusters writes the admin /clusters view in Envoy's text format,
@@ -64,6 +67,134 @@ func (m *Manager) writeClusters(w io.Writer) error {
 	}
 	if bw.err != nil {
 		return fmt.Errorf("upstream: writing clusters: %w", bw.err)
+	}
+	return nil
+}
+
+// The JSON view's shapes follow Envoy's admin ClusterStatus (proto3 JSON
+// field names; counters as strings as proto3 JSON renders uint64), with
+// Remora's additions outlier_detection and health_check holding the
+// cluster's settings.
+type (
+	jsonClusters struct {
+		ClusterStatuses []jsonCluster `json:"cluster_statuses"`
+	}
+	jsonCluster struct {
+		Name              string           `json:"name"`
+		ObservabilityName string           `json:"observability_name"`
+		AddedViaAPI       bool             `json:"added_via_api"`
+		CircuitBreakers   jsonBreakers     `json:"circuit_breakers"`
+		OutlierDetection  *jsonOutlier     `json:"outlier_detection,omitempty"`
+		HealthCheck       *jsonHealthCheck `json:"health_check,omitempty"`
+		HostStatuses      []jsonHostStatus `json:"host_statuses"`
+	}
+	jsonBreakers struct {
+		Thresholds []map[string]any `json:"thresholds"`
+	}
+	jsonOutlier struct {
+		Consecutive5xx                     uint32 `json:"consecutive_5xx"`
+		ConsecutiveGatewayFailure          uint32 `json:"consecutive_gateway_failure"`
+		Interval                           string `json:"interval"`
+		BaseEjectionTime                   string `json:"base_ejection_time"`
+		MaxEjectionTime                    string `json:"max_ejection_time"`
+		MaxEjectionPercent                 uint32 `json:"max_ejection_percent"`
+		EnforcingConsecutive5xx            int    `json:"enforcing_consecutive_5xx"`
+		EnforcingConsecutiveGatewayFailure int    `json:"enforcing_consecutive_gateway_failure"`
+		EjectionsActive                    int64  `json:"ejections_active"`
+	}
+	jsonHealthCheck struct {
+		Type               string `json:"type"`
+		Path               string `json:"path,omitempty"`
+		Host               string `json:"host,omitempty"`
+		Interval           string `json:"interval"`
+		NoTrafficInterval  string `json:"no_traffic_interval"`
+		Timeout            string `json:"timeout"`
+		UnhealthyThreshold uint32 `json:"unhealthy_threshold"`
+		HealthyThreshold   uint32 `json:"healthy_threshold"`
+	}
+	jsonHostStatus struct {
+		Address      jsonAddress      `json:"address"`
+		Stats        []jsonMetric     `json:"stats"`
+		HealthStatus jsonHealthStatus `json:"health_status"`
+		Weight       uint32           `json:"weight"`
+		Hostname     string           `json:"hostname,omitempty"`
+	}
+	jsonAddress struct {
+		SocketAddress struct {
+			Address   string `json:"address"`
+			PortValue uint16 `json:"port_value"`
+		} `json:"socket_address"`
+	}
+	jsonMetric struct {
+		Name  string `json:"name"`
+		Value string `json:"value"`
+		Type  string `json:"type"`
+	}
+	jsonHealthStatus struct {
+		FailedActiveHealthCheck bool   `json:"failed_active_health_check,omitempty"`
+		FailedOutlierCheck      bool   `json:"failed_outlier_check,omitempty"`
+		PendingActiveHC         bool   `json:"pending_active_hc,omitempty"`
+		EDSHealthStatus         string `json:"eds_health_status"`
+	}
+)
+
+// WriteClustersJSON writes the admin /clusters?format=json view: what
+// WriteClusters shows, in Envoy's ClusterStatus JSON shape.
+func (m *Manager) WriteClustersJSON(w io.Writer) error {
+	out := jsonClusters{ClusterStatuses: make([]jsonCluster, 0, len(m.ordered))}
+	for _, c := range m.ordered {
+		jc := jsonCluster{Name: c.name, ObservabilityName: c.name, HostStatuses: []jsonHostStatus{}}
+		th := map[string]any{"priority": "DEFAULT"}
+		for _, r := range c.breakers() {
+			th[r.name] = r.limit
+		}
+		jc.CircuitBreakers.Thresholds = []map[string]any{th}
+		if od := c.cfg.OutlierDetection; od != nil {
+			jc.OutlierDetection = &jsonOutlier{
+				Consecutive5xx: od.Consecutive5xx, ConsecutiveGatewayFailure: od.ConsecutiveGatewayFailure,
+				Interval: od.Interval.D().String(), BaseEjectionTime: od.BaseEjectionTime.D().String(),
+				MaxEjectionTime: od.MaxEjectionTime.D().String(), MaxEjectionPercent: od.MaxEjectionPercent,
+				EnforcingConsecutive5xx:            c.outlier.enforcing[ejectConsecutive5xx],
+				EnforcingConsecutiveGatewayFailure: c.outlier.enforcing[ejectConsecutiveGateway],
+				EjectionsActive:                    c.stats.get(statOutlierEjectionsActive),
+			}
+		}
+		if c.hc != nil {
+			hc := c.hc.cfg
+			jh := &jsonHealthCheck{Type: "tcp", Interval: hc.Interval.D().String(), NoTrafficInterval: hc.NoTrafficInterval.D().String(),
+				Timeout: hc.Timeout.D().String(), UnhealthyThreshold: hc.UnhealthyThreshold, HealthyThreshold: hc.HealthyThreshold}
+			if hc.HTTP != nil {
+				jh.Type, jh.Path, jh.Host = "http", hc.HTTP.Path, hc.HTTP.Host
+			}
+			jc.HealthCheck = jh
+		}
+		for _, h := range c.Hosts() {
+			hs := jsonHostStatus{Weight: h.weight, Hostname: h.hostname}
+			if ap, err := netip.ParseAddrPort(h.addr); err == nil {
+				hs.Address.SocketAddress.Address = ap.Addr().String()
+				hs.Address.SocketAddress.PortValue = ap.Port()
+			}
+			for i, n := range hostStatNames {
+				typ := "COUNTER"
+				if hostStat(i) == hostCxActive || hostStat(i) == hostRqActive {
+					typ = "GAUGE"
+				}
+				hs.Stats = append(hs.Stats, jsonMetric{Name: n, Value: strconv.FormatInt(h.stats[i].Load(), 10), Type: typ})
+			}
+			hs.HealthStatus = jsonHealthStatus{
+				FailedActiveHealthCheck: h.hcFailed.Load(),
+				FailedOutlierCheck:      h.ejected.Load(),
+				PendingActiveHC:         h.hcPending.Load(),
+				EDSHealthStatus:         "HEALTHY",
+			}
+			jc.HostStatuses = append(jc.HostStatuses, hs)
+		}
+		out.ClusterStatuses = append(out.ClusterStatuses, jc)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
+		return fmt.Errorf("upstream: writing clusters: %w", err)
 	}
 	return nil
 }

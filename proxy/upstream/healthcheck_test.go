@@ -108,7 +108,10 @@ func TestHealthCheckHTTPFailsAndRecovers(t *testing.T) {
 			}
 
 			a.status.Store(503)
-			waitFor(t, "the failing host to be marked", func() bool { return ha.FailedActiveHealthCheck() })
+			waitFor(t, "the failing host to be marked", func() bool { return statOf(c, statMembershipHealthy) == 1 })
+			if !ha.FailedActiveHealthCheck() {
+				t.Fatalf("flags %q", ha.HealthFlags())
+			}
 			if !strings.Contains(clustersText(t, m), "hc::"+a.addr()+"::health_flags::/failed_active_hc\n") {
 				t.Fatalf("/clusters:\n%s", clustersText(t, m))
 			}
@@ -125,7 +128,7 @@ func TestHealthCheckHTTPFailsAndRecovers(t *testing.T) {
 			}
 
 			a.status.Store(200)
-			waitFor(t, "the host's return", func() bool { return ha.Healthy() })
+			waitFor(t, "the host's return", func() bool { return statOf(c, statMembershipHealthy) == 2 })
 			seen := map[string]bool{}
 			for range 4 {
 				seen[hostOf(t, c)] = true
@@ -165,7 +168,10 @@ func TestHealthCheckPanicMode(t *testing.T) {
 	// One more healthy host: 2 of 3, no panic, the failing one is skipped.
 	srvs[1].status.Store(200)
 	h1 := c.Hosts()[1]
-	waitFor(t, "the second host's return", func() bool { return h1.Healthy() })
+	waitFor(t, "the second host's return", func() bool { return statOf(c, statMembershipHealthy) == 2 })
+	if !h1.Healthy() {
+		t.Fatalf("flags %q", h1.HealthFlags())
+	}
 	for range 6 {
 		if h := hostOf(t, c); h == srvs[2].addr() {
 			t.Fatal("went to the unhealthy host outside panic mode")
@@ -202,7 +208,10 @@ func TestHealthCheckExpectedStatusesAndDeadHost(t *testing.T) {
 	}
 	dying.CloseClientConnections()
 	dying.Close()
-	waitFor(t, "the dead host to be marked", func() bool { return hosts[2].FailedActiveHealthCheck() })
+	waitFor(t, "the dead host to be marked", func() bool { return statOf(c, statMembershipHealthy) == 1 })
+	if !hosts[2].FailedActiveHealthCheck() {
+		t.Fatalf("flags %q", hosts[2].HealthFlags())
+	}
 	// 1 of 3 healthy: panic, every host is used (requests to the dead
 	// ones fail), which the panic counter records.
 	if statOf(c, statMembershipHealthy) != 1 {

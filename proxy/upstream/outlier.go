@@ -226,9 +226,11 @@ func (c *Cluster) rebuildLocked(hosts []*Host) {
 			hs.panic = true
 		}
 	}
-	c.stats.set(statMembershipHealthy, int64(n))
 	if len(healthy) > 0 {
 		hs.lb = c.lbFactory(healthy)
 	}
 	c.hosts.Store(hs)
+	// Set once the host set is in place, so that a reader who sees the
+	// count also sees the load balancer that goes with it.
+	c.stats.set(statMembershipHealthy, int64(n))
 }
