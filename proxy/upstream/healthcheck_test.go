@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -326,5 +327,43 @@ func TestHealthCheckStopsOnClose(t *testing.T) {
 	case <-done:
 	case <-testCtx(t).Done():
 		t.Fatal("Close did not stop a hanging health check")
+	}
+}
+
+// TestHealthCheckFollowsDNS: a host a DNS answer adds is checked from its
+// arrival (pending, then failed: nothing listens on 127.0.0.2), and a host
+// the answer drops stops being checked.
+func TestHealthCheckFollowsDNS(t *testing.T) {
+	srv := newHealthServer(t, false)
+	_, port, _ := net.SplitHostPort(srv.addr())
+	res := &scriptedResolver{answers: map[string][]netip.Addr{}}
+	res.set("svc.local", "127.0.0.1")
+	cfg := hcCluster("dns", httpHC("/healthz"))
+	cfg.Type = TypeStrictDNS
+	cfg.Endpoints = []EndpointConfig{{Address: "svc.local:" + port}}
+	cfg.DNSRefreshRate = config.Duration(5 * time.Millisecond)
+	m := newTestManager(t, Options{Resolver: res}, cfg)
+	c := m.Cluster("dns")
+	first := c.Hosts()[0]
+	if !first.Healthy() {
+		t.Fatalf("flags %q", first.HealthFlags())
+	}
+	res.set("svc.local", "127.0.0.1", "127.0.0.2")
+	waitFor(t, "the new host's first check", func() bool {
+		hs := c.Hosts()
+		return len(hs) == 2 && hs[1].HealthFlags() == "/failed_active_hc"
+	})
+	for range 6 {
+		if h := hostOf(t, c); h != first.Address() {
+			t.Fatalf("went to %s", h)
+		}
+	}
+	res.set("svc.local", "127.0.0.2")
+	waitFor(t, "the shrunk host set", func() bool { return len(c.Hosts()) == 1 && c.Hosts()[0] != first })
+	c.mu.Lock()
+	stopped := first.hc == nil
+	c.mu.Unlock()
+	if !stopped {
+		t.Fatal("the removed host is still checked")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -101,6 +102,20 @@ func TestTLSOrigination(t *testing.T) {
 		}
 		if statOf(c, statSSLHandshake) < 2 || statOf(c, statSSLConnectionError) != 0 {
 			t.Fatalf("handshakes %d errors %d", statOf(c, statSSLHandshake), statOf(c, statSSLConnectionError))
+		}
+	})
+
+	t.Run("dns endpoint's name is the default sni", func(t *testing.T) {
+		srv := newTLSServer(t, serverConfig(t, sniCert, sniKey), true)
+		_, port, _ := net.SplitHostPort(srv.addr())
+		res := &scriptedResolver{answers: map[string][]netip.Addr{}}
+		res.set("backend.test", "127.0.0.1")
+		cfg := ClusterConfig{Name: "tls", Type: TypeStrictDNS, Protocol: ProtocolUseDownstream,
+			Endpoints: []EndpointConfig{{Address: "backend.test:" + port}}, TLS: &UpstreamTLSConfig{CAFile: pki.CAFile}}
+		m := newTestManager(t, Options{Resolver: res}, cfg)
+		rh, _, _ := roundTrip(t, m.Cluster("tls"), reqHeaders("GET", "/", "backend.test"), nil, StreamOptions{Protocol: filter.ProtocolHTTP2})
+		if rh.Status() != "200" || srv.sni.Load() != "backend.test" || srv.alpn.Load() != "h2" || rh.Value("x-proto") != "HTTP/2.0" {
+			t.Fatalf("status %s sni %q alpn %q proto %q", rh.Status(), srv.sni.Load(), srv.alpn.Load(), rh.Value("x-proto"))
 		}
 	})
 
