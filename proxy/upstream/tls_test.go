@@ -110,9 +110,13 @@ func TestTLSOrigination(t *testing.T) {
 		_, port, _ := net.SplitHostPort(srv.addr())
 		res := &scriptedResolver{answers: map[string][]netip.Addr{}}
 		res.set("backend.test", "127.0.0.1")
-		cfg := ClusterConfig{Name: "tls", Type: TypeStrictDNS, Protocol: ProtocolUseDownstream,
+		cfg := ClusterConfig{Name: "tls", Type: TypeStrictDNS, Protocol: ProtocolHTTP2,
 			Endpoints: []EndpointConfig{{Address: "backend.test:" + port}}, TLS: &UpstreamTLSConfig{CAFile: pki.CAFile}}
+		cfg.HealthChecks = hcCluster("x", httpHC("/healthz")).HealthChecks // h2 over TLS
 		m := newTestManager(t, Options{Resolver: res}, cfg)
+		if h := m.Cluster("tls").Hosts()[0]; !h.Healthy() || srv.alpn.Load() != "h2" {
+			t.Fatalf("health check over h2+TLS: flags %q alpn %q", h.HealthFlags(), srv.alpn.Load())
+		}
 		rh, _, _ := roundTrip(t, m.Cluster("tls"), reqHeaders("GET", "/", "backend.test"), nil, StreamOptions{Protocol: filter.ProtocolHTTP2})
 		if rh.Status() != "200" || srv.sni.Load() != "backend.test" || srv.alpn.Load() != "h2" || rh.Value("x-proto") != "HTTP/2.0" {
 			t.Fatalf("status %s sni %q alpn %q proto %q", rh.Status(), srv.sni.Load(), srv.alpn.Load(), rh.Value("x-proto"))
