@@ -328,6 +328,7 @@ clusters:
     consecutive_5xx: 2
     max_ejection_percent: 34
     base_ejection_time: 1h
+    successful_active_health_check_uneject_host: false   # the 503 host passes its health checks
 `
 
 // TestAdminClustersHealth runs the whole proxy against three upstreams: one

@@ -37,6 +37,7 @@ func (m *Manager) writeClusters(w io.Writer) error {
 			bw.printf("%smax_ejection_percent::%d\n", p, od.MaxEjectionPercent)
 			bw.printf("%senforcing_consecutive_5xx::%d\n%senforcing_consecutive_gateway_failure::%d\n", p,
 				c.outlier.enforcing[ejectConsecutive5xx], p, c.outlier.enforcing[ejectConsecutiveGateway])
+			bw.printf("%ssuccessful_active_health_check_uneject_host::%t\n", p, c.outlier.hcUneject)
 		}
 		if c.hc != nil {
 			hc := c.hc.cfg
@@ -100,6 +101,7 @@ type (
 		MaxEjectionPercent                 uint32 `json:"max_ejection_percent"`
 		EnforcingConsecutive5xx            int    `json:"enforcing_consecutive_5xx"`
 		EnforcingConsecutiveGatewayFailure int    `json:"enforcing_consecutive_gateway_failure"`
+		SuccessfulActiveHCUnejectHost      bool   `json:"successful_active_health_check_uneject_host"`
 		EjectionsActive                    int64  `json:"ejections_active"`
 	}
 	jsonHealthCheck struct {
@@ -156,6 +158,7 @@ func (m *Manager) WriteClustersJSON(w io.Writer) error {
 				MaxEjectionTime: od.MaxEjectionTime.D().String(), MaxEjectionPercent: od.MaxEjectionPercent,
 				EnforcingConsecutive5xx:            c.outlier.enforcing[ejectConsecutive5xx],
 				EnforcingConsecutiveGatewayFailure: c.outlier.enforcing[ejectConsecutiveGateway],
+				SuccessfulActiveHCUnejectHost:      c.outlier.hcUneject,
 				EjectionsActive:                    c.stats.get(statOutlierEjectionsActive),
 			}
 		}

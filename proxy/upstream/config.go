@@ -226,6 +226,10 @@ type OutlierDetectionConfig struct {
 	// failures; nil means 0 (detected and counted, not enforced), as in
 	// Envoy.
 	EnforcingConsecutiveGatewayFailure *uint32 `yaml:"enforcing_consecutive_gateway_failure"`
+	// SuccessfulActiveHealthCheckUnejectHost returns an ejected host as
+	// soon as an active health check of it passes; nil means true, as in
+	// Envoy. Without health checks it has no effect.
+	SuccessfulActiveHealthCheckUnejectHost *bool `yaml:"successful_active_health_check_uneject_host"`
 }
 
 // EndpointConfig is one cluster member.
@@ -316,6 +320,10 @@ func (c *ClusterConfig) ApplyDefaults() {
 		if od.EnforcingConsecutive5xx == nil {
 			v := uint32(DefaultEnforcingConsecutive5xx)
 			od.EnforcingConsecutive5xx = &v
+		}
+		if od.SuccessfulActiveHealthCheckUnejectHost == nil {
+			v := true
+			od.SuccessfulActiveHealthCheckUnejectHost = &v
 		}
 		if od.EnforcingConsecutiveGatewayFailure == nil {
 			v := uint32(DefaultEnforcingConsecutiveGateway)

@@ -302,9 +302,15 @@ func (c *Cluster) healthCheckResult(h *Host, ok, network bool, err error) {
 	}
 	pending := h.hcPending.Load()
 	h.hcPending.Store(false)
-	changed := false
+	changed, unejected := false, false
 	if ok {
 		h.hcFail = 0
+		if od := c.outlier; od != nil && od.hcUneject && h.ejected.Load() {
+			// Envoy's successful_active_health_check_uneject_host.
+			h.ejected.Store(false)
+			unejected, changed = true, true
+			c.log.Debug("host returned by a passing health check", zapHost(h))
+		}
 		if h.hcFailed.Load() {
 			h.hcOK++
 			if pending || h.hcOK >= c.hc.cfg.HealthyThreshold {
@@ -328,6 +334,9 @@ func (c *Cluster) healthCheckResult(h *Host, ok, network bool, err error) {
 	}
 	if changed {
 		c.rebuildLocked(c.Hosts())
+	}
+	if unejected { // counted once the host is back in the balancer
+		c.stats.dec(statOutlierEjectionsActive)
 	}
 }
 

@@ -367,3 +367,41 @@ func TestHealthCheckFollowsDNS(t *testing.T) {
 		t.Fatal("the removed host is still checked")
 	}
 }
+
+// TestHealthCheckUnejectsHost: a host ejected for 503s to traffic whose
+// health check passes returns at the next check (Envoy's default
+// successful_active_health_check_uneject_host), unless that is turned off.
+func TestHealthCheckUnejectsHost(t *testing.T) {
+	for _, uneject := range []bool{true, false} {
+		t.Run(map[bool]string{true: "default", false: "disabled"}[uneject], func(t *testing.T) {
+			bad := newCountingServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/healthz" {
+					w.WriteHeader(503)
+				}
+			}))
+			good := newHealthServer(t, false)
+			cfg := hcCluster("od", httpHC("/healthz"), bad.addr(), good.addr())
+			cfg.OutlierDetection = &OutlierDetectionConfig{Consecutive5xx: 1, BaseEjectionTime: config.Duration(time.Hour), MaxEjectionPercent: 50}
+			if !uneject {
+				cfg.OutlierDetection.SuccessfulActiveHealthCheckUnejectHost = &uneject
+			}
+			m := newTestManager(t, Options{}, cfg)
+			c := m.Cluster("od")
+			for statOf(c, statOutlierEnforcedTotal) == 0 {
+				hostOf(t, c)
+			}
+			attempts := statOf(c, statHCAttempt)
+			if uneject {
+				waitFor(t, "the health check to return the host", func() bool { return statOf(c, statOutlierEjectionsActive) == 0 })
+				if c.Hosts()[0].Ejected() || statOf(c, statMembershipHealthy) != 2 {
+					t.Fatalf("flags %q healthy %d", c.Hosts()[0].HealthFlags(), statOf(c, statMembershipHealthy))
+				}
+				return
+			}
+			waitFor(t, "more health checks", func() bool { return statOf(c, statHCAttempt) > attempts+4 })
+			if !c.Hosts()[0].Ejected() {
+				t.Fatal("a passing health check returned the host though disabled")
+			}
+		})
+	}
+}

@@ -39,6 +39,7 @@ type outlierDetector struct {
 	maxEjection        time.Duration
 	maxPercent         int
 	enforcing          [2]int // by ejectionType, percent
+	hcUneject          bool   // a passing active health check returns an ejected host
 }
 
 func newOutlierDetector(cfg *OutlierDetectionConfig) *outlierDetector {
@@ -53,6 +54,7 @@ func newOutlierDetector(cfg *OutlierDetectionConfig) *outlierDetector {
 		maxEjection:        cfg.MaxEjectionTime.D(),
 		maxPercent:         int(cfg.MaxEjectionPercent),
 		enforcing:          [2]int{DefaultEnforcingConsecutive5xx, DefaultEnforcingConsecutiveGateway},
+		hcUneject:          cfg.SuccessfulActiveHealthCheckUnejectHost == nil || *cfg.SuccessfulActiveHealthCheckUnejectHost,
 	}
 	if p := cfg.EnforcingConsecutive5xx; p != nil {
 		od.enforcing[ejectConsecutive5xx] = int(*p)
