@@ -71,11 +71,15 @@ func newHealthChecker(c *Cluster, cfg HealthCheckConfig) *healthChecker {
 		defer cancel()
 		return c.dialHost(ctx, h, alpn)
 	}
+	// A connection kept between checks closes when no check used it for
+	// two of the longest intervals (a host DNS removed stops being checked).
+	idle := 2*max(cfg.Interval.D(), cfg.NoTrafficInterval.D()) + cfg.IntervalJitter.D() + cfg.Timeout.D()
 	var rt http.RoundTripper
 	if c.protocol == ProtocolHTTP2 {
 		t := &http2.Transport{
 			AllowHTTP:          true,
 			DisableCompression: true,
+			IdleConnTimeout:    idle,
 			DialTLSContext: func(ctx context.Context, _, addr string, _ *tls.Config) (net.Conn, error) {
 				return dial(ctx, addr, []string{alpnH2})
 			},
@@ -90,6 +94,7 @@ func newHealthChecker(c *Cluster, cfg HealthCheckConfig) *healthChecker {
 			DialTLSContext:      d,
 			DisableCompression:  true,
 			MaxIdleConnsPerHost: 1,
+			IdleConnTimeout:     idle,
 			TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{}, // HTTP/1.1 only
 		}
 		rt, hc.closeIdle = t, t.CloseIdleConnections
