@@ -29,6 +29,27 @@ type PKI struct {
 	// ServerTLS is a server configuration requiring and verifying client
 	// certificates signed by the CA.
 	ServerTLS *tls.Config
+
+	// issue signs a leaf certificate from tmpl into files named name.
+	issue func(name string, tmpl *x509.Certificate) (certFile, keyFile string)
+}
+
+// IssueServer issues another server certificate, for dnsNames and
+// 127.0.0.1, signed by the CA, into files named after name.
+func (p *PKI) IssueServer(name string, dnsNames ...string) (certFile, keyFile string) {
+	return p.issue(name, &x509.Certificate{Subject: pkix.Name{CommonName: name}, DNSNames: dnsNames,
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+}
+
+// IssueClient issues another client certificate with URI SAN id, signed
+// by the CA, into files named after name.
+func (p *PKI) IssueClient(name, id string) (certFile, keyFile string) {
+	u, err := url.Parse(id)
+	if err != nil {
+		panic("testpki: bad client id: " + err.Error())
+	}
+	return p.issue(name, &x509.Certificate{Subject: pkix.Name{CommonName: name}, URIs: []*url.URL{u},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 }
 
 // New issues the certificates into t's temporary directory. The client
@@ -69,6 +90,11 @@ func New(t testing.TB, clientID string) *PKI {
 		return write(name+".pem", "CERTIFICATE", der), write(name+"-key.pem", "EC PRIVATE KEY", kder)
 	}
 	p := &PKI{CAFile: write("ca.pem", "CERTIFICATE", caDER)}
+	serial := int64(10)
+	p.issue = func(name string, tmpl *x509.Certificate) (string, string) {
+		serial++
+		return issue(name, serial, tmpl)
+	}
 	p.ServerCertFile, p.ServerKeyFile = issue("server", 2, &x509.Certificate{Subject: pkix.Name{CommonName: "server"},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 	u, err := url.Parse(clientID)

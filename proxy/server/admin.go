@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -155,9 +156,22 @@ func (a *admin) serverInfo(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// clusters serves /clusters in Envoy's text format, or with
+// ?format=json in Envoy's ClusterStatus JSON shape.
 func (a *admin) clusters(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if err := a.s.upstreams.WriteClusters(w); err != nil {
+	var err error
+	switch f := r.URL.Query().Get("format"); f {
+	case "", "text":
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		err = a.s.upstreams.WriteClusters(w)
+	case "json":
+		w.Header().Set("Content-Type", "application/json")
+		err = a.s.upstreams.WriteClustersJSON(w)
+	default:
+		http.Error(w, "unknown format "+strconv.Quote(f)+" (text or json)", http.StatusBadRequest)
+		return
+	}
+	if err != nil {
 		a.log.Debug("clusters", zap.Error(err))
 	}
 }

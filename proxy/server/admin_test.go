@@ -2,12 +2,15 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -333,4 +336,162 @@ func TestAdminPprof(t *testing.T) {
 			}
 		})
 	}
+}
+
+const healthConfig = `
+admin: {address: "127.0.0.1:0"}
+listeners:
+- name: main
+  address: 127.0.0.1:0
+  filter_chains:
+  - http_connection_manager:
+      stat_prefix: ingress
+      route_config:
+        virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: web, retry_policy: {num_retries: 0}}}]}]
+clusters:
+- name: web
+  endpoints: [{address: %s}, {address: %s}, {address: %s}]
+  health_checks:
+  - interval: 5ms
+    no_traffic_interval: 5ms
+    unhealthy_threshold: 1
+    healthy_threshold: 1
+    http_health_check: {path: /healthz}
+  outlier_detection:
+    consecutive_5xx: 2
+    max_ejection_percent: 34
+    base_ejection_time: 1h
+    successful_active_health_check_uneject_host: false   # the 503 host passes its health checks
+`
+
+// TestAdminClustersHealth runs the whole proxy against three upstreams: one
+// that starts failing its health path, one that answers 503 to traffic
+// (ejected by outlier detection), one healthy. /clusters (text and JSON)
+// and /stats show both mechanisms.
+func TestAdminClustersHealth(t *testing.T) {
+	var sickHealth atomic.Bool
+	mk := func(status int, health *atomic.Bool) *httptest.Server {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/healthz" {
+				if health != nil && health.Load() {
+					w.WriteHeader(503)
+				}
+				return
+			}
+			w.WriteHeader(status)
+		}))
+		t.Cleanup(s.Close)
+		return s
+	}
+	sick, failing, good := mk(200, &sickHealth), mk(503, nil), mk(200, nil)
+	addr := func(s *httptest.Server) string { return s.Listener.Addr().String() }
+	cfg, err := config.Parse([]byte(fmt.Sprintf(healthConfig, addr(sick), addr(failing), addr(good))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	admin := "http://" + s.AdminAddr().String()
+	proxy := "http://" + s.ListenerAddr("main").String()
+
+	waitBody := func(path, want string) string {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			_, body := get(t, "GET", admin+path)
+			if strings.Contains(body, want) {
+				return body
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never showed %q:\n%s", path, want, body)
+			}
+			<-tick.C
+		}
+	}
+
+	// Traffic until the 503 host is ejected (round robin over 3 hosts).
+	for i := 0; i < 30 && !strings.Contains(clusterText(t, admin), addr(failing)+"::health_flags::/failed_outlier_check"); i++ {
+		get(t, "GET", proxy+"/x")
+	}
+	sickHealth.Store(true)
+	text := waitBody("/clusters", "web::"+addr(sick)+"::health_flags::/failed_active_hc\n")
+	for _, want := range []string{
+		"web::" + addr(failing) + "::health_flags::/failed_outlier_check\n",
+		"web::" + addr(good) + "::health_flags::healthy\n",
+		"web::added_via_api::false\n",
+		"web::outlier_detection::consecutive_5xx::2\n",
+		"web::outlier_detection::max_ejection_time::1h0m0s\n", // base_ejection_time is longer than 300s,
+		"web::health_check::path::/healthz\n",
+		"web::health_check::unhealthy_threshold::1\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/clusters lacks %q", want)
+		}
+	}
+	// 1 of 3 healthy: panic mode, every host is used again.
+	for range 6 {
+		get(t, "GET", proxy+"/x")
+	}
+	_, stats := get(t, "GET", admin+"/stats?filter=cluster.web")
+	for _, want := range []string{
+		// The admin /stats view is rendered from the Prometheus registry,
+		// so Envoy's dots are underscores there.
+		"cluster.web.outlier_detection_ejections_enforced_consecutive_5xx: 1",
+		"cluster.web.outlier_detection_ejections_active: 1",
+		"cluster.web.membership_healthy: 1",
+		"cluster.web.membership: 3",
+	} {
+		if !strings.Contains(stats, want) {
+			t.Errorf("/stats lacks %q:\n%s", want, stats)
+		}
+	}
+	if strings.Contains(stats, "cluster.web.lb_healthy_panic: 0\n") || strings.Contains(stats, "cluster.web.health_check_failure: 0\n") {
+		t.Errorf("panic or health-check failures not counted:\n%s", stats)
+	}
+
+	code, body := get(t, "GET", admin+"/clusters?format=json")
+	var js struct {
+		ClusterStatuses []struct {
+			Name             string
+			OutlierDetection struct {
+				Consecutive5xx int `json:"consecutive_5xx"`
+			} `json:"outlier_detection"`
+			HostStatuses []struct {
+				Address struct {
+					SocketAddress struct {
+						PortValue int `json:"port_value"`
+					} `json:"socket_address"`
+				}
+				HealthStatus struct {
+					FailedActiveHealthCheck bool `json:"failed_active_health_check"`
+					FailedOutlierCheck      bool `json:"failed_outlier_check"`
+				} `json:"health_status"`
+			} `json:"host_statuses"`
+		} `json:"cluster_statuses"`
+	}
+	if err := json.Unmarshal([]byte(body), &js); err != nil || code != 200 {
+		t.Fatalf("%d %v\n%s", code, err, body)
+	}
+	web := js.ClusterStatuses[0]
+	if web.Name != "web" || web.OutlierDetection.Consecutive5xx != 2 || len(web.HostStatuses) != 3 ||
+		!web.HostStatuses[0].HealthStatus.FailedActiveHealthCheck || !web.HostStatuses[1].HealthStatus.FailedOutlierCheck ||
+		web.HostStatuses[2].HealthStatus.FailedActiveHealthCheck || web.HostStatuses[2].Address.SocketAddress.PortValue == 0 {
+		t.Fatalf("json view:\n%s", body)
+	}
+	if code, _ := get(t, "GET", admin+"/clusters?format=yaml"); code != 400 {
+		t.Fatalf("unknown format: %d", code)
+	}
+}
+
+func clusterText(t *testing.T, admin string) string {
+	_, body := get(t, "GET", admin+"/clusters")
+	return body
 }

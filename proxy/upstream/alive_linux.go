@@ -1,6 +1,9 @@
 package upstream
 
-import "syscall"
+import (
+	"crypto/tls"
+	"syscall"
+)
 
 // alive reports whether an idle pooled connection may carry a request: the
 // peer has not closed it and sent nothing unsolicited. It costs one
@@ -15,7 +18,14 @@ func (pc *pconn) alive() bool {
 		return false
 	}
 	if pc.peekFn == nil {
-		sc, ok := pc.nc.(syscall.Conn)
+		nc := pc.nc
+		if tc, ok := nc.(*tls.Conn); ok {
+			// Peek below TLS: a close_notify or a closed socket shows
+			// there; TLS 1.3 session tickets were read with the first
+			// response.
+			nc = tc.NetConn()
+		}
+		sc, ok := nc.(syscall.Conn)
 		if !ok {
 			return true
 		}

@@ -45,6 +45,7 @@ type StreamOptions struct {
 type hostSet struct {
 	hosts []*Host
 	lb    LoadBalancer
+	panic bool // fewer than half the hosts are healthy: lb covers all
 }
 
 // Cluster is one upstream cluster. It is safe for concurrent use.
@@ -68,8 +69,18 @@ type Cluster struct {
 	maxStreams         uint32
 	h2t                *http2.Transport
 
-	outlier *outlierDetector // nil: no outlier detection
-	origDst *originalDst     // nil unless ORIGINAL_DST (originaldst.go)
+	outlier  *outlierDetector // nil: no outlier detection
+	origDst  *originalDst     // nil unless ORIGINAL_DST (originaldst.go)
+	odSweeps atomic.Int64     // outlier-detection interval sweeps done (tests)
+	now      func() time.Time // the clock of ejections; time.Now but in tests
+
+	hc   *healthChecker // nil: no active health checking
+	hcWG sync.WaitGroup // health-check sessions
+
+	tls *tlsOrigin // nil: plaintext
+	// initErr is a failure to build the cluster (unreadable TLS files);
+	// NewManager reports it.
+	initErr error
 
 	// STRICT_DNS.
 	resolver Resolver
@@ -95,7 +106,17 @@ func newCluster(cfg ClusterConfig, opts *Options) *Cluster {
 		maxStreams:         cfg.HTTP2.MaxConcurrentStreams,
 		resolver:           opts.Resolver,
 		outlier:            newOutlierDetector(cfg.OutlierDetection),
+		now:                opts.now,
 		byAddr:             make(map[string]*Host),
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if len(cfg.HealthChecks) > 0 {
+		c.hc = newHealthChecker(c, cfg.HealthChecks[0])
+	}
+	if cfg.TLS != nil {
+		c.tls, c.initErr = newTLSOrigin(cfg.TLS, c.log)
 	}
 	cb := cfg.CircuitBreakers
 	c.cxRB = resource{name: "max_connections", limit: int64(cb.MaxConnections)}
@@ -148,9 +169,15 @@ func (c *Cluster) setHostsLocked(hosts []*Host) {
 		}
 	}
 	c.stats.set(statOutlierEjectionsActive, active)
+	for _, h := range c.byAddr {
+		if !slices.Contains(hosts, h) {
+			c.stopHealthCheckLocked(h)
+		}
+	}
 	clear(c.byAddr)
 	for _, h := range hosts {
 		c.byAddr[h.addr] = h
+		c.startHealthCheckLocked(h)
 	}
 }
 
@@ -177,13 +204,17 @@ func (c *Cluster) NewStream(ctx context.Context, headers *filter.HeaderMap, endS
 		info.UpstreamCluster = c.name
 	}
 	var h *Host
+	panicking := false
 	if c.origDst != nil {
 		h = c.originalDstHTTPHost(headers, info)
 	} else if hs := c.hosts.Load(); hs != nil && hs.lb != nil {
-		h = hs.lb.Pick(opts.LB)
+		h, panicking = hs.lb.Pick(opts.LB), hs.panic
 	}
 	if h == nil {
 		return nil, &Error{Flag: filter.NoHealthyUpstream, Reason: "no healthy upstream", Err: ErrNoHealthyUpstream}
+	}
+	if panicking {
+		c.stats.inc(statLBHealthyPanic)
 	}
 	if info != nil {
 		info.UpstreamHost = h.addr
@@ -266,7 +297,7 @@ func (h *Host) headersCancelled(ctx context.Context) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		h.cluster.stats.inc(statRqTimeout)
 		h.stats[hostRqTimeout].Add(1)
-		h.recordResult(true)
+		h.recordLocalFailure()
 	}
 	return fmt.Errorf("upstream: waiting for response headers: %w", err)
 }
@@ -465,13 +496,13 @@ func (c *Cluster) loop() {
 			if err := c.resolve(ctx); err != nil {
 				c.log.Debug("dns refresh failed", zap.Error(err))
 			}
-		case now := <-odC:
-			c.unejectExpired(now)
+		case <-odC:
+			c.unejectExpired(c.now())
 		}
 	}
 }
 
-// close stops the cluster's loop and closes every pool.
+// close stops the cluster's loop and health checks and closes every pool.
 func (c *Cluster) close() {
 	if c.stop != nil {
 		close(c.stop)
@@ -481,7 +512,14 @@ func (c *Cluster) close() {
 	c.closed = true
 	hosts := append(slices.Clone(c.Hosts()), c.retired...)
 	c.retired = nil
+	for _, h := range hosts {
+		c.stopHealthCheckLocked(h)
+	}
 	c.mu.Unlock()
+	c.hcWG.Wait()
+	if c.hc != nil && c.hc.closeIdle != nil {
+		c.hc.closeIdle()
+	}
 	for _, h := range hosts {
 		h.close()
 	}

@@ -1,10 +1,13 @@
 package upstream
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/remora-mesh/remora/internal/config"
@@ -63,6 +66,20 @@ const (
 	DefaultOutlierInterval      = 10 * time.Second
 	DefaultBaseEjectionTime     = 30 * time.Second
 	DefaultMaxEjectionPercent   = 10
+	DefaultConsecutiveGateway   = 5
+	DefaultMaxEjectionTime      = 300 * time.Second
+	// DefaultEnforcingConsecutive5xx and DefaultEnforcingConsecutiveGateway
+	// are the percentages of detected outliers actually ejected (Envoy's
+	// enforcing_consecutive_5xx 100 and enforcing_consecutive_gateway_failure 0).
+	DefaultEnforcingConsecutive5xx     = 100
+	DefaultEnforcingConsecutiveGateway = 0
+	// Active health checking (Envoy requires these fields; Remora fills
+	// them in).
+	DefaultHCTimeout            = time.Second
+	DefaultHCInterval           = 10 * time.Second
+	DefaultHCNoTrafficInterval  = 60 * time.Second
+	DefaultHCUnhealthyThreshold = 3
+	DefaultHCHealthyThreshold   = 2
 	// MaxEndpointWeight bounds an endpoint's weight, as Envoy's
 	// load_balancing_weight (1..128) does.
 	MaxEndpointWeight = 128
@@ -120,6 +137,13 @@ type ClusterConfig struct {
 	// OriginalDstLBConfig tunes an ORIGINAL_DST cluster; nil means the
 	// defaults.
 	OriginalDstLBConfig *OriginalDstLBConfig `yaml:"original_dst_lb_config,omitempty"`
+	// HealthChecks are the cluster's active health checks (at most one);
+	// none (the default) means every host is healthy unless outlier
+	// detection ejects it.
+	HealthChecks []HealthCheckConfig `yaml:"health_checks"`
+	// TLS, when set, makes every upstream connection a TLS client
+	// connection (Envoy's UpstreamTlsContext); nil means plaintext.
+	TLS *UpstreamTLSConfig `yaml:"tls"`
 }
 
 // OriginalDstLBConfig is Envoy's original_dst_lb_config.
@@ -133,6 +157,75 @@ type OriginalDstLBConfig struct {
 	UseHTTPHeader bool `yaml:"use_http_header,omitempty"`
 }
 
+// HealthCheckConfig is one active health check (Envoy's HealthCheck): every
+// Interval (NoTrafficInterval while the cluster has seen no traffic),
+// plus a random share of IntervalJitter, each host is probed with a
+// request bounded by Timeout. UnhealthyThreshold failures in a row mark a
+// healthy host failed_active_hc; HealthyThreshold successes in a row bring
+// it back. Hosts start failed_active_hc and pending_active_hc: their first
+// check (run at once) decides alone, as in Envoy. Exactly one of HTTP and
+// TCP is set.
+type HealthCheckConfig struct {
+	Timeout            config.Duration  `yaml:"timeout"`             // default 1s
+	Interval           config.Duration  `yaml:"interval"`            // default 10s
+	IntervalJitter     config.Duration  `yaml:"interval_jitter"`     // default 0
+	NoTrafficInterval  config.Duration  `yaml:"no_traffic_interval"` // default 60s
+	UnhealthyThreshold uint32           `yaml:"unhealthy_threshold"` // default 3
+	HealthyThreshold   uint32           `yaml:"healthy_threshold"`   // default 2
+	HTTP               *HTTPHealthCheck `yaml:"http_health_check"`
+	TCP                *TCPHealthCheck  `yaml:"tcp_health_check"`
+}
+
+// HTTPHealthCheck probes a host with "GET Path" over the cluster's
+// protocol (HTTP/2 for an http2 cluster, HTTP/1.1 otherwise, over TLS when
+// the cluster has a tls block); a status in ExpectedStatuses passes.
+type HTTPHealthCheck struct {
+	// Path is the request path; required, starting with "/".
+	Path string `yaml:"path"`
+	// Host is the request's authority; default the cluster's name, as in
+	// Envoy.
+	Host string `yaml:"host"`
+	// ExpectedStatuses are half-open ranges [start, end) of passing
+	// statuses; default [{start: 200, end: 201}].
+	ExpectedStatuses []StatusRange `yaml:"expected_statuses"`
+}
+
+// StatusRange is the status codes start <= code < end.
+type StatusRange struct {
+	Start uint32 `yaml:"start"`
+	End   uint32 `yaml:"end"`
+}
+
+// TCPHealthCheck probes a host by connecting. Send, when set, is written
+// once connected; then every block of Receive must arrive, in order but
+// not necessarily adjacent (Envoy's fuzzy match), before the timeout.
+// Both are hex strings, as Envoy's Payload.text.
+type TCPHealthCheck struct {
+	Send    string   `yaml:"send"`
+	Receive []string `yaml:"receive"`
+}
+
+// UpstreamTLSConfig originates TLS to the cluster's hosts (Envoy's
+// UpstreamTlsContext). The server's certificate is verified against CAFile
+// (the system roots when empty) for the name sent as SNI, or for the
+// endpoint's IP address when there is none. CertFile and KeyFile are a
+// client certificate for mutual TLS. The files are read when the cluster
+// is built and re-read on a later connection when one of them changed.
+type UpstreamTLSConfig struct {
+	// SNI is the server name sent and verified; default the endpoint's
+	// host name for a STRICT_DNS cluster, none for an IP address.
+	SNI      string `yaml:"sni"`
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ALPN is offered on connections that do not carry HTTP (tcp_proxy);
+	// HTTP connections offer the protocol they speak ("h2" or
+	// "http/1.1"), so that an http2 cluster negotiates h2.
+	ALPN []string `yaml:"alpn"`
+	// MinVersion is "1.2" (default) or "1.3".
+	MinVersion string `yaml:"min_version"`
+}
+
 // OutlierDetectionConfig is Envoy's consecutive-5xx outlier detection: a
 // host whose responses are 5xx (or whose connections fail, or which resets
 // before answering) Consecutive5xx times in a row is taken out of load
@@ -142,11 +235,28 @@ type OriginalDstLBConfig struct {
 // MaxEjectionPercent of the hosts are ejected at once, but always at
 // least one may be. When fewer than half the hosts are left, the load
 // balancer uses all of them (Envoy's 50% panic threshold).
+//
+// ConsecutiveGatewayFailure counts only gateway failures (502, 503, 504,
+// connection failures, resets and timeouts); detections of either kind
+// are enforced (the host really ejected) with the Enforcing* percentage.
 type OutlierDetectionConfig struct {
-	Consecutive5xx     uint32          `yaml:"consecutive_5xx"`      // default 5
-	Interval           config.Duration `yaml:"interval"`             // default 10s
-	BaseEjectionTime   config.Duration `yaml:"base_ejection_time"`   // default 30s
-	MaxEjectionPercent uint32          `yaml:"max_ejection_percent"` // default 10
+	Consecutive5xx            uint32          `yaml:"consecutive_5xx"`             // default 5
+	ConsecutiveGatewayFailure uint32          `yaml:"consecutive_gateway_failure"` // default 5
+	Interval                  config.Duration `yaml:"interval"`                    // default 10s
+	BaseEjectionTime          config.Duration `yaml:"base_ejection_time"`          // default 30s
+	MaxEjectionTime           config.Duration `yaml:"max_ejection_time"`           // default 300s
+	MaxEjectionPercent        uint32          `yaml:"max_ejection_percent"`        // default 10
+	// EnforcingConsecutive5xx is the percentage (0..100) of consecutive-5xx
+	// detections that eject; nil means 100.
+	EnforcingConsecutive5xx *uint32 `yaml:"enforcing_consecutive_5xx"`
+	// EnforcingConsecutiveGatewayFailure is the same for gateway
+	// failures; nil means 0 (detected and counted, not enforced), as in
+	// Envoy.
+	EnforcingConsecutiveGatewayFailure *uint32 `yaml:"enforcing_consecutive_gateway_failure"`
+	// SuccessfulActiveHealthCheckUnejectHost returns an ejected host as
+	// soon as an active health check of it passes; nil means true, as in
+	// Envoy. Without health checks it has no effect.
+	SuccessfulActiveHealthCheckUnejectHost *bool `yaml:"successful_active_health_check_uneject_host"`
 }
 
 // EndpointConfig is one cluster member.
@@ -231,6 +341,37 @@ func (c *ClusterConfig) ApplyDefaults() {
 		if od.MaxEjectionPercent == 0 {
 			od.MaxEjectionPercent = DefaultMaxEjectionPercent
 		}
+		if od.ConsecutiveGatewayFailure == 0 {
+			od.ConsecutiveGatewayFailure = DefaultConsecutiveGateway
+		}
+		if od.MaxEjectionTime == 0 {
+			od.MaxEjectionTime = config.Duration(max(DefaultMaxEjectionTime, od.BaseEjectionTime.D()))
+		}
+		if od.EnforcingConsecutive5xx == nil {
+			v := uint32(DefaultEnforcingConsecutive5xx)
+			od.EnforcingConsecutive5xx = &v
+		}
+		if od.SuccessfulActiveHealthCheckUnejectHost == nil {
+			v := true
+			od.SuccessfulActiveHealthCheckUnejectHost = &v
+		}
+		if od.EnforcingConsecutiveGatewayFailure == nil {
+			v := uint32(DefaultEnforcingConsecutiveGateway)
+			od.EnforcingConsecutiveGatewayFailure = &v
+		}
+	}
+	// Copied before being filled in, so that a ClusterConfig copied by
+	// value (as NewManager does) never writes into its original.
+	if len(c.HealthChecks) > 0 {
+		c.HealthChecks = slices.Clone(c.HealthChecks)
+		for i := range c.HealthChecks {
+			c.HealthChecks[i].applyDefaults(c.Name)
+		}
+	}
+	if c.TLS != nil && c.TLS.MinVersion == "" {
+		t := *c.TLS
+		t.MinVersion = TLSVersion12
+		c.TLS = &t
 	}
 	for i := range c.Endpoints {
 		if c.Endpoints[i].Weight == 0 {
@@ -308,6 +449,29 @@ func (c *ClusterConfig) Validate(path string) error {
 		if od.MaxEjectionPercent == 0 || od.MaxEjectionPercent > 100 {
 			bad("outlier_detection.max_ejection_percent", "%d out of range 1..100", od.MaxEjectionPercent)
 		}
+		if od.ConsecutiveGatewayFailure == 0 {
+			bad("outlier_detection.consecutive_gateway_failure", "must be positive")
+		}
+		if od.MaxEjectionTime <= 0 {
+			bad("outlier_detection.max_ejection_time", "must be positive")
+		} else if od.MaxEjectionTime < od.BaseEjectionTime {
+			bad("outlier_detection.max_ejection_time", "%v is shorter than base_ejection_time %v", od.MaxEjectionTime.D(), od.BaseEjectionTime.D())
+		}
+		if p := od.EnforcingConsecutive5xx; p != nil && *p > 100 {
+			bad("outlier_detection.enforcing_consecutive_5xx", "%d out of range 0..100", *p)
+		}
+		if p := od.EnforcingConsecutiveGatewayFailure; p != nil && *p > 100 {
+			bad("outlier_detection.enforcing_consecutive_gateway_failure", "%d out of range 0..100", *p)
+		}
+	}
+	if len(c.HealthChecks) > 1 {
+		bad("health_checks", "at most one health check per cluster (got %d)", len(c.HealthChecks))
+	}
+	for i := range c.HealthChecks {
+		errs = append(errs, c.HealthChecks[i].validate(path+".health_checks["+strconv.Itoa(i)+"]")...)
+	}
+	if c.TLS != nil {
+		errs = append(errs, c.TLS.validate(path+".tls")...)
 	}
 	cb := c.CircuitBreakers
 	for _, f := range []struct {
@@ -370,4 +534,120 @@ func validateAddress(addr, typ string) error {
 		return fmt.Errorf("%q: a STATIC cluster needs an IP address (use type STRICT_DNS for host names)", addr)
 	}
 	return nil
+}
+
+// TLS versions accepted by UpstreamTLSConfig.MinVersion.
+const (
+	TLSVersion12 = "1.2"
+	TLSVersion13 = "1.3"
+)
+
+func (hc *HealthCheckConfig) applyDefaults(cluster string) {
+	if hc.Timeout == 0 {
+		hc.Timeout = config.Duration(DefaultHCTimeout)
+	}
+	if hc.Interval == 0 {
+		hc.Interval = config.Duration(DefaultHCInterval)
+	}
+	if hc.NoTrafficInterval == 0 {
+		hc.NoTrafficInterval = config.Duration(DefaultHCNoTrafficInterval)
+	}
+	if hc.UnhealthyThreshold == 0 {
+		hc.UnhealthyThreshold = DefaultHCUnhealthyThreshold
+	}
+	if hc.HealthyThreshold == 0 {
+		hc.HealthyThreshold = DefaultHCHealthyThreshold
+	}
+	if hc.HTTP != nil {
+		h := *hc.HTTP
+		hc.HTTP = &h
+		if h.Host == "" {
+			h.Host = cluster
+		}
+		if len(h.ExpectedStatuses) == 0 {
+			h.ExpectedStatuses = []StatusRange{{Start: 200, End: 201}}
+		}
+		*hc.HTTP = h
+	}
+}
+
+func (hc *HealthCheckConfig) validate(path string) []error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: %s", path, field, fmt.Sprintf(format, args...)))
+	}
+	for _, d := range []struct {
+		name string
+		v    config.Duration
+	}{{"timeout", hc.Timeout}, {"interval", hc.Interval}, {"no_traffic_interval", hc.NoTrafficInterval}} {
+		if d.v <= 0 {
+			bad(d.name, "must be positive")
+		}
+	}
+	if hc.IntervalJitter < 0 {
+		bad("interval_jitter", "must not be negative")
+	}
+	if hc.UnhealthyThreshold == 0 {
+		bad("unhealthy_threshold", "must be positive")
+	}
+	if hc.HealthyThreshold == 0 {
+		bad("healthy_threshold", "must be positive")
+	}
+	switch {
+	case hc.HTTP != nil && hc.TCP != nil:
+		errs = append(errs, fmt.Errorf("%s: http_health_check and tcp_health_check are mutually exclusive", path))
+	case hc.HTTP == nil && hc.TCP == nil:
+		errs = append(errs, fmt.Errorf("%s: one of http_health_check and tcp_health_check is required", path))
+	}
+	if h := hc.HTTP; h != nil {
+		if !strings.HasPrefix(h.Path, "/") || !validFieldValue(h.Path) || containsSpace(h.Path) {
+			bad("http_health_check.path", "%q must be an origin-form path starting with \"/\"", h.Path)
+		}
+		if !validFieldValue(h.Host) || containsSpace(h.Host) {
+			bad("http_health_check.host", "%q is not a valid authority", h.Host)
+		}
+		for i, r := range h.ExpectedStatuses {
+			if r.Start < 100 || r.End > 600 || r.Start >= r.End {
+				bad("http_health_check.expected_statuses["+strconv.Itoa(i)+"]",
+					"[%d, %d) is not a non-empty range within [100, 600)", r.Start, r.End)
+			}
+		}
+	}
+	if t := hc.TCP; t != nil {
+		if _, err := hex.DecodeString(t.Send); err != nil {
+			bad("tcp_health_check.send", "not hex: %v", err)
+		}
+		for i, r := range t.Receive {
+			if b, err := hex.DecodeString(r); err != nil {
+				bad("tcp_health_check.receive["+strconv.Itoa(i)+"]", "not hex: %v", err)
+			} else if len(b) == 0 {
+				bad("tcp_health_check.receive["+strconv.Itoa(i)+"]", "must not be empty")
+			}
+		}
+	}
+	return errs
+}
+
+func (t *UpstreamTLSConfig) validate(path string) []error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: %s", path, field, fmt.Sprintf(format, args...)))
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		bad("cert_file", "cert_file and key_file go together")
+	}
+	switch t.MinVersion {
+	case TLSVersion12, TLSVersion13:
+	default:
+		bad("min_version", "unknown version %q (want 1.2 or 1.3)", t.MinVersion)
+	}
+	if t.SNI != "" && (net.ParseIP(t.SNI) != nil || !validFieldValue(t.SNI) || containsSpace(t.SNI)) {
+		bad("sni", "%q is not a DNS name", t.SNI)
+	}
+	for i, p := range t.ALPN {
+		if p == "" || len(p) > 255 {
+			bad("alpn["+strconv.Itoa(i)+"]", "protocol names are 1..255 bytes")
+		}
+	}
+	return errs
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/remora-mesh/remora/internal/config"
 )
 
 func TestClusterConfigYAMLAndDefaults(t *testing.T) {
@@ -115,6 +117,73 @@ func TestClusterConfigValidate(t *testing.T) {
 				c.Name = "" // fail the case visibly
 			}
 		}, nil},
+		{"outlier detection completed", func(c *ClusterConfig) {
+			over, under := uint32(101), uint32(50)
+			c.OutlierDetection = &OutlierDetectionConfig{EnforcingConsecutive5xx: &over, EnforcingConsecutiveGatewayFailure: &under}
+			c.OutlierDetection.BaseEjectionTime = config.Duration(time.Minute)
+			c.OutlierDetection.MaxEjectionTime = config.Duration(time.Second)
+			c.ApplyDefaults()
+		}, []string{
+			"clusters[2].outlier_detection.max_ejection_time: 1s is shorter than base_ejection_time 1m0s",
+			"clusters[2].outlier_detection.enforcing_consecutive_5xx: 101 out of range 0..100",
+		}},
+		{"outlier detection new defaults", func(c *ClusterConfig) {
+			c.OutlierDetection = &OutlierDetectionConfig{BaseEjectionTime: config.Duration(10 * time.Minute)}
+			c.ApplyDefaults()
+			od := c.OutlierDetection
+			if od.ConsecutiveGatewayFailure != 5 || od.MaxEjectionTime.D() != 10*time.Minute ||
+				*od.EnforcingConsecutive5xx != 100 || *od.EnforcingConsecutiveGatewayFailure != 0 {
+				c.Name = ""
+			}
+		}, nil},
+		{"health check defaults", func(c *ClusterConfig) {
+			c.HealthChecks = []HealthCheckConfig{{HTTP: &HTTPHealthCheck{Path: "/healthz"}}}
+			c.ApplyDefaults()
+			hc := c.HealthChecks[0]
+			if hc.Timeout.D() != time.Second || hc.Interval.D() != 10*time.Second || hc.NoTrafficInterval.D() != time.Minute ||
+				hc.UnhealthyThreshold != 3 || hc.HealthyThreshold != 2 || hc.HTTP.Host != "c" ||
+				len(hc.HTTP.ExpectedStatuses) != 1 || hc.HTTP.ExpectedStatuses[0] != (StatusRange{200, 201}) {
+				c.Name = ""
+			}
+		}, nil},
+		{"health check errors", func(c *ClusterConfig) {
+			c.HealthChecks = []HealthCheckConfig{
+				{Interval: config.Duration(-time.Second), IntervalJitter: config.Duration(-1),
+					HTTP: &HTTPHealthCheck{Path: "healthz", Host: "a b", ExpectedStatuses: []StatusRange{{200, 200}, {99, 700}}}},
+				{TCP: &TCPHealthCheck{Send: "zz", Receive: []string{"", "0g"}}},
+				{HTTP: &HTTPHealthCheck{Path: "/"}, TCP: &TCPHealthCheck{}},
+				{},
+			}
+			c.ApplyDefaults()
+		}, []string{
+			"clusters[2].health_checks: at most one health check per cluster (got 4)",
+			"clusters[2].health_checks[0].interval: must be positive",
+			"clusters[2].health_checks[0].interval_jitter: must not be negative",
+			`clusters[2].health_checks[0].http_health_check.path: "healthz" must be an origin-form path starting with "/"`,
+			`clusters[2].health_checks[0].http_health_check.host: "a b" is not a valid authority`,
+			"clusters[2].health_checks[0].http_health_check.expected_statuses[0]: [200, 200) is not a non-empty range within [100, 600)",
+			"clusters[2].health_checks[0].http_health_check.expected_statuses[1]: [99, 700) is not a non-empty range within [100, 600)",
+			"clusters[2].health_checks[1].tcp_health_check.send: not hex: encoding/hex: invalid byte: U+007A 'z'",
+			"clusters[2].health_checks[1].tcp_health_check.receive[0]: must not be empty",
+			"clusters[2].health_checks[1].tcp_health_check.receive[1]: not hex: encoding/hex: invalid byte: U+0067 'g'",
+			"clusters[2].health_checks[2]: http_health_check and tcp_health_check are mutually exclusive",
+			"clusters[2].health_checks[3]: one of http_health_check and tcp_health_check is required",
+		}},
+		{"tls", func(c *ClusterConfig) {
+			c.TLS = &UpstreamTLSConfig{CertFile: "c.pem", MinVersion: "1.1", SNI: "10.0.0.1", ALPN: []string{""}}
+		}, []string{
+			"clusters[2].tls.cert_file: cert_file and key_file go together",
+			`clusters[2].tls.min_version: unknown version "1.1" (want 1.2 or 1.3)`,
+			`clusters[2].tls.sni: "10.0.0.1" is not a DNS name`,
+			"clusters[2].tls.alpn[0]: protocol names are 1..255 bytes",
+		}},
+		{"tls defaults", func(c *ClusterConfig) {
+			c.TLS = &UpstreamTLSConfig{}
+			c.ApplyDefaults()
+			if c.TLS.MinVersion != "1.2" {
+				c.Name = ""
+			}
+		}, nil},
 		{"zero limits", func(c *ClusterConfig) {
 			c.CircuitBreakers = CircuitBreakersConfig{}
 			c.HTTP2.MaxConcurrentStreams = 0
@@ -172,6 +241,10 @@ func FuzzClusterConfigYAML(f *testing.F) {
 	f.Add([]byte("name: a\nendpoints: [{address: 127.0.0.1:80}]\n"))
 	f.Add([]byte("name: a\ntype: STRICT_DNS\nconnect_timeout: 1s\nendpoints: [{address: 'x:1', weight: 7}]\n"))
 	f.Add([]byte("circuit_breakers: {max_connections: -1}\n"))
+	f.Add([]byte("name: a\nendpoints: [{address: 127.0.0.1:80}]\nhealth_checks: [{interval: 1s, http_health_check: {path: /h, expected_statuses: [{start: 200, end: 400}]}}]\n"))
+	f.Add([]byte("name: a\nendpoints: [{address: 127.0.0.1:80}]\nhealth_checks: [{tcp_health_check: {send: 0a0b, receive: [zz, '']}}, {}]\n"))
+	f.Add([]byte("name: a\nendpoints: [{address: 127.0.0.1:80}]\ntls: {sni: x, cert_file: c, min_version: '1.3', alpn: [h2]}\n"))
+	f.Add([]byte("outlier_detection: {enforcing_consecutive_5xx: 200, max_ejection_time: 1s, base_ejection_time: 1m, consecutive_gateway_failure: 0}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var c ClusterConfig
 		if yaml.Unmarshal(data, &c) != nil {

@@ -19,12 +19,22 @@ type Host struct {
 	rqActive atomic.Int64 // requests in flight, for LEAST_REQUEST
 	stats    [numHostStats]atomic.Int64
 
-	// Outlier detection: consecutive5xx and ejected are read on the hot
+	// Outlier detection: the counters and ejected are read on the hot
 	// path; ejections and ejectedUntil are guarded by cluster.mu.
-	consecutive5xx atomic.Int32
-	ejected        atomic.Bool
-	ejections      int
-	ejectedUntil   time.Time
+	consecutive5xx     atomic.Int32
+	consecutiveGateway atomic.Int32
+	ejected            atomic.Bool
+	ejections          int
+	ejectedUntil       time.Time
+
+	// Active health checking: the flags are written under cluster.mu and
+	// read anywhere; the counts belong to cluster.mu; hc is the host's
+	// checking goroutine (nil without health checks).
+	hcFailed  atomic.Bool // failed_active_hc
+	hcPending atomic.Bool // pending_active_hc: not checked yet
+	hcOK      uint32      // successes in a row while failed
+	hcFail    uint32      // failures in a row while healthy
+	hc        *hcSession
 
 	h1 *pool // nil unless the cluster can speak HTTP/1.1
 	h2 *pool // nil unless the cluster can speak HTTP/2
@@ -32,6 +42,10 @@ type Host struct {
 
 func newHost(c *Cluster, addr, hostname string, weight uint32) *Host {
 	h := &Host{cluster: c, addr: addr, hostname: hostname, weight: weight}
+	if c.hc != nil { // Envoy: a new host is unhealthy until its first check
+		h.hcFailed.Store(true)
+		h.hcPending.Store(true)
+	}
 	if c.protocol != ProtocolHTTP2 {
 		h.h1 = newPool(h, false)
 	}
@@ -54,6 +68,35 @@ func (h *Host) Weight() uint32 { return h.weight }
 // Ejected reports whether outlier detection has taken the host out of
 // load balancing.
 func (h *Host) Ejected() bool { return h.ejected.Load() }
+
+// FailedActiveHealthCheck reports whether active health checking marks
+// the host unhealthy (also before its first check, see HealthFlags).
+func (h *Host) FailedActiveHealthCheck() bool { return h.hcFailed.Load() }
+
+// Healthy reports whether the load balancer may pick the host outside
+// panic mode: neither ejected nor failing active health checks.
+func (h *Host) Healthy() bool { return !h.ejected.Load() && !h.hcFailed.Load() }
+
+// HealthFlags renders the host's health as Envoy's admin /clusters does:
+// "healthy", or the failing flags concatenated in Envoy's order
+// ("/failed_active_hc", "/failed_outlier_check", "/pending_active_hc").
+func (h *Host) HealthFlags() string {
+	failedHC, ejected, pending := h.hcFailed.Load(), h.ejected.Load(), h.hcPending.Load()
+	if !failedHC && !ejected && !pending {
+		return "healthy"
+	}
+	s := ""
+	if failedHC {
+		s += "/failed_active_hc"
+	}
+	if ejected {
+		s += "/failed_outlier_check"
+	}
+	if pending {
+		s += "/pending_active_hc"
+	}
+	return s
+}
 
 // ActiveRequests is the number of requests in flight to the host.
 func (h *Host) ActiveRequests() int64 { return h.rqActive.Load() }

@@ -347,7 +347,7 @@ func (s *h1stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 			if ctx.Err() != nil {
 				return nil, false, s.pc.pool.host.headersCancelled(ctx)
 			}
-			s.pc.pool.host.recordResult(true)
+			s.pc.pool.host.recordLocalFailure()
 			return nil, false, readHeadError(err)
 		}
 		if rh.status/100 == 1 && rh.status != 101 {
@@ -356,7 +356,7 @@ func (s *h1stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 		mode, n, reusable, err := framing(s.method, &rh, s.upgrade)
 		if err != nil {
 			s.failed.Store(true)
-			s.pc.pool.host.recordResult(true)
+			s.pc.pool.host.recordLocalFailure()
 			return nil, false, &Error{Flag: filter.UpstreamProtocolError, Reason: "malformed response", Err: err}
 		}
 		s.pc.pool.host.recordResponse(rh.status)

@@ -179,7 +179,7 @@ func (s *h2stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 		if ctx.Err() != nil { // a Reset from ctx (the router's timeout) ended it
 			return nil, false, host.headersCancelled(ctx)
 		}
-		host.recordResult(true)
+		host.recordLocalFailure()
 		return nil, false, h2Error(s.err)
 	}
 	s.gotHead = true

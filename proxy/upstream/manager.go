@@ -33,6 +33,10 @@ type Options struct {
 	// DialContext opens upstream TCP connections; nil means a net.Dialer.
 	// The context carries the connect timeout.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// now is the clock of outlier ejections; nil means time.Now (tests
+	// set it).
+	now func() time.Time
 }
 
 // Manager owns every cluster of a configuration: their host sets, load
@@ -137,6 +141,10 @@ func (m *Manager) build(clusters []ClusterConfig, cur *Set) (set *Set, fresh []*
 		c := cur.Cluster(cfg.Name)
 		if c == nil || !reflect.DeepEqual(c.cfg, cfg) {
 			c = newCluster(cfg, &m.opts)
+			if c.initErr != nil {
+				errs = append(errs, fmt.Errorf("%s.tls: %w", path, c.initErr))
+				continue
+			}
 			fresh = append(fresh, c)
 		}
 		set.byName[cfg.Name] = c
@@ -175,6 +183,11 @@ func (m *Manager) build(clusters []ClusterConfig, cur *Set) (set *Set, fresh []*
 			go c.loop()
 		}
 	}
+	for _, c := range fresh { // first health checks, in parallel
+		wg.Add(1)
+		go func() { defer wg.Done(); c.warm() }()
+	}
+	wg.Wait()
 	return set, fresh, nil
 }
 
@@ -408,42 +421,9 @@ func (m *Manager) Close() error {
 	return nil
 }
 
-// WriteClusters writes the admin /clusters view in Envoy's text format:
-// each cluster's circuit-breaker limits, then one line per host and stat,
-// "<cluster>::<address>::<stat>::<value>". rq_success counts requests that
-// ended with Close, rq_error those that ended with Reset or failed to
-// send; health_flags is "/failed_outlier_check" for a host ejected by
-// outlier detection, "healthy" otherwise (there is no active health
-// checking).
-func (m *Manager) WriteClusters(w io.Writer) error {
-	bw := newErrWriter(w)
-	for _, c := range m.Clusters() {
-		for _, r := range c.breakers() {
-			bw.printf("%s::default_priority::%s::%d\n", c.name, r.name, r.limit)
-		}
-		bw.printf("%s::added_via_api::false\n", c.name)
-		for _, h := range c.Hosts() {
-			p := c.name + "::" + h.addr + "::"
-			for i, n := range hostStatNames {
-				bw.printf("%s%s::%d\n", p, n, h.stats[i].Load())
-			}
-			bw.printf("%shostname::%s\n", p, h.hostname)
-			flags := "healthy"
-			if h.ejected.Load() {
-				flags = "/failed_outlier_check"
-			}
-			bw.printf("%shealth_flags::%s\n", p, flags)
-			bw.printf("%sweight::%d\n", p, h.weight)
-			bw.printf("%sregion::\n%szone::\n%ssub_zone::\n", p, p, p)
-			bw.printf("%scanary::false\n%spriority::0\n", p, p)
-			bw.printf("%ssuccess_rate::-1\n%slocal_origin_success_rate::-1\n", p, p)
-		}
-	}
-	if bw.err != nil {
-		return fmt.Errorf("upstream: writing clusters: %w", bw.err)
-	}
-	return nil
-}
+// WriteClusters writes the admin /clusters view in Envoy's text format;
+// see writeClusters (admin.go).
+func (m *Manager) WriteClusters(w io.Writer) error { return m.writeClusters(w) }
 
 // errWriter keeps the first write error so that a long listing can be
 // written without checking every line.

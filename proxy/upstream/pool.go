@@ -252,7 +252,11 @@ func (p *pool) dial() {
 	h := p.host
 	cl := h.cluster
 	ctx, cancel := context.WithTimeout(p.ctx, cl.connectTimeout)
-	nc, err := cl.dialContext(ctx, "tcp", h.addr)
+	alpn := []string{alpnHTTP1}
+	if p.http2 {
+		alpn = []string{alpnH2}
+	}
+	nc, err := cl.dialHost(ctx, h, alpn)
 	cancel()
 	var cc *http2.ClientConn
 	if err == nil && p.http2 {
@@ -263,7 +267,7 @@ func (p *pool) dial() {
 	dialFailed := false
 	defer func() { // after p.mu is released: ejection takes the cluster's lock
 		if dialFailed {
-			h.recordResult(true)
+			h.recordLocalFailure()
 		}
 	}()
 	p.mu.Lock()
@@ -443,6 +447,9 @@ func (p *pool) counts() (ready, busy, pending, connecting int) {
 // connectFailureReason renders a dial error as
 // %UPSTREAM_TRANSPORT_FAILURE_REASON%.
 func connectFailureReason(err error) string {
+	if r, ok := tlsFailureReason(err); ok {
+		return r
+	}
 	var ne net.Error
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,14 +42,26 @@ const (
 	statUpdateFailure
 	statMembershipChange
 	statMembershipTotal
+	statMembershipHealthy
+	statLBHealthyPanic
 	statOutlierEjectionsActive
-	statOutlierEjectionsTotal
+	statOutlierEnforcedTotal
+	statOutlierEnforced5xx
+	statOutlierEnforcedGateway
+	statOutlierDetected5xx
+	statOutlierDetectedGateway
 	statOutlierEjectionsOverflow
+	statHCAttempt
+	statHCSuccess
+	statHCFailure
+	statHCNetworkFailure
+	statSSLHandshake
+	statSSLConnectionError
 	numStats
 )
 
 type statDesc struct {
-	name  string // Envoy's stat name below cluster.<name>.
+	name  string // Envoy's stat name below cluster.<name>. (dots become underscores in Prometheus)
 	gauge bool
 	help  string
 }
@@ -80,9 +93,21 @@ var statDescs = [numStats]statDesc{
 	statUpdateFailure:            {"update_failure", false, "Host-set resolutions that failed (DNS errors)."},
 	statMembershipChange:         {"membership_change", false, "Host-set changes."},
 	statMembershipTotal:          {"membership_total", true, "Hosts in the cluster."},
-	statOutlierEjectionsActive:   {"outlier_detection_ejections_active", true, "Hosts ejected by outlier detection now."},
-	statOutlierEjectionsTotal:    {"outlier_detection_ejections_enforced_consecutive_5xx", false, "Ejections for consecutive 5xx (or local failures)."},
-	statOutlierEjectionsOverflow: {"outlier_detection_ejections_overflow", false, "Ejections refused by max_ejection_percent."},
+	statMembershipHealthy:        {"membership_healthy", true, "Hosts neither ejected nor failing active health checks."},
+	statLBHealthyPanic:           {"lb_healthy_panic", false, "Hosts picked in panic mode (fewer than 50% of the hosts healthy: all are used)."},
+	statOutlierEjectionsActive:   {"outlier_detection.ejections_active", true, "Hosts ejected by outlier detection now."},
+	statOutlierEnforcedTotal:     {"outlier_detection.ejections_enforced_total", false, "Ejections enforced, of any kind."},
+	statOutlierEnforced5xx:       {"outlier_detection.ejections_enforced_consecutive_5xx", false, "Ejections enforced for consecutive 5xx (local failures included)."},
+	statOutlierEnforcedGateway:   {"outlier_detection.ejections_enforced_consecutive_gateway_failure", false, "Ejections enforced for consecutive gateway failures."},
+	statOutlierDetected5xx:       {"outlier_detection.ejections_detected_consecutive_5xx", false, "Consecutive-5xx outliers detected, enforced or not."},
+	statOutlierDetectedGateway:   {"outlier_detection.ejections_detected_consecutive_gateway_failure", false, "Consecutive-gateway-failure outliers detected, enforced or not."},
+	statOutlierEjectionsOverflow: {"outlier_detection.ejections_overflow", false, "Ejections refused by max_ejection_percent."},
+	statHCAttempt:                {"health_check.attempt", false, "Active health checks started."},
+	statHCSuccess:                {"health_check.success", false, "Active health checks passed."},
+	statHCFailure:                {"health_check.failure", false, "Active health checks failed (network failures included)."},
+	statHCNetworkFailure:         {"health_check.network_failure", false, "Active health checks failed by a connection error or timeout."},
+	statSSLHandshake:             {"ssl.handshake", false, "Upstream TLS handshakes completed."},
+	statSSLConnectionError:       {"ssl.connection_error", false, "Upstream TLS handshakes that failed."},
 }
 
 // clusterStats holds one cluster's stats.
@@ -131,7 +156,7 @@ var _ prometheus.Collector = (*collector)(nil)
 func newCollector(m *Manager) *collector {
 	c := &collector{m: m}
 	for i, d := range statDescs {
-		c.descs[i] = prometheus.NewDesc("envoy_cluster_"+d.name, d.help, []string{"envoy_cluster_name"}, nil)
+		c.descs[i] = prometheus.NewDesc("envoy_cluster_"+strings.ReplaceAll(d.name, ".", "_"), d.help, []string{"envoy_cluster_name"}, nil)
 	}
 	c.limit = prometheus.NewDesc("envoy_cluster_circuit_breakers_limit",
 		"Configured circuit-breaker limits (default priority).", []string{"envoy_cluster_name", "resource"}, nil)

@@ -19,8 +19,8 @@ type TCPConn struct {
 }
 
 // NetConn returns the dialed connection (a *net.TCPConn with the default
-// dialer) so that a proxy can copy with it directly and keep the kernel's
-// zero-copy path (splice). Read, Write, CloseWrite and deadlines may be
+// dialer, a *tls.Conn when the cluster originates TLS) so that a proxy can
+// copy with it directly and keep the kernel's zero-copy path (splice). Read, Write, CloseWrite and deadlines may be
 // used on it; it must be closed only through the TCPConn.
 func (t *TCPConn) NetConn() net.Conn { return t.Conn }
 
@@ -59,13 +59,17 @@ func (c *Cluster) DialTCP(ctx context.Context, lb LBContext, info *filter.Stream
 		info.UpstreamCluster = c.name
 	}
 	var h *Host
+	panicking := false
 	if c.origDst != nil {
 		h = c.originalDstHost(info)
 	} else if hs := c.hosts.Load(); hs != nil && hs.lb != nil {
-		h = hs.lb.Pick(lb)
+		h, panicking = hs.lb.Pick(lb), hs.panic
 	}
 	if h == nil {
 		return nil, c.fail(info, &Error{Flag: filter.NoHealthyUpstream, Reason: "no healthy upstream", Err: ErrNoHealthyUpstream})
+	}
+	if panicking {
+		c.stats.inc(statLBHealthyPanic)
 	}
 	if info != nil {
 		info.UpstreamHost = h.addr
@@ -75,7 +79,7 @@ func (c *Cluster) DialTCP(ctx context.Context, lb LBContext, info *filter.Stream
 		return nil, c.fail(info, &Error{Flag: filter.UpstreamOverflow, Reason: "max connections overflow", Err: ErrOverflow})
 	}
 	dctx, cancel := context.WithTimeout(ctx, c.connectTimeout)
-	nc, err := c.dialContext(dctx, "tcp", h.addr)
+	nc, err := c.dialHost(dctx, h, nil)
 	cancel()
 	if err != nil {
 		c.cxRB.release()
@@ -86,7 +90,7 @@ func (c *Cluster) DialTCP(ctx context.Context, lb LBContext, info *filter.Stream
 			c.stats.inc(statCxConnectTimeout)
 		}
 		if ctx.Err() == nil {
-			h.recordResult(true)
+			h.recordLocalFailure()
 		}
 		return nil, c.fail(info, &Error{Flag: filter.UpstreamConnectionFailure, Reason: reason, Err: err})
 	}
