@@ -29,6 +29,8 @@ type PKI struct {
 	// ServerTLS is a server configuration requiring and verifying client
 	// certificates signed by the CA.
 	ServerTLS *tls.Config
+	// Pool trusts the CA (a client's RootCAs, a server's ClientCAs).
+	Pool *x509.CertPool
 
 	// issue signs a leaf certificate from tmpl into files named name.
 	issue func(name string, tmpl *x509.Certificate) (certFile, keyFile string)
@@ -105,6 +107,7 @@ func New(t testing.TB, clientID string) *PKI {
 	must(err)
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
+	p.Pool = pool
 	p.ServerTLS = &tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: pool,
 		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
 	return p

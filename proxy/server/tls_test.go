@@ -2,51 +2,18 @@ package server
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-)
 
-// writeCert writes a self-signed certificate for names and returns the
-// cert and key paths and a pool trusting it.
-func writeCert(t *testing.T, names ...string) (string, string, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	kb, _ := x509.MarshalECPrivateKey(key)
-	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	c, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(c)
-	return certPath, keyPath, pool
-}
+	"github.com/remora-mesh/remora/internal/testpki"
+)
 
 const tlsConfig = `
 admin: {address: "-"}
@@ -79,8 +46,10 @@ clusters:
 
 func TestTLSAndFilterChainMatch(t *testing.T) {
 	be := backend(t)
-	certA, keyA, poolA := writeCert(t, "a.example.com")
-	certW, keyW, poolW := writeCert(t, "*.example.com")
+	pki := testpki.New(t, "spiffe://test/client")
+	certA, keyA := pki.IssueServer("a", "a.example.com")
+	certW, keyW := pki.IssueServer("wildcard", "*.example.com")
+	poolA, poolW := pki.Pool, pki.Pool
 	s := startProxy(t, fmt.Sprintf(tlsConfig, certA, keyA, certW, keyW, be.Listener.Addr()))
 	addr := s.ListenerAddr("main").String()
 
