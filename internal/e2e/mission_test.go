@@ -1,14 +1,7 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -19,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/remora-mesh/remora/internal/testpki"
 )
 
 // sidecarConfig is an inbound sidecar in front of the app at %[4]s.
@@ -351,7 +346,15 @@ func materialize(t *testing.T, body string) string {
 		return body
 	}
 	root := filepath.Join(t.TempDir(), "etc", "remora")
-	certPEM, keyPEM := selfSigned(t)
+	pki := testpki.New(t, "spiffe://docs/client")
+	certPEM, err := os.ReadFile(pki.ServerCertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := os.ReadFile(pki.ServerKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, m := range regexp.MustCompile(`/etc/remora/[\w./-]+`).FindAllString(body, -1) {
 		local := filepath.Join(root, strings.TrimPrefix(m, "/etc/remora/"))
 		if err := os.MkdirAll(filepath.Dir(local), 0o755); err != nil {
@@ -377,29 +380,4 @@ func materialize(t *testing.T, body string) string {
 		}
 	}
 	return strings.ReplaceAll(body, "/etc/remora/", root+"/")
-}
-
-// selfSigned returns a self-signed CA-capable certificate and its key.
-func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "remora-docs"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, DNSNames: []string{"localhost"},
-		KeyUsage:    x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }
