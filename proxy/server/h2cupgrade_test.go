@@ -33,12 +33,21 @@ func TestH2CUpgrade(t *testing.T) {
 	if resp.StatusCode != 101 {
 		t.Fatalf("status %d, want 101", resp.StatusCode)
 	}
+	if status, body := upgradedStream1(t, c, br); status != "200" || body != "GET /upgraded 0" {
+		t.Fatalf("got %q %q", status, body)
+	}
+}
+
+// upgradedStream1 speaks HTTP/2 on c after a 101 to "Upgrade: h2c" and
+// returns the status and body of stream 1, the upgraded request's
+// response.
+func upgradedStream1(t *testing.T, c net.Conn, br *bufio.Reader) (status, body string) {
+	t.Helper()
 	io.WriteString(c, http2.ClientPreface)
 	fr := http2.NewFramer(c, br)
 	if err := fr.WriteSettings(); err != nil {
 		t.Fatal(err)
 	}
-	var status, body string
 	dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) {
 		if f.Name == ":status" {
 			status = f.Value
@@ -64,10 +73,7 @@ func TestH2CUpgrade(t *testing.T) {
 			if f.StreamID == 1 {
 				body += string(f.Data())
 				if f.StreamEnded() {
-					if status != "200" || body != "GET /upgraded 0" {
-						t.Fatalf("got %q %q", status, body)
-					}
-					return
+					return status, body
 				}
 			}
 		}

@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/remora-mesh/remora/proxy/filter"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // The HTTP/1 codec over real loopback sockets: raw requests written to a
@@ -480,43 +478,7 @@ func TestHTTP1H2CUpgradeWithBody(t *testing.T) {
 	if resp.StatusCode != 101 || resp.Header.Get("Upgrade") != "h2c" {
 		t.Fatalf("got %d %v", resp.StatusCode, resp.Header)
 	}
-	io.WriteString(c, http2.ClientPreface)
-	fr := http2.NewFramer(c, br)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	var status, body string
-	dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) {
-		if f.Name == ":status" {
-			status = f.Value
-		}
-	})
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			t.Fatalf("reading frames: %v (status %q body %q)", err, status, body)
-		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				fr.WriteSettingsAck()
-			}
-		case *http2.HeadersFrame:
-			if f.StreamID == 1 {
-				if _, err := dec.Write(f.HeaderBlockFragment()); err != nil {
-					t.Fatal(err)
-				}
-			}
-		case *http2.DataFrame:
-			if f.StreamID == 1 {
-				body += string(f.Data())
-				if f.StreamEnded() {
-					if status != "200" || body != "POST /up 5" {
-						t.Fatalf("got %q %q", status, body)
-					}
-					return
-				}
-			}
-		}
+	if status, body := upgradedStream1(t, c, br); status != "200" || body != "POST /up 5" {
+		t.Fatalf("got %q %q", status, body)
 	}
 }
