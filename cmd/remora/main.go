@@ -101,10 +101,14 @@ func printUsage(w io.Writer) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	width := 0
+	for _, n := range names {
+		width = max(width, len(n))
+	}
 	var b strings.Builder
 	b.WriteString("Remora: a service-mesh sidecar and policy/telemetry server.\n\nUsage:\n  remora <command> [flags]\n\nCommands:\n")
 	for _, n := range names {
-		fmt.Fprintf(&b, "  %-10s %s\n", n, commands[n].summary)
+		fmt.Fprintf(&b, "  %-*s  %s\n", width, n, commands[n].summary)
 	}
 	b.WriteString("\nRun 'remora <command> --help' for a command's flags.\n")
 	io.WriteString(w, b.String())
