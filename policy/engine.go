@@ -33,6 +33,8 @@ type Options struct {
 	// error (nil on success). Tests use it to wait for a reload; it must
 	// not block for long.
 	OnReload func(error)
+	// Now is the decision cache's clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // Engine evaluates one compiled policy, swapped atomically on reload. It
@@ -45,6 +47,7 @@ type Engine struct {
 	dlog    *decisionLog
 	onLoad  func(error)
 	reg     prometheus.Registerer
+	now     func() time.Time
 
 	current atomic.Pointer[compiledPolicy]
 
@@ -68,6 +71,7 @@ type Engine struct {
 type compiledPolicy struct {
 	pq       rego.PreparedEvalQuery
 	analysis *analysis
+	cache    *decisionCache // nil when off or the policy is not cacheable
 	revision string
 	modules  int
 }
@@ -94,8 +98,18 @@ func New(ctx context.Context, cfg Config, opts Options) (*Engine, error) {
 		log:      log.Named("policy"),
 		metrics:  newMetrics(),
 		onLoad:   opts.OnReload,
+		now:      opts.Now,
 		idPrefix: hex.EncodeToString(rnd[:]) + "-",
 	}
+	e.metrics.cacheEntries = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "remora_policy_decision_cache_entries",
+		Help: "Decisions held by the server-side decision cache of the serving policy.",
+	}, func() float64 {
+		if p := e.current.Load(); p != nil && p.cache != nil {
+			return float64(p.cache.len())
+		}
+		return 0
+	})
 	if opts.Registry != nil {
 		if err := opts.Registry.Register(e.metrics); err != nil {
 			return nil, fmt.Errorf("policy: registering metrics: %w", err)
@@ -254,12 +268,16 @@ func (e *Engine) compile(ctx context.Context, set *sourceSet) (*compiledPolicy, 
 	if err != nil {
 		return nil, err
 	}
-	return &compiledPolicy{
+	cp := &compiledPolicy{
 		pq:       pq,
 		analysis: a,
 		revision: revision(set, e.cfg.Modules),
 		modules:  len(l.modules),
-	}, nil
+	}
+	if dc := e.cfg.DecisionCache; !dc.Disabled && a.cacheable {
+		cp.cache = newDecisionCache(a.refs, dc.MaxEntries, dc.TTL.D(), e.metrics)
+	}
+	return cp, nil
 }
 
 // Eval evaluates the policy for bag. An undefined decision is a denial;
@@ -276,9 +294,30 @@ func (e *Engine) Eval(ctx context.Context, bag attributes.Bag) (*Decision, error
 		return nil, ErrNotReady
 	}
 	start := time.Now()
-	d, err := e.eval(ctx, p, bag)
+	var d *Decision
+	var err error
+	var kb [256]byte
+	var key []byte
+	now := start
+	if p.cache != nil {
+		if e.now != nil {
+			now = e.now()
+		}
+		key = p.cache.appendKey(kb[:0], bag)
+		if cached := p.cache.get(key, now); cached != nil {
+			c := *cached // shared read-only but for its own ID
+			c.ID = e.newID()
+			d = &c
+		}
+	}
+	if d == nil {
+		d, err = e.eval(ctx, p, bag)
+		if err == nil && p.cache != nil {
+			p.cache.put(key, d, now)
+		}
+		e.metrics.evalDuration.Observe(time.Since(start).Seconds())
+	}
 	elapsed := time.Since(start)
-	e.metrics.evalDuration.Observe(elapsed.Seconds())
 	switch {
 	case err != nil:
 		e.metrics.evalError.Inc()
