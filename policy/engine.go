@@ -13,8 +13,11 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	opametrics "github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -67,11 +70,19 @@ type Engine struct {
 	closed    atomic.Bool
 }
 
+// noMetrics discards OPA's evaluation metrics.
+var noMetrics = opametrics.NoOp()
+
 // compiledPolicy is one prepared policy and what the analysis found.
 type compiledPolicy struct {
 	pq       rego.PreparedEvalQuery
 	analysis *analysis
 	cache    *decisionCache // nil when off or the policy is not cacheable
+	// txn is a read transaction on the policy's own data store, opened
+	// once and shared by every evaluation: nothing ever writes the store
+	// (new data is a new compiledPolicy), so one read transaction serves
+	// all of them, safely in parallel, and is dropped with the store.
+	txn      storage.Transaction
 	revision string
 	modules  int
 }
@@ -260,11 +271,16 @@ func (e *Engine) compile(ctx context.Context, set *sourceSet) (*compiledPolicy, 
 		e.log.Warn("the query matches no rule or data document: every decision is undefined, which denies",
 			zap.String("query", e.cfg.Query))
 	}
+	store := inmem.NewFromObjectWithOpts(l.data, inmem.OptReturnASTValuesOnRead(true))
 	pq, err := rego.New(
 		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(e.query)))),
 		rego.Compiler(c),
-		rego.Store(inmem.NewFromObjectWithOpts(l.data, inmem.OptReturnASTValuesOnRead(true))),
+		rego.Store(store),
 	).PrepareForEval(ctx)
+	if err != nil {
+		return nil, err
+	}
+	txn, err := store.NewTransaction(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -273,6 +289,7 @@ func (e *Engine) compile(ctx context.Context, set *sourceSet) (*compiledPolicy, 
 		analysis: a,
 		revision: revision(set, e.cfg.Modules),
 		modules:  len(l.modules),
+		txn:      txn,
 	}
 	if dc := e.cfg.DecisionCache; !dc.Disabled && a.cacheable {
 		cp.cache = newDecisionCache(a.refs, dc.MaxEntries, dc.TTL.D(), e.metrics)
@@ -337,7 +354,15 @@ func (e *Engine) eval(ctx context.Context, p *compiledPolicy, bag attributes.Bag
 	if err != nil {
 		return nil, err
 	}
-	rs, err := p.pq.Eval(ctx, rego.EvalParsedInput(input))
+	// The evaluation is cancelled with ctx, as PreparedEvalQuery.Eval
+	// does by itself, but through context.AfterFunc instead of a goroutine
+	// per evaluation; OPA's per-evaluation metrics are never read, so they
+	// are a no-op.
+	cancel := topdown.NewCancel()
+	stop := context.AfterFunc(ctx, cancel.Cancel)
+	rs, err := p.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTransaction(p.txn),
+		rego.EvalMetrics(noMetrics), rego.EvalExternalCancel(cancel))
+	stop()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrEval, err)
 	}

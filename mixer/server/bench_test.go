@@ -13,8 +13,13 @@ import (
 	mixerv1 "github.com/remora-mesh/remora/proto/mixer/v1"
 )
 
-func benchServer(b *testing.B) *Server {
-	s, err := New(context.Background(), policyConfig(rbacPolicy), Options{})
+func benchServer(b *testing.B) *Server { return benchServerCache(b, true) }
+
+// benchServerCache is benchServer with the policy's decision cache on or off.
+func benchServerCache(b *testing.B, cache bool) *Server {
+	cfg := policyConfig(rbacPolicy)
+	cfg.Policy.DecisionCache.Disabled = !cache
+	s, err := New(context.Background(), cfg, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -23,9 +28,16 @@ func benchServer(b *testing.B) *Server {
 }
 
 // BenchmarkCheck is one Check in process: unmarshal the request, decode
-// its attributes, evaluate the RBAC policy, build and marshal the response.
-func BenchmarkCheck(b *testing.B) {
-	m := &mixerService{s: benchServer(b)}
+// its attributes, evaluate the RBAC policy (the decision cache off), build
+// and marshal the response.
+func BenchmarkCheck(b *testing.B) { benchmarkCheck(b, false) }
+
+// BenchmarkCheckCached is BenchmarkCheck with the decision cache on (the
+// default): the same request is answered from it.
+func BenchmarkCheckCached(b *testing.B) { benchmarkCheck(b, true) }
+
+func benchmarkCheck(b *testing.B, cache bool) {
+	m := &mixerService{s: benchServerCache(b, cache)}
 	data, err := proto.Marshal(checkRequest("POST", "/private/x", headers("x-role", "admin", "user-agent", "bench", "accept", "*/*")))
 	if err != nil {
 		b.Fatal(err)
