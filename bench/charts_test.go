@@ -30,6 +30,7 @@ func testEnv(t *testing.T) *env {
 	res.unavailable["remora-full"] = "not available in this build: exited: exit status 2"
 	res.server["opa run --server: REST"] = []loadResult{{ops: 1000, perSecond: 100, cpu: 1, pct: lat(0.001)}}
 	res.server["remora mixer: ext_authz Check"] = []loadResult{{ops: 4000, perSecond: 400, cpu: 1, pct: lat(0.0003)}}
+	res.server["remora mixer, no decision cache: ext_authz Check"] = []loadResult{{ops: 2000, perSecond: 200, cpu: 1, pct: lat(0.0005)}}
 	return &env{o: o, res: res, peers: &peers{version: map[string]string{"nginx": "nginx version: nginx/1.22.1"},
 		missing: map[string]string{}}, commands: map[string]string{"wrk nginx": "wrk -t 2"}, configs: map[string]string{}}
 }
@@ -61,7 +62,9 @@ func TestMarkdown(t *testing.T) {
 	for _, want := range []string{
 		"| nginx | 25050 | 25000–25100 | 1.00× | 1.25× | 1.66× | 0 |", // medians and ratios
 		"| remora-full | not available in this build: exited: exit status 2 |",
-		"| server Check ≥ 3 × decisions/s per core of `opa run --server` REST (opa-envoy-plugin not measured), remora ext_authz | 4.00× | met |",
+		"| server Check ≥ 3 × decisions/s per core of `opa run --server` REST (opa-envoy-plugin not measured), remora ext_authz (decision cache on, the default) | 4.00× | met |",
+		"| server Check ≥ 3 × decisions/s per core of `opa run --server` REST (opa-envoy-plugin not measured), remora ext_authz without the decision cache | 2.00× | **not met** |",
+		"| remora mixer, no decision cache: ext_authz Check | 200 |",
 		"| sidecar (check+report+log) throughput ≥ 0.8 × nginx | not measured | not measured |",
 		"wrk -t 2",
 	} {

@@ -130,12 +130,23 @@ func measured(pgid int, load func() loadResult) loadResult {
 
 // measureMixer measures `remora mixer`: Mixer Check and ext_authz Check
 // decisions and Report ingestion.
-func (e *env) measureMixer(ctx context.Context, r int) error {
-	const name = "server-remora"
+func (e *env) measureMixer(ctx context.Context, r int) error { return e.measureMixerServer(ctx, false) }
+
+// measureMixerNoCache measures the Checks of `remora mixer` with its
+// server-side decision cache off: every Check evaluates the policy.
+func (e *env) measureMixerNoCache(ctx context.Context, r int) error {
+	return e.measureMixerServer(ctx, true)
+}
+
+func (e *env) measureMixerServer(ctx context.Context, noCache bool) error {
+	name, proc, label := "server-remora", "remora-mixer", "remora mixer: "
+	if noCache {
+		name, proc, label = "server-remora-no-cache", "remora-mixer-no-cache", "remora mixer, no decision cache: "
+	}
 	if _, skip := e.res.unavailable[name]; skip {
 		return nil
 	}
-	srv, err := e.startMixerServer(ctx, "remora-mixer")
+	srv, err := e.startMixerServer(ctx, proc, noCache)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -186,26 +197,26 @@ func (e *env) measureMixer(ctx context.Context, r int) error {
 	}{{"mixer-check", checkMixer}, {"extauthz-check", checkAuthz}} {
 		for i := range checkCases {
 			if err := f.call(ctx, 0, i); err != nil {
-				e.unavailable("server-remora-"+f.name, err.Error())
+				e.unavailable(name+"-"+f.name, err.Error())
 				break
 			}
 		}
 	}
 	pgid := srv.proc.pid()
-	if _, bad := e.res.unavailable["server-remora-mixer-check"]; !bad {
+	if _, bad := e.res.unavailable[name+"-mixer-check"]; !bad {
 		m := measured(pgid, func() loadResult { return closedLoop(ctx, e.o.srvConns, e.o.duration, checkMixer) })
-		e.res.server["remora mixer: Mixer Check"] = append(e.res.server["remora mixer: Mixer Check"], m)
-		logf("mixer check: %.0f/s p99 %s", m.perSecond, ms(m.pct[99]))
+		e.res.server[label+"Mixer Check"] = append(e.res.server[label+"Mixer Check"], m)
+		logf("%sMixer Check: %.0f/s p99 %s", label, m.perSecond, ms(m.pct[99]))
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if _, bad := e.res.unavailable["server-remora-extauthz-check"]; !bad {
+	if _, bad := e.res.unavailable[name+"-extauthz-check"]; !bad {
 		m := measured(pgid, func() loadResult { return closedLoop(ctx, e.o.srvConns, e.o.duration, checkAuthz) })
-		e.res.server["remora mixer: ext_authz Check"] = append(e.res.server["remora mixer: ext_authz Check"], m)
-		logf("ext_authz check: %.0f/s p99 %s", m.perSecond, ms(m.pct[99]))
+		e.res.server[label+"ext_authz Check"] = append(e.res.server[label+"ext_authz Check"], m)
+		logf("%sext_authz Check: %.0f/s p99 %s", label, m.perSecond, ms(m.pct[99]))
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || noCache {
 		return ctx.Err()
 	}
 

@@ -90,7 +90,7 @@ func (e *env) measureOutage(ctx context.Context) error {
 	if !sleepCtx(ctx, o.outage) {
 		return ctx.Err()
 	}
-	second, err := e.startMixerServerAt(ctx, "outage-mixer-restarted", first.grpc, first.mon)
+	second, err := e.startMixerServerAt(ctx, "outage-mixer-restarted", first.grpc, first.mon, false)
 	if err != nil {
 		return fmt.Errorf("outage: restart the mixer server: %w", err)
 	}

@@ -176,6 +176,10 @@ func (e *env) plan() []step {
 				planned: 3*o.duration + 2*time.Second,
 				run:     func(ctx context.Context) error { return e.measureMixer(ctx, r) },
 			}, step{
+				label:   fmt.Sprintf("server remora mixer, no decision cache (run %d/%d)", r, o.runs),
+				planned: 2*o.duration + 2*time.Second,
+				run:     func(ctx context.Context) error { return e.measureMixerNoCache(ctx, r) },
+			}, step{
 				label:   fmt.Sprintf("server opa-envoy-plugin (run %d/%d)", r, o.runs),
 				planned: o.duration + 2*time.Second,
 				run:     func(ctx context.Context) error { return e.measureOPAEnvoy(ctx, r) },
@@ -426,7 +430,7 @@ func startRemoraRouter(ctx context.Context, e *env, listen string) (*running, er
 }
 
 func startRemoraFull(ctx context.Context, e *env, listen string) (*running, error) {
-	mixer, err := e.startMixerServer(ctx, "remora-full-mixer")
+	mixer, err := e.startMixerServer(ctx, "remora-full-mixer", false)
 	if err != nil {
 		return nil, fmt.Errorf("remora mixer %s", notAvailable("remora", err))
 	}
@@ -485,8 +489,10 @@ type mixerServer struct {
 }
 
 // startMixerServer starts `remora mixer` with the benchmark's RBAC policy
-// and waits until /readyz answers 200.
-func (e *env) startMixerServer(ctx context.Context, name string) (*mixerServer, error) {
+// and waits until /readyz answers 200. noCache turns the server's decision
+// cache off (policy.decision_cache.disabled), so that every Check
+// evaluates the policy.
+func (e *env) startMixerServer(ctx context.Context, name string, noCache bool) (*mixerServer, error) {
 	grpcAddr, err := freePort()
 	if err != nil {
 		return nil, err
@@ -495,19 +501,30 @@ func (e *env) startMixerServer(ctx context.Context, name string) (*mixerServer, 
 	if err != nil {
 		return nil, err
 	}
-	return e.startMixerServerAt(ctx, name, grpcAddr, mon)
+	return e.startMixerServerAt(ctx, name, grpcAddr, mon, noCache)
 }
 
 // startMixerServerAt is startMixerServer on given gRPC and monitoring
 // addresses (a restart on the same ports).
-func (e *env) startMixerServerAt(ctx context.Context, name, grpcAddr, mon string) (*mixerServer, error) {
+func (e *env) startMixerServerAt(ctx context.Context, name, grpcAddr, mon string, noCache bool) (*mixerServer, error) {
 	policy, err := filepath.Abs("testdata/policy")
 	if err != nil {
 		return nil, err
 	}
 	argv := []string{e.remora, "mixer", "--policy", policy, "--grpc-addr", grpcAddr, "--monitoring-addr", mon, "--log-level", "warn"}
+	cmdName := "remora mixer"
+	if noCache {
+		conf := filepath.Join(e.dir, "remora-mixer-no-cache.yaml")
+		text := "# remora mixer without its server-side decision cache\npolicy:\n  decision_cache:\n    disabled: true\n"
+		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+			return nil, fmt.Errorf("bench: config %s: %w", conf, err)
+		}
+		e.configs["remora-mixer-no-cache"] = text
+		argv = append(argv, "--config", conf)
+		cmdName = "remora mixer (no decision cache)"
+	}
 	env := []string{"GOMAXPROCS=" + strconv.Itoa(e.o.workers)}
-	e.commands["remora mixer"] = envPrefix(env) + shellJoin(argv)
+	e.commands[cmdName] = envPrefix(env) + shellJoin(argv)
 	p, err := e.ps.start(name, e.path(name+".log"), env, argv...)
 	if err != nil {
 		return nil, err

@@ -74,6 +74,16 @@ func analyze(c *ast.Compiler, query ast.Ref) *analysis {
 			a.needs.mixer = w.mixer
 		}
 	}
+	if a.needs.leaves.has(leafHTTPHeaders) && !a.needs.leaves.has(leafParsedBody) && !w.refs[attrRef{name: attributes.RequestHeaders}] {
+		// Only constant keys of the headers are read: build just those.
+		a.needs.headerKeys = []string{}
+		for r := range w.refs {
+			if r.keyed && r.name == attributes.RequestHeaders {
+				a.needs.headerKeys = append(a.needs.headerKeys, r.key)
+			}
+		}
+		slices.Sort(a.needs.headerKeys)
+	}
 	if !a.cacheable {
 		a.refs = nil
 	}

@@ -305,6 +305,9 @@ allow if input.attributes.source.address.socketAddress.portValue == 443
 		t.Run(name, func(t *testing.T) {
 			off := false
 			cfg.Watch = &off
+			// Every decision evaluated: the decision cache would answer
+			// the second bag from the first one's decision.
+			cfg.DecisionCache.Disabled = true
 			e := newTestEngine(t, cfg, Options{})
 			if !e.current.Load().analysis.cacheable {
 				t.Fatalf("policy not cacheable: %s", e.current.Load().analysis.reason)

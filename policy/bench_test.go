@@ -24,10 +24,31 @@ var benchHeaders = map[string]string{
 	"cookie":        "session=abcdef0123456789; theme=dark",
 }
 
+// benchEngine serves the RBAC example without the decision cache, so that
+// every Eval evaluates the policy.
 func benchEngine(b *testing.B) *Engine {
 	b.Helper()
 	off := false
-	return newTestEngine(b, Config{Paths: []string{"testdata/rbac"}, Watch: &off}, Options{})
+	cfg := Config{Paths: []string{"testdata/rbac"}, Watch: &off}
+	cfg.DecisionCache.Disabled = true
+	return newTestEngine(b, cfg, Options{})
+}
+
+// BenchmarkEvalRBACCacheHit is BenchmarkEvalRBAC answered by the decision
+// cache: key building, lookup and a copy of the decision with its own ID.
+func BenchmarkEvalRBACCacheHit(b *testing.B) {
+	off := false
+	e := newTestEngine(b, Config{Paths: []string{"testdata/rbac"}, Watch: &off}, Options{})
+	bag := mixerBagFor("GET", "/api/v1/items?page=2", benchHeaders)
+	ctx := context.Background()
+	mustEval(b, e, bag)
+	b.ReportAllocs()
+	for b.Loop() {
+		d, err := e.Eval(ctx, bag)
+		if err != nil || !d.Allowed {
+			b.Fatal(d, err)
+		}
+	}
 }
 
 // BenchmarkEvalRBAC is the server's path: bag → AST input → decision.
@@ -139,7 +160,9 @@ func BenchmarkBuildMapInput(b *testing.B) {
 }
 
 func BenchmarkEvalDefaultPolicy(b *testing.B) {
-	e := newTestEngine(b, DefaultConfig(), Options{})
+	cfg := DefaultConfig()
+	cfg.DecisionCache.Disabled = true
+	e := newTestEngine(b, cfg, Options{})
 	bag := mixerBagFor("GET", "/products/1", benchHeaders)
 	ctx := context.Background()
 	b.ReportAllocs()

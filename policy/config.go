@@ -22,6 +22,9 @@ const (
 	DefaultDecisionLogSampleRate   = 1.0
 	DefaultDecisionLogMaxPerSecond = 100
 	DefaultDecisionLogQueueSize    = 1024
+
+	DefaultDecisionCacheMaxEntries = 10000
+	DefaultDecisionCacheTTL        = time.Minute
 )
 
 // Rego versions accepted by Config.RegoVersion.
@@ -60,6 +63,22 @@ type Config struct {
 	ValidUseCount int32 `yaml:"valid_use_count"`
 	// DecisionLog configures the decision log.
 	DecisionLog DecisionLogConfig `yaml:"decision_log"`
+	// DecisionCache configures the server-side decision cache.
+	DecisionCache DecisionCacheConfig `yaml:"decision_cache"`
+}
+
+// DecisionCacheConfig configures the server-side decision cache: decisions
+// of a cacheable policy kept in an LRU keyed on the exact values of the
+// attributes the policy references (docs/policy.md, "Decision cache").
+type DecisionCacheConfig struct {
+	// Disabled turns the cache off; default false (on).
+	Disabled bool `yaml:"disabled"`
+	// MaxEntries bounds the entries (rounded up to a multiple of 16);
+	// default 10000.
+	MaxEntries int `yaml:"max_entries"`
+	// TTL bounds how long an entry serves; a decision's own valid_duration
+	// bounds it too. Default 1m.
+	TTL config.Duration `yaml:"ttl"`
 }
 
 // DecisionLogConfig configures the decision log: one structured zap entry
@@ -106,6 +125,12 @@ func (c *Config) ApplyDefaults() {
 	}
 	if d.QueueSize == 0 {
 		d.QueueSize = DefaultDecisionLogQueueSize
+	}
+	if c.DecisionCache.MaxEntries == 0 {
+		c.DecisionCache.MaxEntries = DefaultDecisionCacheMaxEntries
+	}
+	if c.DecisionCache.TTL == 0 {
+		c.DecisionCache.TTL = config.Duration(DefaultDecisionCacheTTL)
 	}
 }
 
@@ -159,6 +184,12 @@ func (c *Config) Validate(path string) error {
 	}
 	if d.QueueSize <= 0 {
 		add(field("decision_log.queue_size"), "must be positive")
+	}
+	if c.DecisionCache.MaxEntries <= 0 {
+		add(field("decision_cache.max_entries"), "must be positive")
+	}
+	if c.DecisionCache.TTL <= 0 {
+		add(field("decision_cache.ttl"), "must be positive")
 	}
 	return errors.Join(errs...)
 }

@@ -36,7 +36,9 @@ decision_log: {enabled: true, sample_rate: 0.5, max_per_second: 10}
 	d.Paths = []string{"p"}
 	d.ApplyDefaults()
 	if !d.WatchEnabled() || d.Query != DefaultQuery || d.ValidDuration.D() != DefaultValidDuration ||
-		d.ValidUseCount != DefaultValidUseCount || d.PollInterval.D() != DefaultPollInterval {
+		d.ValidUseCount != DefaultValidUseCount || d.PollInterval.D() != DefaultPollInterval ||
+		d.DecisionCache.Disabled || d.DecisionCache.MaxEntries != DefaultDecisionCacheMaxEntries ||
+		d.DecisionCache.TTL.D() != DefaultDecisionCacheTTL {
 		t.Errorf("defaults = %+v", d)
 	}
 }
@@ -65,6 +67,12 @@ func TestConfigValidate(t *testing.T) {
 			"policy.decision_log.sample_rate: must be in (0, 1], not 2",
 			"policy.decision_log.max_per_second: must be positive",
 			"policy.decision_log.queue_size: must be positive"}},
+		{"decision cache", func(c *Config) {
+			c.DecisionCache.MaxEntries = -1
+			c.DecisionCache.TTL = -1
+		}, []string{
+			"policy.decision_cache.max_entries: must be positive",
+			"policy.decision_cache.ttl: must be positive"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

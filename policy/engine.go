@@ -13,8 +13,11 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	opametrics "github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -33,6 +36,8 @@ type Options struct {
 	// error (nil on success). Tests use it to wait for a reload; it must
 	// not block for long.
 	OnReload func(error)
+	// Now is the decision cache's clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // Engine evaluates one compiled policy, swapped atomically on reload. It
@@ -45,6 +50,7 @@ type Engine struct {
 	dlog    *decisionLog
 	onLoad  func(error)
 	reg     prometheus.Registerer
+	now     func() time.Time
 
 	current atomic.Pointer[compiledPolicy]
 
@@ -64,10 +70,19 @@ type Engine struct {
 	closed    atomic.Bool
 }
 
+// noMetrics discards OPA's evaluation metrics.
+var noMetrics = opametrics.NoOp()
+
 // compiledPolicy is one prepared policy and what the analysis found.
 type compiledPolicy struct {
 	pq       rego.PreparedEvalQuery
 	analysis *analysis
+	cache    *decisionCache // nil when off or the policy is not cacheable
+	// txn is a read transaction on the policy's own data store, opened
+	// once and shared by every evaluation: nothing ever writes the store
+	// (new data is a new compiledPolicy), so one read transaction serves
+	// all of them, safely in parallel, and is dropped with the store.
+	txn      storage.Transaction
 	revision string
 	modules  int
 }
@@ -94,8 +109,18 @@ func New(ctx context.Context, cfg Config, opts Options) (*Engine, error) {
 		log:      log.Named("policy"),
 		metrics:  newMetrics(),
 		onLoad:   opts.OnReload,
+		now:      opts.Now,
 		idPrefix: hex.EncodeToString(rnd[:]) + "-",
 	}
+	e.metrics.cacheEntries = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "remora_policy_decision_cache_entries",
+		Help: "Decisions held by the server-side decision cache of the serving policy.",
+	}, func() float64 {
+		if p := e.current.Load(); p != nil && p.cache != nil {
+			return float64(p.cache.len())
+		}
+		return 0
+	})
 	if opts.Registry != nil {
 		if err := opts.Registry.Register(e.metrics); err != nil {
 			return nil, fmt.Errorf("policy: registering metrics: %w", err)
@@ -246,20 +271,30 @@ func (e *Engine) compile(ctx context.Context, set *sourceSet) (*compiledPolicy, 
 		e.log.Warn("the query matches no rule or data document: every decision is undefined, which denies",
 			zap.String("query", e.cfg.Query))
 	}
+	store := inmem.NewFromObjectWithOpts(l.data, inmem.OptReturnASTValuesOnRead(true))
 	pq, err := rego.New(
 		rego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(e.query)))),
 		rego.Compiler(c),
-		rego.Store(inmem.NewFromObjectWithOpts(l.data, inmem.OptReturnASTValuesOnRead(true))),
+		rego.Store(store),
 	).PrepareForEval(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return &compiledPolicy{
+	txn, err := store.NewTransaction(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cp := &compiledPolicy{
 		pq:       pq,
 		analysis: a,
 		revision: revision(set, e.cfg.Modules),
 		modules:  len(l.modules),
-	}, nil
+		txn:      txn,
+	}
+	if dc := e.cfg.DecisionCache; !dc.Disabled && a.cacheable {
+		cp.cache = newDecisionCache(a.refs, dc.MaxEntries, dc.TTL.D(), e.metrics)
+	}
+	return cp, nil
 }
 
 // Eval evaluates the policy for bag. An undefined decision is a denial;
@@ -276,9 +311,30 @@ func (e *Engine) Eval(ctx context.Context, bag attributes.Bag) (*Decision, error
 		return nil, ErrNotReady
 	}
 	start := time.Now()
-	d, err := e.eval(ctx, p, bag)
+	var d *Decision
+	var err error
+	var kb [256]byte
+	var key []byte
+	now := start
+	if p.cache != nil {
+		if e.now != nil {
+			now = e.now()
+		}
+		key = p.cache.appendKey(kb[:0], bag)
+		if cached := p.cache.get(key, now); cached != nil {
+			c := *cached // shared read-only but for its own ID
+			c.ID = e.newID()
+			d = &c
+		}
+	}
+	if d == nil {
+		d, err = e.eval(ctx, p, bag)
+		if err == nil && p.cache != nil {
+			p.cache.put(key, d, now)
+		}
+		e.metrics.evalDuration.Observe(time.Since(start).Seconds())
+	}
 	elapsed := time.Since(start)
-	e.metrics.evalDuration.Observe(elapsed.Seconds())
 	switch {
 	case err != nil:
 		e.metrics.evalError.Inc()
@@ -298,7 +354,15 @@ func (e *Engine) eval(ctx context.Context, p *compiledPolicy, bag attributes.Bag
 	if err != nil {
 		return nil, err
 	}
-	rs, err := p.pq.Eval(ctx, rego.EvalParsedInput(input))
+	// The evaluation is cancelled with ctx, as PreparedEvalQuery.Eval
+	// does by itself, but through context.AfterFunc instead of a goroutine
+	// per evaluation; OPA's per-evaluation metrics are never read, so they
+	// are a no-op.
+	cancel := topdown.NewCancel()
+	stop := context.AfterFunc(ctx, cancel.Cancel)
+	rs, err := p.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalTransaction(p.txn),
+		rego.EvalMetrics(noMetrics), rego.EvalExternalCancel(cancel))
+	stop()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrEval, err)
 	}

@@ -64,6 +64,10 @@ type inputNeeds struct {
 	// attributes named in mixer.
 	mixerAll bool
 	mixer    map[string]bool
+	// headerKeys, when not nil, are the only request.headers keys the
+	// policy reads (constant keys, never the map as a whole): the headers
+	// object is built with just these. Nil builds every header.
+	headerKeys []string
 }
 
 // fullInput builds every part of the input document.
@@ -79,7 +83,7 @@ func BuildInput(bag attributes.Bag) (ast.Value, error) {
 
 func buildInput(bag attributes.Bag, needs *inputNeeds) (ast.Value, error) {
 	top := make([][2]*ast.Term, 0, 8)
-	if attrs := buildAttributes(bag, needs.leaves); attrs != nil {
+	if attrs := buildAttributes(bag, needs.leaves, needs.headerKeys); attrs != nil {
 		top = append(top, ast.Item(kAttributes, attrs))
 	}
 	if needs.leaves.has(leafParsedPath) || needs.leaves.has(leafParsedQuery) {
@@ -106,7 +110,7 @@ func buildInput(bag attributes.Bag, needs *inputNeeds) (ast.Value, error) {
 
 // buildAttributes builds the leaves of input.attributes; nil when the bag
 // has none of them.
-func buildAttributes(bag attributes.Bag, leaves leafSet) *ast.Term {
+func buildAttributes(bag attributes.Bag, leaves leafSet, headerKeys []string) *ast.Term {
 	items := make([][2]*ast.Term, 0, 5)
 	var httpItems [9][2]*ast.Term
 	http := httpItems[:0]
@@ -131,7 +135,12 @@ func buildAttributes(bag attributes.Bag, leaves leafSet) *ast.Term {
 	if leaves.has(leafHTTPHeaders) {
 		// Always present, so that aliasing it (h := ...headers) cannot fail
 		// on one bag and succeed on another with the same references.
-		t := stringMapTerm(bag, attributes.RequestHeaders)
+		var t *ast.Term
+		if headerKeys != nil {
+			t = stringMapKeysTerm(bag, attributes.RequestHeaders, headerKeys)
+		} else {
+			t = stringMapTerm(bag, attributes.RequestHeaders)
+		}
 		if t == nil {
 			t = ast.ObjectTerm()
 		}
@@ -210,6 +219,27 @@ func stringMapTerm(bag attributes.Bag, name string) *ast.Term {
 		return nil
 	}
 	return stringMapObject(v.StringMapValue())
+}
+
+// stringMapKeysTerm is stringMapTerm with only the given keys: a policy
+// that reads nothing else of the map cannot tell the difference.
+func stringMapKeysTerm(bag attributes.Bag, name string, keys []string) *ast.Term {
+	v, ok := bag.Get(name)
+	if !ok || v.Kind() != attributes.KindStringMap {
+		return nil
+	}
+	m := v.StringMapValue()
+	var buf [4][2]*ast.Term
+	items := buf[:0]
+	for _, k := range keys {
+		if val, ok := m.Get(k); ok {
+			items = append(items, ast.Item(strTerm(k), strTerm(val)))
+		}
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	return ast.ObjectTerm(items...)
 }
 
 func stringMapObject(m attributes.StringMap) *ast.Term {

@@ -11,10 +11,16 @@ type metrics struct {
 	lastReload   prometheus.Gauge
 	cacheable    prometheus.Gauge
 	logDropped   *prometheus.CounterVec
+	cacheLookups *prometheus.CounterVec
+	cacheRemoved *prometheus.CounterVec
+	cacheEntries prometheus.GaugeFunc // set by the engine; nil until then
 
 	allow, deny, evalError prometheus.Counter
 	reloadOK, reloadFailed prometheus.Counter
 	droppedRate, droppedQ  prometheus.Counter
+
+	cacheHit, cacheMiss                     prometheus.Counter
+	cacheEvicted, cacheExpired, cacheUsedUp prometheus.Counter
 }
 
 var _ prometheus.Collector = (*metrics)(nil)
@@ -46,7 +52,20 @@ func newMetrics() *metrics {
 			Name: "remora_policy_decision_log_dropped_total",
 			Help: "Decision log entries dropped by reason (rate, queue).",
 		}, []string{"reason"}),
+		cacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "remora_policy_decision_cache_lookups_total",
+			Help: "Server-side decision cache lookups by result (hit, miss).",
+		}, []string{"result"}),
+		cacheRemoved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "remora_policy_decision_cache_removals_total",
+			Help: "Server-side decision cache entries removed by reason (evicted: LRU bound, expired: ttl or valid_duration, used_up: valid_use_count).",
+		}, []string{"reason"}),
 	}
+	m.cacheHit = m.cacheLookups.WithLabelValues("hit")
+	m.cacheMiss = m.cacheLookups.WithLabelValues("miss")
+	m.cacheEvicted = m.cacheRemoved.WithLabelValues("evicted")
+	m.cacheExpired = m.cacheRemoved.WithLabelValues("expired")
+	m.cacheUsedUp = m.cacheRemoved.WithLabelValues("used_up")
 	m.allow = m.evaluations.WithLabelValues("allow")
 	m.deny = m.evaluations.WithLabelValues("deny")
 	m.evalError = m.evaluations.WithLabelValues("error")
@@ -65,6 +84,11 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.lastReload.Describe(ch)
 	m.cacheable.Describe(ch)
 	m.logDropped.Describe(ch)
+	m.cacheLookups.Describe(ch)
+	m.cacheRemoved.Describe(ch)
+	if m.cacheEntries != nil {
+		m.cacheEntries.Describe(ch)
+	}
 }
 
 // Collect implements prometheus.Collector.
@@ -75,4 +99,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.lastReload.Collect(ch)
 	m.cacheable.Collect(ch)
 	m.logDropped.Collect(ch)
+	m.cacheLookups.Collect(ch)
+	m.cacheRemoved.Collect(ch)
+	if m.cacheEntries != nil {
+		m.cacheEntries.Collect(ch)
+	}
 }

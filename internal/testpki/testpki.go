@@ -29,9 +29,10 @@ type PKI struct {
 	// ServerTLS is a server configuration requiring and verifying client
 	// certificates signed by the CA.
 	ServerTLS *tls.Config
-	// Pool trusts the CA (a client's RootCAs, a server's ClientCAs).
-	Pool *x509.CertPool
 
+	ca    *x509.Certificate
+	caKey *ecdsa.PrivateKey
+	now   time.Time
 	// issue signs a leaf certificate from tmpl into files named name.
 	issue func(name string, tmpl *x509.Certificate) (certFile, keyFile string)
 }
@@ -91,7 +92,7 @@ func New(t testing.TB, clientID string) *PKI {
 		must(err)
 		return write(name+".pem", "CERTIFICATE", der), write(name+"-key.pem", "EC PRIVATE KEY", kder)
 	}
-	p := &PKI{CAFile: write("ca.pem", "CERTIFICATE", caDER)}
+	p := &PKI{CAFile: write("ca.pem", "CERTIFICATE", caDER), ca: ca, caKey: caKey, now: now}
 	serial := int64(10)
 	p.issue = func(name string, tmpl *x509.Certificate) (string, string) {
 		serial++
@@ -107,8 +108,62 @@ func New(t testing.TB, clientID string) *PKI {
 	must(err)
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
-	p.Pool = pool
 	p.ServerTLS = &tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: pool,
 		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
 	return p
+}
+
+// CAPool returns a new pool holding the CA, for clients that verify the
+// server.
+func (p *PKI) CAPool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(p.ca)
+	return pool
+}
+
+// ClientCertificate loads the client certificate and key, for
+// tls.Config.Certificates.
+func (p *PKI) ClientCertificate(t testing.TB) tls.Certificate {
+	t.Helper()
+	c, err := tls.LoadX509KeyPair(p.ClientCertFile, p.ClientKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// ReissueServer overwrites ServerCertFile and ServerKeyFile with a new
+// server certificate (same names, serial number serial) and sets both
+// files' modification time serial minutes after New's, so that a watcher
+// comparing modification times sees the change whatever the file system's
+// timestamp granularity. ServerTLS is not changed.
+func (p *PKI) ReissueServer(t testing.TB, serial int64) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "server"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: p.now.Add(-time.Hour), NotAfter: p.now.Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt := p.now.Add(time.Duration(serial) * time.Minute)
+	for _, f := range []struct {
+		path, typ string
+		der       []byte
+	}{{p.ServerCertFile, "CERTIFICATE", der}, {p.ServerKeyFile, "EC PRIVATE KEY", kder}} {
+		if err := os.WriteFile(f.path, pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(f.path, mt, mt); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

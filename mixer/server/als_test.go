@@ -24,6 +24,7 @@ import (
 	"github.com/remora-mesh/remora/accesslog"
 	"github.com/remora-mesh/remora/accesslog/als"
 	"github.com/remora-mesh/remora/internal/config"
+	"github.com/remora-mesh/remora/internal/testpki"
 	"github.com/remora-mesh/remora/policy"
 	"github.com/remora-mesh/remora/proxy/filter"
 )
@@ -423,11 +424,11 @@ remora_mixer_als_entries_total{result="skipped",type="tcp"} 0
 // principal attribute of every entry, overriding what the entry says.
 func TestALSCallerIdentity(t *testing.T) {
 	const id = "spiffe://cluster.local/ns/istio-system/sa/envoy"
-	pki := newPKI(t, id)
+	pki := testpki.New(t, id)
 	cfg := Config{Policy: policy.DefaultConfig()}
-	cfg.GRPC.TLS = TLSConfig{CertFile: pki.certFile, KeyFile: pki.keyFile, ClientCAFile: pki.caFile, RequireClientCert: true,
+	cfg.GRPC.TLS = TLSConfig{CertFile: pki.ServerCertFile, KeyFile: pki.ServerKeyFile, ClientCAFile: pki.CAFile, RequireClientCert: true,
 		PrincipalAttribute: "source.principal"}
-	ts := start(t, cfg, Options{}, &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pki.client}, ServerName: "127.0.0.1"})
+	ts := start(t, cfg, Options{}, &tls.Config{RootCAs: pki.CAPool(), Certificates: []tls.Certificate{pki.ClientCertificate(t)}, ServerName: "127.0.0.1"})
 	streamLogs(t, ts, httpMsg(alsIdentifier(t, "inbound"), httpLog(200, "/a", nil, false)))
 	if _, body := httpGet(t, ts.monURL+"/metrics"); !strings.Contains(body, `source_principal="`+id+`"`) {
 		t.Errorf("source_principal is not the caller's identity:\n%s", body)

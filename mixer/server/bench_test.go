@@ -13,8 +13,13 @@ import (
 	mixerv1 "github.com/remora-mesh/remora/proto/mixer/v1"
 )
 
-func benchServer(b *testing.B) *Server {
-	s, err := New(context.Background(), policyConfig(rbacPolicy), Options{})
+func benchServer(b *testing.B) *Server { return benchServerCache(b, true) }
+
+// benchServerCache is benchServer with the policy's decision cache on or off.
+func benchServerCache(b *testing.B, cache bool) *Server {
+	cfg := policyConfig(rbacPolicy)
+	cfg.Policy.DecisionCache.Disabled = !cache
+	s, err := New(context.Background(), cfg, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -23,9 +28,16 @@ func benchServer(b *testing.B) *Server {
 }
 
 // BenchmarkCheck is one Check in process: unmarshal the request, decode
-// its attributes, evaluate the RBAC policy, build and marshal the response.
-func BenchmarkCheck(b *testing.B) {
-	m := &mixerService{s: benchServer(b)}
+// its attributes, evaluate the RBAC policy (the decision cache off), build
+// and marshal the response.
+func BenchmarkCheck(b *testing.B) { benchmarkCheck(b, false) }
+
+// BenchmarkCheckCached is BenchmarkCheck with the decision cache on (the
+// default): the same request is answered from it.
+func BenchmarkCheckCached(b *testing.B) { benchmarkCheck(b, true) }
+
+func benchmarkCheck(b *testing.B, cache bool) {
+	m := &mixerService{s: benchServerCache(b, cache)}
 	data, err := proto.Marshal(checkRequest("POST", "/private/x", headers("x-role", "admin", "user-agent", "bench", "accept", "*/*")))
 	if err != nil {
 		b.Fatal(err)
@@ -156,4 +168,79 @@ func BenchmarkReportGRPC(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*len(bags))/b.Elapsed().Seconds(), "records/s")
+}
+
+// istioRecord is record i of the bench harness's Report batches (bench/):
+// Istio's standard telemetry attributes, 21 per record, with a few
+// services, codes and sizes.
+func istioRecord(i int) attributes.Bag {
+	svc := []string{"reviews", "ratings", "details", "productpage"}[i%4]
+	code := []int64{200, 200, 200, 200, 200, 200, 404, 503}[i%8]
+	now := time.Unix(1_700_000_000, int64(i)*1000)
+	return attributes.BagOf(map[string]attributes.Value{
+		attributes.SourceWorkloadName:           attributes.String("productpage-v1"),
+		attributes.SourceWorkloadNamespace:      attributes.String("default"),
+		attributes.SourcePrincipal:              attributes.String("spiffe://cluster.local/ns/default/sa/productpage"),
+		attributes.SourceUID:                    attributes.String("kubernetes://productpage-v1-abc.default"),
+		attributes.DestinationWorkloadName:      attributes.String(svc + "-v1"),
+		attributes.DestinationWorkloadNamespace: attributes.String("default"),
+		attributes.DestinationPrincipal:         attributes.String("spiffe://cluster.local/ns/default/sa/" + svc),
+		attributes.DestinationServiceHost:       attributes.String(svc + ".default.svc.cluster.local"),
+		attributes.DestinationServiceName:       attributes.String(svc),
+		attributes.DestinationServiceNamespace:  attributes.String("default"),
+		attributes.RequestMethod:                attributes.String("GET"),
+		attributes.RequestPath:                  attributes.String(fmt.Sprintf("/api/%s/%d", svc, i%50)),
+		attributes.RequestSize:                  attributes.Int64(int64(100 + i%200)),
+		attributes.ResponseSize:                 attributes.Int64(int64(1024 + i%4096)),
+		attributes.ResponseCode:                 attributes.Int64(code),
+		attributes.ResponseDuration:             attributes.Duration(time.Duration(1+i%40) * time.Millisecond),
+		attributes.RequestTime:                  attributes.Timestamp(now),
+		attributes.ResponseTime:                 attributes.Timestamp(now.Add(time.Millisecond)),
+		attributes.ContextProtocol:              attributes.String(attributes.ProtocolHTTP),
+		attributes.ContextReporterKind:          attributes.String(attributes.ReporterInbound),
+		attributes.ConnectionMTLS:               attributes.Bool(true),
+	})
+}
+
+// BenchmarkReportIstio is BenchmarkReport with the bench harness's batches
+// (100 records of 21 Istio attributes, delta-encoded), split into the
+// handler's two stages and whole.
+func BenchmarkReportIstio(b *testing.B) {
+	bags := make([]attributes.Bag, 100)
+	for i := range bags {
+		bags[i] = istioRecord(i)
+	}
+	data, err := proto.Marshal(attributes.EncodeReport(bags, mixerv1.ReportRequest_DELTA_ENCODING, attributes.GlobalWordCount()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("decode_wire", func(b *testing.B) {
+		var d attributes.ReportDecoder
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := d.DecodeAll(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N*len(bags))/b.Elapsed().Seconds(), "records/s")
+	})
+	b.Run("telemetry", func(b *testing.B) {
+		s := benchServer(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			s.tel.RecordBatch(bags)
+		}
+		b.ReportMetric(float64(b.N*len(bags))/b.Elapsed().Seconds(), "records/s")
+	})
+	b.Run("handler", func(b *testing.B) {
+		m := &mixerService{s: benchServer(b)}
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := m.reportWire(ctx, data); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N*len(bags))/b.Elapsed().Seconds(), "records/s")
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"time"
 
@@ -151,6 +152,12 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		grpc.ChainUnaryInterceptor(s.unaryMetrics, s.unaryLimit),
 		grpc.ChainStreamInterceptor(s.streamMetrics),
 		grpc.ForceServerCodecV2(newServerCodec()), // see mixer.go: Report decoding
+		// Reuse a goroutine per core for RPCs instead of starting one per
+		// stream, whose stack grows anew every time (grpc falls back to a
+		// new goroutine when every worker is busy).
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		// One write buffer per connection, shared by its streams.
+		grpc.SharedWriteBuffer(true),
 	}
 	if creds != nil {
 		sopts = append(sopts, grpc.Creds(creds))

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/remora-mesh/remora/attributes"
+	"github.com/remora-mesh/remora/internal/testpki"
 	"github.com/remora-mesh/remora/mixer/quota"
 	"github.com/remora-mesh/remora/policy"
 	mixerv1 "github.com/remora-mesh/remora/proto/mixer/v1"
@@ -403,13 +404,13 @@ remora_mixer_overload_rejected_total{grpc_method="/istio.mixer.v1.Mixer/Check"} 
 
 func TestMTLS(t *testing.T) {
 	const id = "spiffe://cluster.local/ns/default/sa/client"
-	pki := newPKI(t, id)
+	pki := testpki.New(t, id)
 	cfg := policyConfig(principalPolicy)
-	cfg.GRPC.TLS = TLSConfig{CertFile: pki.certFile, KeyFile: pki.keyFile, ClientCAFile: pki.caFile, RequireClientCert: true,
+	cfg.GRPC.TLS = TLSConfig{CertFile: pki.ServerCertFile, KeyFile: pki.ServerKeyFile, ClientCAFile: pki.CAFile, RequireClientCert: true,
 		PrincipalAttribute: attributes.SourcePrincipal}
 
 	t.Run("client certificate identity wins", func(t *testing.T) {
-		ts := start(t, cfg, Options{}, &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pki.client}, ServerName: "127.0.0.1"})
+		ts := start(t, cfg, Options{}, &tls.Config{RootCAs: pki.CAPool(), Certificates: []tls.Certificate{pki.ClientCertificate(t)}, ServerName: "127.0.0.1"})
 		forged := attributes.BagOf(map[string]attributes.Value{attributes.SourcePrincipal: attributes.String("spiffe://cluster.local/ns/default/sa/other")})
 		gwc := attributes.GlobalWordCount()
 		resp, err := ts.mixer.Check(ctxT(t), &mixerv1.CheckRequest{Attributes: attributes.Compress(forged, gwc), GlobalWordCount: gwc})
@@ -425,7 +426,7 @@ func TestMTLS(t *testing.T) {
 		}
 	})
 	t.Run("client without certificate refused", func(t *testing.T) {
-		ts := start(t, cfg, Options{}, &tls.Config{RootCAs: pki.pool, ServerName: "127.0.0.1"})
+		ts := start(t, cfg, Options{}, &tls.Config{RootCAs: pki.CAPool(), ServerName: "127.0.0.1"})
 		_, err := ts.mixer.Check(ctxT(t), checkRequest("GET", "/", headers()))
 		if status.Code(err) != codes.Unavailable {
 			t.Fatalf("check without a client certificate: %v, want UNAVAILABLE (handshake refused)", err)
@@ -532,17 +533,17 @@ func TestGracefulStopTimeout(t *testing.T) {
 }
 
 func TestTLSCertificateRotation(t *testing.T) {
-	pki := newPKI(t, "spiffe://cluster.local/ns/default/sa/client")
+	pki := testpki.New(t, "spiffe://cluster.local/ns/default/sa/client")
 	cfg := policyConfig(rbacPolicy)
-	cfg.GRPC.TLS = TLSConfig{CertFile: pki.certFile, KeyFile: pki.keyFile}
-	ts := start(t, cfg, Options{}, &tls.Config{RootCAs: pki.pool, ServerName: "127.0.0.1"})
+	cfg.GRPC.TLS = TLSConfig{CertFile: pki.ServerCertFile, KeyFile: pki.ServerKeyFile}
+	ts := start(t, cfg, Options{}, &tls.Config{RootCAs: pki.CAPool(), ServerName: "127.0.0.1"})
 	// serial dials a new connection and returns the server certificate's
 	// serial number.
 	serial := func() int64 {
 		t.Helper()
 		var got int64
 		conn, err := grpc.NewClient(ts.grpcAd, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-			RootCAs: pki.pool, ServerName: "127.0.0.1",
+			RootCAs: pki.CAPool(), ServerName: "127.0.0.1",
 			VerifyConnection: func(cs tls.ConnectionState) error {
 				got = cs.PeerCertificates[0].SerialNumber.Int64()
 				return nil
@@ -560,12 +561,12 @@ func TestTLSCertificateRotation(t *testing.T) {
 	if s := serial(); s != 2 {
 		t.Fatalf("serial %d, want 2", s)
 	}
-	pki.issueServer(3)
+	pki.ReissueServer(t, 3)
 	if s := serial(); s != 3 {
 		t.Fatalf("after rotation: serial %d, want 3", s)
 	}
 	// A broken file keeps the previous certificate in use.
-	if err := os.WriteFile(pki.certFile, []byte("not pem"), 0o600); err != nil {
+	if err := os.WriteFile(pki.ServerCertFile, []byte("not pem"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if s := serial(); s != 3 {
@@ -593,10 +594,10 @@ allow if input.mixer_attributes["context.reporter.principal"] == "spiffe://clust
 		return code.Code(resp.GetPrecondition().GetStatus().GetCode())
 	}
 	t.Run("verified certificate", func(t *testing.T) {
-		pki := newPKI(t, id)
+		pki := testpki.New(t, id)
 		cfg := policyConfig(policy)
-		cfg.GRPC.TLS = TLSConfig{CertFile: pki.certFile, KeyFile: pki.keyFile, ClientCAFile: pki.caFile, RequireClientCert: true}
-		ts := start(t, cfg, Options{}, &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pki.client}, ServerName: "127.0.0.1"})
+		cfg.GRPC.TLS = TLSConfig{CertFile: pki.ServerCertFile, KeyFile: pki.ServerKeyFile, ClientCAFile: pki.CAFile, RequireClientCert: true}
+		ts := start(t, cfg, Options{}, &tls.Config{RootCAs: pki.CAPool(), Certificates: []tls.Certificate{pki.ClientCertificate(t)}, ServerName: "127.0.0.1"})
 		if c := check(t, ts); c != code.Code_OK {
 			t.Fatalf("status %v, want OK from the certificate's identity", c)
 		}

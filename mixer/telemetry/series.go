@@ -84,10 +84,10 @@ func newMetric(name, help string, k kind, buckets []float64, labels *labelSet, v
 	}
 }
 
-// find returns the series for key, creating it if the limit allows; nil
-// means the series limit was reached.
-func (m *metric) find(key []byte, now int64) *series {
-	h := maphash.Bytes(m.seed, key)
+// find returns the series for key, whose hash is h (maphash.Bytes with
+// m.seed), creating it if the limit allows; nil means the series limit was
+// reached.
+func (m *metric) find(key []byte, h uint64, now int64) *series {
 	var head *series
 	if v, ok := m.series.Load(h); ok {
 		head = v.(*series)
@@ -136,12 +136,12 @@ func splitKey(k string, n int) []string {
 	return values
 }
 
-// observe records v in the series for key.
-func (m *metric) observe(key []byte, v float64, now int64) {
+// observe records v in the series for key, whose hash is h.
+func (m *metric) observe(key []byte, h uint64, v float64, now int64) {
 	if math.IsNaN(v) || (m.kind == kindCounter && v < 0) {
 		return
 	}
-	s := m.find(key, now)
+	s := m.find(key, h, now)
 	if s == nil {
 		m.overflow.Add(1)
 		return

@@ -55,7 +55,8 @@ type Telemetry struct {
 	now     func() time.Time
 	log     *zap.Logger
 	scratch sync.Pool
-	slots   resolved // names and fixed slots; vals unused
+	slots   resolved     // names and fixed slots; vals unused
+	seed    maphash.Seed // of every metric's series hashes
 
 	seriesDesc, overflowDesc, expiredDesc *prometheus.Desc
 }
@@ -63,9 +64,10 @@ type Telemetry struct {
 // scratch holds one record's resolved attributes and keys, one per label
 // set.
 type scratch struct {
-	rec  resolved
-	keys [][]byte
-	done []bool
+	rec    resolved
+	keys   [][]byte
+	hashes []uint64 // of keys: metrics sharing a label set hash its key once
+	done   []bool
 }
 
 var _ prometheus.Collector = (*Telemetry)(nil)
@@ -101,6 +103,7 @@ func New(cfg Config, opts Options) (*Telemetry, error) {
 		limit = DefaultMaxSeriesPerMetric
 	}
 	seed := maphash.MakeSeed()
+	t.seed = seed
 	newSet := func(labels []label) *labelSet {
 		ls := &labelSet{id: t.sets, labels: labels}
 		for _, l := range labels {
@@ -155,7 +158,7 @@ func New(cfg Config, opts Options) (*Telemetry, error) {
 	}
 	t.resolveSlots()
 	t.scratch.New = func() any {
-		s := &scratch{rec: t.slots, keys: make([][]byte, t.sets), done: make([]bool, t.sets)}
+		s := &scratch{rec: t.slots, keys: make([][]byte, t.sets), hashes: make([]uint64, t.sets), done: make([]bool, t.sets)}
 		s.rec.vals = make([]attributes.Value, len(t.slots.names))
 		for i := range s.keys {
 			s.keys[i] = make([]byte, 0, 512)
@@ -235,9 +238,10 @@ func (t *Telemetry) record(s *scratch, b attributes.Bag, now int64) {
 		id := m.labels.id
 		if !s.done[id] {
 			s.keys[id] = m.labels.appendKey(s.keys[id][:0], rec)
+			s.hashes[id] = maphash.Bytes(t.seed, s.keys[id])
 			s.done[id] = true
 		}
-		m.observe(s.keys[id], v, now)
+		m.observe(s.keys[id], s.hashes[id], v, now)
 	}
 }
 

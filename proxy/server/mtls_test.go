@@ -13,11 +13,8 @@ import (
 func TestMutualTLSPeerIdentity(t *testing.T) {
 	pki := testpki.New(t, "spiffe://cluster.local/ns/default/sa/reviews")
 	certFile, keyFile := pki.IssueServer("svc", "svc.local")
-	caFile, pool := pki.CAFile, pki.Pool
-	client, err := tls.LoadX509KeyPair(pki.ClientCertFile, pki.ClientKeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	caFile, pool := pki.CAFile, pki.CAPool()
+	client := pki.ClientCertificate(t)
 	s := startProxy(t, fmt.Sprintf(`
 admin: {address: "-"}
 listeners:

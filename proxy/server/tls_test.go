@@ -49,7 +49,7 @@ func TestTLSAndFilterChainMatch(t *testing.T) {
 	pki := testpki.New(t, "spiffe://test/client")
 	certA, keyA := pki.IssueServer("a", "a.example.com")
 	certW, keyW := pki.IssueServer("wildcard", "*.example.com")
-	poolA, poolW := pki.Pool, pki.Pool
+	poolA, poolW := pki.CAPool(), pki.CAPool()
 	s := startProxy(t, fmt.Sprintf(tlsConfig, certA, keyA, certW, keyW, be.Listener.Addr()))
 	addr := s.ListenerAddr("main").String()
 

@@ -44,7 +44,7 @@ clusters:
 func TestTLS(t *testing.T) {
 	pki := testpki.New(t, "spiffe://test/client")
 	cert, key := pki.IssueServer("term", "term.example.com", "pass.example.com")
-	pool := pki.Pool
+	pool := pki.CAPool()
 	pair, err := tls.LoadX509KeyPair(cert, key)
 	if err != nil {
 		t.Fatal(err)
