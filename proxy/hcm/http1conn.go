@@ -51,8 +51,8 @@ type http1Conn struct {
 	bgActive bool
 	bgDone   chan struct{}
 	bgRead   func()
-	bgCancel context.CancelFunc // the watched stream's; set before the read starts
-	bgErr    error              // the read's result, valid after bgDone
+	bgCancel func() // the watched stream's; set before the read starts
+	bgErr    error  // the read's result, valid after bgDone
 }
 
 func newHTTP1Conn(srv *HTTP1Server, conn net.Conn, ci *ConnInfo, ts *tls.ConnectionState) *http1Conn {
@@ -62,6 +62,7 @@ func newHTTP1Conn(srv *HTTP1Server, conn net.Conn, ci *ConnInfo, ts *tls.Connect
 	}
 	c.ci = *ci
 	c.st.c = c
+	c.st.cancel = c.st.cancelCurrent
 	c.bgRead = c.backgroundRead
 	c.req.contentLength = -1
 	return c
@@ -79,6 +80,11 @@ const maxDiscard = 256 << 10
 func (c *http1Conn) serve() {
 	c.br = readerPool.Get().(*bufio.Reader)
 	c.br.Reset(c.conn)
+	if c.baseCtx.Done() != nil {
+		// The connection's context ends the stream in progress.
+		stop := context.AfterFunc(c.baseCtx, c.st.cancel)
+		defer stop()
+	}
 	defer func() {
 		c.abortBackgroundRead()
 		c.conn.Close()
@@ -218,13 +224,23 @@ func (c *http1Conn) serveRequest() bool {
 		st.body = bodyNone
 	}
 	st.bodyDone = st.body == bodyNone
-	st.ctx, st.cancel = context.WithCancel(c.baseCtx)
+	sc := st.sctx.Load()
+	if sc == nil {
+		sc = newStreamCtx(c.baseCtx)
+		st.sctx.Store(sc)
+		if c.baseCtx.Err() != nil { // ended while sc was made
+			sc.cancel()
+		}
+	}
+	st.ctx = sc
 	if st.body == bodyNone && !req.upgrade {
 		c.startBackgroundRead()
 	}
 	abort := c.m.serve(st)
-	st.cancel()
-	st.ctx, st.cancel = nil, nil
+	if !sc.release() {
+		st.sctx.CompareAndSwap(sc, nil) // ended: the next stream gets a new one
+	}
+	st.ctx = nil
 	// A background read still pending becomes the wait for the next
 	// request; every path that reads the connection otherwise stops it.
 	if abort || st.hijacked || !st.respDone {

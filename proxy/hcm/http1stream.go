@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/remora-mesh/remora/proxy/filter"
 )
@@ -29,9 +30,14 @@ const (
 // http1Stream is the downstream of one request on an http1Conn; it is
 // reused for every request of the connection.
 type http1Stream struct {
-	c      *http1Conn
+	c *http1Conn
+	// ctx is the current stream's context (a *streamCtx, reused while
+	// nothing outside the manager saw it), nil between streams; sctx
+	// holds it for cancel, which the background read may call at any
+	// time; cancel is made once per connection.
 	ctx    context.Context
-	cancel context.CancelFunc
+	sctx   atomic.Pointer[streamCtx]
+	cancel func()
 
 	// Request body.
 	body      int
@@ -61,7 +67,15 @@ func (st *http1Stream) reset() {
 }
 
 func (st *http1Stream) context() context.Context { return st.ctx }
-func (st *http1Stream) protoMajor() int          { return 1 }
+
+// cancelCurrent ends the current stream's context: the client went away
+// (or the connection's context ended).
+func (st *http1Stream) cancelCurrent() {
+	if sc := st.sctx.Load(); sc != nil {
+		sc.cancel()
+	}
+}
+func (st *http1Stream) protoMajor() int { return 1 }
 func (st *http1Stream) protocol() string {
 	if st.c.req.minor == 0 {
 		return filter.ProtocolHTTP10

@@ -326,7 +326,7 @@ func (s *stream) readBody() {
 			}
 			select {
 			case <-s.wake:
-			case <-s.ctx.Done():
+			case <-s.ctxDone():
 				return
 			}
 		}
@@ -391,7 +391,7 @@ func (s *stream) requestReadFailed(err error) {
 	var ne net.Error
 	var mbe *http.MaxBytesError
 	switch {
-	case s.ctx.Err() != nil, errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &ne), errors.Is(err, net.ErrClosed), errors.Is(err, http.ErrBodyReadAfterClose):
+	case s.ctxErr() != nil, errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &ne), errors.Is(err, net.ErrClosed), errors.Is(err, http.ErrBodyReadAfterClose):
 		if s.replyWaiting.Load() {
 			return // a timeout reply is on its way
 		}
@@ -406,6 +406,22 @@ func (s *stream) requestReadFailed(err error) {
 	}
 }
 
+// ctxDone and ctxErr read the stream's context; a reusable HTTP/1 one
+// is not marked as seen by them.
+func (s *stream) ctxDone() <-chan struct{} {
+	if sc, ok := s.ctx.(*streamCtx); ok {
+		return sc.internalDone()
+	}
+	return s.ctx.Done()
+}
+
+func (s *stream) ctxErr() error {
+	if sc, ok := s.ctx.(*streamCtx); ok {
+		return sc.internalErr()
+	}
+	return s.ctx.Err()
+}
+
 // waitDone blocks until the response is complete or the downstream left.
 func (s *stream) waitDone() {
 	for {
@@ -415,7 +431,7 @@ func (s *stream) waitDone() {
 		case <-s.wake:
 			s.mu.Lock()
 			s.unlock()
-		case <-s.ctx.Done():
+		case <-s.ctxDone():
 			// The downstream went away (the request's own context).
 			s.mu.Lock()
 			if !s.completed && !s.replyWaiting.Load() {

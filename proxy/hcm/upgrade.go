@@ -31,7 +31,7 @@ func (s *stream) serveUpgrade() {
 		case <-s.done:
 			s.done <- struct{}{} // for waitDone
 			return
-		case <-s.ctx.Done():
+		case <-s.ctxDone():
 			return
 		}
 	}

@@ -50,9 +50,11 @@ func (r *Router) NewFilter(cb filter.TerminalCallbacks) *Filter {
 
 // InitFilter readies f, which may have served an earlier stream (after
 // its OnDestroy returned), for a new stream: a connection manager keeps
-// one Filter per pooled stream.
+// one Filter per pooled stream, and the Filter keeps its per-request state
+// (context, timer, pump hand-over) so that a request allocates none.
 func (r *Router) InitFilter(f *Filter, cb filter.TerminalCallbacks) {
-	*f = Filter{r: r, cb: cb}
+	rs := f.rs
+	*f = Filter{r: r, cb: cb, rs: rs}
 }
 
 // Filter is the router for one stream.
@@ -63,18 +65,85 @@ type Filter struct {
 
 	entry   *Entry
 	stream  upstream.Stream
-	ctx     context.Context
-	cancel  context.CancelFunc
-	stopRst func() bool
-	done    chan struct{} // closed when the response pump ends
-	failed  bool          // the request could not be sent; ignore further data
-	retry   *retrier      // non-nil when the route retries
+	ctx     context.Context // the upstream request's: &rs.ctx
+	started bool            // a pump runs; rs.done receives its end
+	failed  bool            // the request could not be sent; ignore further data
+	retry   *retrier        // non-nil when the route retries
+
+	rs *reqState // made by the first request, kept with the Filter
+}
+
+// reqState is what a Filter reuses from one request to the next.
+type reqState struct {
+	ctx   reqCtx
+	timer *time.Timer   // the route timeout; fires onTimeout
+	done  chan struct{} // cap 1: a token when the pump ends
+	// pump and pumpRetry are method values made once, so that starting
+	// the goroutine allocates nothing.
+	pump, pumpRetry func()
+
+	// mu guards stream and released: the upstream stream is released
+	// (closed or reset) exactly once, by the pump when the exchange ends
+	// or by the route timeout or the stream's destruction.
+	mu       sync.Mutex
+	stream   upstream.Stream
+	released bool
 }
 
 var (
 	_ filter.StreamFilter = (*Filter)(nil)
 	_ filter.Destroyer    = (*Filter)(nil)
 )
+
+// state returns f's reusable request state, making it on first use.
+func (f *Filter) state() *reqState {
+	if f.rs == nil {
+		rs := &reqState{done: make(chan struct{}, 1)}
+		rs.pump, rs.pumpRetry = f.pump, f.pumpRetry
+		f.rs = rs
+	}
+	return f.rs
+}
+
+// onTimeout runs from the route timer: it ends the request's context and
+// resets its upstream stream. A late firing of an earlier request's timer
+// finds the deadline not yet passed and does nothing.
+func (rs *reqState) onTimeout() {
+	if rs.ctx.cancel(context.DeadlineExceeded, true) {
+		rs.abort()
+	}
+}
+
+// abort resets the upstream stream unless it was released.
+func (rs *reqState) abort() {
+	rs.mu.Lock()
+	s := rs.stream
+	if s == nil || rs.released {
+		rs.mu.Unlock()
+		return
+	}
+	rs.released = true
+	rs.mu.Unlock()
+	s.Reset()
+}
+
+// setStream makes s the stream a timeout or destruction resets; if the
+// context already ended, s is reset now.
+func (rs *reqState) setStream(s upstream.Stream) {
+	rs.mu.Lock()
+	rs.stream = s
+	rs.mu.Unlock()
+	if rs.ctx.Err() != nil {
+		rs.abort()
+	}
+}
+
+// stopTimer disarms the route timeout.
+func (rs *reqState) stopTimer() {
+	if rs.timer != nil {
+		rs.timer.Stop()
+	}
+}
 
 // DecodeHeaders picks the route and opens the upstream stream.
 func (f *Filter) DecodeHeaders(h *filter.HeaderMap, endStream bool) filter.Status {
@@ -111,39 +180,49 @@ func (f *Filter) DecodeHeaders(h *filter.HeaderMap, endStream bool) filter.Statu
 	e.MutateRequest(h)
 	info.UpstreamCluster = e.cluster
 
-	parent := f.cb.Context()
+	rs := f.state()
+	var deadline time.Time
 	if e.timeout > 0 {
-		f.ctx, f.cancel = context.WithTimeout(parent, e.timeout)
-	} else {
-		f.ctx, f.cancel = context.WithCancel(parent)
+		deadline = time.Now().Add(e.timeout)
+	}
+	rs.ctx.reset(f.cb.Context(), deadline)
+	rs.mu.Lock()
+	rs.stream, rs.released = nil, false
+	rs.mu.Unlock()
+	f.ctx = &rs.ctx
+	if e.timeout > 0 {
+		if rs.timer == nil {
+			rs.timer = time.AfterFunc(e.timeout, rs.onTimeout)
+		} else {
+			rs.timer.Reset(e.timeout)
+		}
 	}
 	if e.retry != nil {
 		// Attempts are opened by the pump, which may retry them.
 		f.retry = &retrier{p: e.retry, headers: h, reqDone: endStream}
-		f.done = make(chan struct{})
-		go f.pumpRetry()
+		f.started = true
+		go rs.pumpRetry()
 		return filter.StopIteration
 	}
 	// The connection manager keeps the upgrade header only on an HTTP/1.1
-	// upgrade request (WebSocket ...).
-	opts := upstream.StreamOptions{Protocol: info.Protocol, Info: info, Upgrade: h.Has("upgrade")}
+	// upgrade request (WebSocket ...). A route timeout or the stream's
+	// destruction resets the upstream stream, which unblocks the pump.
+	opts := upstream.StreamOptions{Protocol: info.Protocol, Info: info, Upgrade: h.Has("upgrade"), ResetOnCancel: true}
 	if len(e.hashPolicies) > 0 {
 		opts.LB = e.hashKey(h, info)
 	}
 	s, err := f.r.upstreams.NewStream(f.ctx, e.cluster, h, endStream, opts)
 	if err != nil {
+		rs.stopTimer()
 		f.failed = true
 		f.fail(err)
-		f.cancel()
 		return filter.StopIteration
 	}
 	f.stream = s
 	f.markSent(endStream)
-	// A route timeout or downstream disconnect resets the upstream stream,
-	// which unblocks the pump's reads.
-	f.stopRst = context.AfterFunc(f.ctx, s.Reset)
-	f.done = make(chan struct{})
-	go f.pump()
+	rs.setStream(s)
+	f.started = true
+	go rs.pump()
 	return filter.StopIteration
 }
 
@@ -183,11 +262,20 @@ func (f *Filter) DecodeTrailers(t *filter.HeaderMap) filter.Status {
 // early, and waits for the pump to finish so that no goroutine outlives the
 // stream.
 func (f *Filter) OnDestroy() {
-	if f.cancel != nil {
-		f.cancel()
+	rs := f.rs
+	if f.ctx == nil || rs == nil {
+		return // no upstream request
 	}
-	if f.done != nil {
-		<-f.done
+	rs.stopTimer()
+	rs.mu.Lock()
+	released := rs.released
+	rs.mu.Unlock()
+	if !released && rs.ctx.cancel(context.Canceled, false) {
+		rs.abort()
+	}
+	if f.started {
+		<-rs.done
+		f.started = false
 	}
 }
 
@@ -241,7 +329,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 
 // pump reads the upstream response and sends it through the encoder path.
 func (f *Filter) pump() {
-	defer close(f.done)
+	defer func() { f.rs.done <- struct{}{} }()
 	s := f.stream
 	h, end, err := s.ReadHeaders(f.ctx)
 	if err != nil {
@@ -317,9 +405,15 @@ func (f *Filter) forward(h *filter.HeaderMap, end bool) {
 // exchange completed, Reset otherwise. When the context's reset already
 // ran (route timeout or downstream gone), there is nothing left to do.
 func (f *Filter) finish(ok bool) {
-	if !f.stopRst() {
+	rs := f.rs
+	rs.mu.Lock()
+	if rs.released {
+		rs.mu.Unlock()
 		return
 	}
+	rs.released = true
+	rs.mu.Unlock()
+	rs.stopTimer()
 	if ok {
 		f.stream.Close()
 	} else {

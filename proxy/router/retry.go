@@ -299,7 +299,7 @@ func (f *Filter) dropAttempt(s upstream.Stream) {
 // pumpRetry runs attempts until one's response goes downstream or the
 // policy gives up, then pumps that response as pump does.
 func (f *Filter) pumpRetry() {
-	defer close(f.done)
+	defer func() { f.rs.done <- struct{}{} }()
 	p := f.retry.p
 	budget, _ := f.r.upstreams.(RetryBudget)
 	cluster := f.entry.cluster
@@ -398,7 +398,7 @@ func (f *Filter) pumpRetry() {
 		return
 	}
 	f.stream = lastStream
-	f.stopRst = context.AfterFunc(f.ctx, lastStream.Reset)
+	f.rs.setStream(lastStream)
 	f.forward(lastHeaders, lastEnd)
 }
 

@@ -38,6 +38,12 @@ type StreamOptions struct {
 	Upgrade bool
 	// LB is what the load balancer may use from the request (hash key).
 	LB LBContext
+	// ResetOnCancel is the caller's promise to Reset the stream as soon
+	// as the context given to NewStream ends (the router does, from its
+	// route timer). ReadHeaders then need not watch that context itself,
+	// which saves a registration per request; it still reads the
+	// context's error to tell a timeout from an upstream failure.
+	ResetOnCancel bool
 }
 
 // hostSet is an immutable snapshot of a cluster's hosts with the load
@@ -257,6 +263,7 @@ func (c *Cluster) NewStream(ctx context.Context, headers *filter.HeaderMap, endS
 		}
 		return s, nil
 	}
+	pc.h1.watchCtx = !opts.ResetOnCancel
 	err = pc.h1.start(headers, endStream, opts.Upgrade)
 	s := h1handle{&pc.h1, pc.h1.gen}
 	if err != nil {

@@ -153,13 +153,33 @@ func parseResponseHead(br *bufio.Reader, scratch []byte, spans []fieldSpan) (res
 		return rh, block, spans, err
 	}
 	s := string(block) // one allocation for every name and value
-	fields := make([]filter.HeaderField, 0, len(spans)+1)
-	fields = append(fields, filter.HeaderField{Name: filter.HeaderStatus, Value: s[9:12]})
+	h := newResponseHeaders(len(spans) + 1)
+	h.Add(filter.HeaderStatus, s[9:12])
 	for _, sp := range spans {
-		fields = append(fields, filter.HeaderField{Name: s[sp.name0:sp.name1], Value: s[sp.val0:sp.val1]})
+		h.Add(s[sp.name0:sp.name1], s[sp.val0:sp.val1])
 	}
-	rh.headers = filter.NewHeaderMap(fields...)
+	rh.headers = h
 	return rh, block, spans, nil
+}
+
+// smallHead is a response's header map with room for its fields in the
+// same allocation: a typical response head costs two allocations (this
+// and its text) instead of three.
+type smallHead struct {
+	m filter.HeaderMap
+	f [smallHeadFields]filter.HeaderField
+}
+
+const smallHeadFields = 8
+
+// newResponseHeaders returns an empty header map with room for n fields.
+func newResponseHeaders(n int) *filter.HeaderMap {
+	if n > smallHeadFields {
+		return filter.NewHeaderMap(make([]filter.HeaderField, 0, n)...)
+	}
+	sh := new(smallHead)
+	sh.m = *filter.NewHeaderMap(sh.f[:0]...)
+	return &sh.m
 }
 
 // parseTrailers reads the trailer section after a last chunk.

@@ -42,6 +42,7 @@ type h1stream struct {
 	raw          bool  // upgraded: bytes pass through unframed
 
 	// Reader side.
+	watchCtx  bool // ReadHeaders wakes itself when its context ends
 	method    string
 	upgrade   bool
 	gotHead   bool
@@ -325,7 +326,7 @@ func (s *h1stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 		}
 	}
 	s.wmu.Unlock()
-	if ctx.Done() != nil {
+	if s.watchCtx && ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, s.wake)
 		defer func() {
 			if !stop() { // the deadline was set: the connection is spent
