@@ -62,10 +62,7 @@ func TestEveryConfigFieldIsDocumented(t *testing.T) {
 // codeSpans returns the inline code spans and the fenced code blocks of
 // Markdown text.
 func codeSpans(md string) []string {
-	var out []string
-	for _, block := range regexp.MustCompile("(?s)```.*?```").FindAllString(md, -1) {
-		out = append(out, block)
-	}
+	out := regexp.MustCompile("(?s)```.*?```").FindAllString(md, -1)
 	prose := regexp.MustCompile("(?s)```.*?```").ReplaceAllString(md, "")
 	return append(out, regexp.MustCompile("(?s)`[^`]+`").FindAllString(prose, -1)...)
 }

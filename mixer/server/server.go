@@ -156,8 +156,6 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 		// stream, whose stack grows anew every time (grpc falls back to a
 		// new goroutine when every worker is busy).
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		// One write buffer per connection, shared by its streams.
-		grpc.SharedWriteBuffer(true),
 	}
 	if creds != nil {
 		sopts = append(sopts, grpc.Creds(creds))

@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 x/net/http2.Server.ServeConn is the only per-connection entry point to an HTTP/2 server: the HTTP/1 codec hands it single connections (ALPN h2, a sniffed h2c preface, an Upgrade: h2c request); net/http.Server serves only listeners.
+
 package server
 
 import (
