@@ -3,12 +3,10 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"os"
 	"sync"
-	"time"
 
+	"github.com/remora-mesh/remora/internal/tlsconfig"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
@@ -24,92 +22,30 @@ func serverCredentials(t TLSConfig, log *zap.Logger) (credentials.TransportCrede
 	if !t.Enabled() {
 		return nil, nil
 	}
-	f := &tlsFiles{cfg: t, log: log}
-	if err := f.refresh(); err != nil {
-		return nil, err
+	files, err := tlsconfig.NewServerFiles(tlsconfig.Server{CertFile: t.CertFile, KeyFile: t.KeyFile,
+		ClientCAFile: t.ClientCAFile, RequireClientCert: t.RequireClientCert, ALPN: []string{"h2"}})
+	if err != nil {
+		return nil, fmt.Errorf("mixer: grpc.%w", err)
 	}
+	var mu sync.Mutex
+	last, _ := files.Config()
 	base := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			if err := f.refresh(); err != nil {
-				f.log.Warn("tls reload failed; the previous certificates stay in use", zap.Error(err))
+			tc, err := files.Config()
+			if err != nil {
+				log.Warn("tls reload failed; the previous certificates stay in use", zap.Error(err))
 			}
-			return f.config(), nil
+			mu.Lock()
+			if tc != last {
+				last = tc
+				log.Info("tls files reloaded")
+			}
+			mu.Unlock()
+			return tc, nil
 		},
 	}
 	return credentials.NewTLS(base), nil
-}
-
-// tlsFiles holds the current certificate and client CAs and the
-// modification times they were read at.
-type tlsFiles struct {
-	cfg TLSConfig
-	log *zap.Logger
-
-	mu      sync.Mutex
-	stamp   [3]time.Time // cert, key, CA file modification times
-	failed  [3]time.Time // the times of files that failed to load
-	current *tls.Config
-}
-
-// refresh rereads the files when their modification times changed.
-func (f *tlsFiles) refresh() error {
-	var stamp [3]time.Time
-	for i, name := range []string{f.cfg.CertFile, f.cfg.KeyFile, f.cfg.ClientCAFile} {
-		if name == "" {
-			continue
-		}
-		fi, err := os.Stat(name)
-		if err != nil {
-			return fmt.Errorf("mixer: grpc.tls: %w", err)
-		}
-		stamp[i] = fi.ModTime()
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.current != nil && (stamp == f.stamp || stamp == f.failed) {
-		return nil // unchanged, or already reported broken
-	}
-	if err := f.load(stamp); err != nil {
-		f.failed = stamp
-		return err
-	}
-	return nil
-}
-
-// load reads the files; f.mu must be held.
-func (f *tlsFiles) load(stamp [3]time.Time) error {
-	cert, err := tls.LoadX509KeyPair(f.cfg.CertFile, f.cfg.KeyFile)
-	if err != nil {
-		return fmt.Errorf("mixer: grpc.tls: loading cert_file/key_file: %w", err)
-	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}}
-	if f.cfg.ClientCAFile != "" {
-		pem, err := os.ReadFile(f.cfg.ClientCAFile)
-		if err != nil {
-			return fmt.Errorf("mixer: grpc.tls.client_ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("mixer: grpc.tls.client_ca_file: %s holds no PEM certificate", f.cfg.ClientCAFile)
-		}
-		tc.ClientCAs = pool
-		tc.ClientAuth = tls.VerifyClientCertIfGiven
-		if f.cfg.RequireClientCert {
-			tc.ClientAuth = tls.RequireAndVerifyClientCert
-		}
-	}
-	if f.current != nil {
-		f.log.Info("tls files reloaded")
-	}
-	f.current, f.stamp = tc, stamp
-	return nil
-}
-
-func (f *tlsFiles) config() *tls.Config {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.current
 }
 
 // peerPrincipal returns the first URI SAN (a SPIFFE ID in a mesh) of the

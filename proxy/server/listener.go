@@ -3,18 +3,17 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/remora-mesh/remora/internal/tlsconfig"
 	"github.com/remora-mesh/remora/proxy/config"
 	"github.com/remora-mesh/remora/proxy/filter"
 	"github.com/remora-mesh/remora/proxy/hcm"
@@ -128,28 +127,37 @@ func (l *listener) activeStreams() int64 {
 	return n
 }
 
-func loadTLS(t *config.DownstreamTLS) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+// loadTLS builds a chain's TLS configuration. Its files are read now, so
+// that a bad file fails the configuration, and again on a later handshake
+// when one of them changed, so that rotated certificates are served
+// without a reload; a rotation that fails keeps the previous files in use
+// and is logged. The returned configuration's NextProtos (which the chain
+// may still adjust) applies to every handshake.
+func loadTLS(t *config.DownstreamTLS, log *zap.Logger) (*tls.Config, error) {
+	files, err := tlsconfig.NewServerFiles(tlsconfig.Server{CertFile: t.CertFile, KeyFile: t.KeyFile,
+		ClientCAFile: t.ClientCAFile, RequireClientCert: t.RequireClientCertificate, ALPN: t.ALPN})
 	if err != nil {
-		return nil, fmt.Errorf("tls: %w", err)
+		return nil, err
 	}
-	c := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: append([]string(nil), t.ALPN...), MinVersion: tls.VersionTLS12}
-	if t.ClientCAFile != "" {
-		pem, err := os.ReadFile(t.ClientCAFile)
+	first, _ := files.Config()
+	base := first.Clone()
+	var mu sync.Mutex
+	var from, served *tls.Config // the files' configuration and its copy with the chain's ALPN
+	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		tc, err := files.Config()
 		if err != nil {
-			return nil, fmt.Errorf("tls: %w", err)
+			log.Warn("tls: certificate files could not be reloaded; the previous ones stay in use", zap.Error(err))
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls: no certificates in %s", t.ClientCAFile)
+		mu.Lock()
+		defer mu.Unlock()
+		if tc != from {
+			c := tc.Clone()
+			c.NextProtos = base.NextProtos
+			from, served = tc, c
 		}
-		c.ClientCAs = pool
-		c.ClientAuth = tls.VerifyClientCertIfGiven
-		if t.RequireClientCertificate {
-			c.ClientAuth = tls.RequireAndVerifyClientCert
-		}
+		return served, nil
 	}
-	return c, nil
+	return base, nil
 }
 
 // chanListener is a net.Listener fed by the listener's accept loop after

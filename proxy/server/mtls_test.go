@@ -51,3 +51,33 @@ listeners:
 		}
 	})
 }
+
+// TestDownstreamCertificateRotation: a chain serves a rewritten
+// certificate on the next handshake, without a reload.
+func TestDownstreamCertificateRotation(t *testing.T) {
+	pki := testpki.New(t, "spiffe://test/client")
+	s := startProxy(t, fmt.Sprintf(`
+admin: {address: "-"}
+listeners:
+- name: main
+  address: 127.0.0.1:0
+  filter_chains:
+  - tls: {cert_file: %s, key_file: %s}
+    http_connection_manager:
+      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, direct_response: {status: 200, body: hi}}]}]}
+`, pki.ServerCertFile, pki.ServerKeyFile))
+	serial := func() int64 {
+		t.Helper()
+		c, err := tls.Dial("tcp", s.ListenerAddr("main").String(), &tls.Config{RootCAs: pki.CAPool(), ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+	}
+	before := serial()
+	pki.ReissueServer(t, 99)
+	if got := serial(); got != 99 || before == 99 {
+		t.Fatalf("serial %d after the rotation (was %d), want 99", got, before)
+	}
+}

@@ -222,7 +222,7 @@ func (s *Server) build(cfg *config.Bootstrap, set *upstream.Set) (g *generation,
 						return nil, fmt.Errorf("server: %w", err)
 					}
 				}
-				c, err := newTCPChain(fc, lc, set, env, s.tm)
+				c, err := newTCPChain(fc, lc, set, env, s.tm, l.log)
 				if err != nil {
 					errs = append(errs, fmt.Errorf("%s.%w", p, err))
 					continue
@@ -251,7 +251,7 @@ func (s *Server) build(cfg *config.Bootstrap, set *upstream.Set) (g *generation,
 			}
 			c := &chain{match: fc.Match, hcm: m}
 			if fc.TLS != nil {
-				if c.tls, err = loadTLS(fc.TLS); err != nil {
+				if c.tls, err = loadTLS(fc.TLS, l.log); err != nil {
 					errs = append(errs, fmt.Errorf("%s.tls: %w", p, err))
 					continue
 				}
@@ -275,10 +275,10 @@ func (s *Server) build(cfg *config.Bootstrap, set *upstream.Set) (g *generation,
 
 // newTCPChain builds a tcp_proxy chain. Errors start with the field name
 // under the chain's path.
-func newTCPChain(fc *config.FilterChain, lc config.Listener, set *upstream.Set, env filter.Env, tm *tcpproxy.Metrics) (*chain, error) {
+func newTCPChain(fc *config.FilterChain, lc config.Listener, set *upstream.Set, env filter.Env, tm *tcpproxy.Metrics, log *zap.Logger) (*chain, error) {
 	c := &chain{match: fc.Match}
 	if fc.TLS != nil {
-		t, err := loadTLS(fc.TLS)
+		t, err := loadTLS(fc.TLS, log)
 		if err != nil {
 			return nil, fmt.Errorf("tls: %w", err)
 		}

@@ -23,7 +23,7 @@ const (
 type tlsOrigin struct {
 	sni   string
 	alpn  []string
-	files *tlsconfig.ClientFiles
+	files *tlsconfig.Files
 	log   *zap.Logger
 }
 
