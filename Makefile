@@ -80,7 +80,12 @@ proto: $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 	cd proto && protoc -I . -I /usr/include \
 	  --go_out=. --go_opt=paths=source_relative \
 	  --go-grpc_out=. --go-grpc_opt=paths=source_relative \
-	  mixer/v1/attributes.proto mixer/v1/mixer.proto
+	  mixer/v1/attributes.proto mixer/v1/mixer.proto \
+	  envoy/type/v3/http_status.proto \
+	  envoy/config/core/v3/address.proto envoy/config/core/v3/base.proto \
+	  envoy/service/auth/v3/attribute_context.proto envoy/service/auth/v3/external_auth.proto \
+	  envoy/data/accesslog/v3/accesslog.proto \
+	  envoy/service/accesslog/v3/als.proto
 	@if [ -n "$$(git status --porcelain -- 'proto/*.pb.go')" ]; then git status --short -- 'proto/*.pb.go'; echo "generated code differs from the committed code: commit it"; exit 1; fi
 
 $(BIN)/protoc-gen-go:

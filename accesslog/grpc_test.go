@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	alsv3 "github.com/remora-mesh/remora/proto/envoy/service/accesslog/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
+	alsv3 "github.com/remora-mesh/remora/proto/envoy/service/accesslog/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )

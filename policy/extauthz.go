@@ -4,8 +4,8 @@ import (
 	"net/netip"
 	"strings"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	corev3 "github.com/remora-mesh/remora/proto/envoy/config/core/v3"
+	authv3 "github.com/remora-mesh/remora/proto/envoy/service/auth/v3"
 
 	"github.com/remora-mesh/remora/attributes"
 )

@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	datav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
-	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
+	corev3 "github.com/remora-mesh/remora/proto/envoy/config/core/v3"
+	datav3 "github.com/remora-mesh/remora/proto/envoy/data/accesslog/v3"
+	alsv3 "github.com/remora-mesh/remora/proto/envoy/service/accesslog/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"

@@ -6,8 +6,8 @@ import (
 	"time"
 	"unsafe"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	datav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	corev3 "github.com/remora-mesh/remora/proto/envoy/config/core/v3"
+	datav3 "github.com/remora-mesh/remora/proto/envoy/data/accesslog/v3"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"

@@ -5,8 +5,8 @@ import (
 	"sort"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	datav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	corev3 "github.com/remora-mesh/remora/proto/envoy/config/core/v3"
+	datav3 "github.com/remora-mesh/remora/proto/envoy/data/accesslog/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/remora-mesh/remora/proxy/filter"

@@ -7,8 +7,8 @@ import (
 	"io"
 	"sync"
 
-	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	alsv3 "github.com/remora-mesh/remora/proto/envoy/service/accesslog/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	datav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
-	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev3 "github.com/remora-mesh/remora/proto/envoy/config/core/v3"
+	datav3 "github.com/remora-mesh/remora/proto/envoy/data/accesslog/v3"
+	alsv3 "github.com/remora-mesh/remora/proto/envoy/service/accesslog/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"

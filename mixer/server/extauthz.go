@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"net/http"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	corev3 "github.com/remora-mesh/remora/proto/envoy/config/core/v3"
+	authv3 "github.com/remora-mesh/remora/proto/envoy/service/auth/v3"
+	typev3 "github.com/remora-mesh/remora/proto/envoy/type/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"

@@ -10,9 +10,9 @@ import (
 	"sync"
 	"time"
 
-	alsv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	alsv3 "github.com/remora-mesh/remora/proto/envoy/service/accesslog/v3"
+	authv3 "github.com/remora-mesh/remora/proto/envoy/service/auth/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
