@@ -118,7 +118,7 @@ clusters: []
 		if code := run(context.Background(), []string{cmd, "--config", path}, &stdout, &stderr); code != exitFailure {
 			t.Fatalf("%s: exit %d, want %d (stderr %s)", cmd, code, exitFailure, stderr.String())
 		}
-		if !strings.Contains(stderr.String(), "listeners[0].filter_chains[0].tls: tls: open /nonexistent/cert.pem") {
+		if !strings.Contains(stderr.String(), "listeners[0].filter_chains[0].tls: tls: cert_file: stat /nonexistent/cert.pem") {
 			t.Fatalf("%s: stderr = %q", cmd, stderr.String())
 		}
 	}
