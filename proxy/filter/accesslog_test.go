@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"sync"
 	"testing"
 )
 
@@ -11,8 +12,12 @@ func (f countingLogFactory) NewHandler(AccessLogEntry, Env) (AccessLogHandler, e
 	return AccessLogFunc(func(*StreamInfo) {}), nil
 }
 
+// registerTestType registers the test's type once per process, so that the
+// test can run several times (-count).
+var registerTestType = sync.OnceFunc(func() { RegisterAccessLog(countingLogFactory{"test_registry"}) })
+
 func TestAccessLogRegistry(t *testing.T) {
-	RegisterAccessLog(countingLogFactory{"test_registry"})
+	registerTestType()
 	if _, ok := LookupAccessLog("test_registry"); !ok {
 		t.Fatal("registered type not found")
 	}

@@ -228,9 +228,12 @@ clusters:
 	s := startProxy(t, fmt.Sprintf(conf, "first"))
 	defer s.Close()
 	addr := s.ListenerAddr("virtual")
+	// A new connection per request: an idle keep-alive connection of the
+	// old configuration is closed by the reload asynchronously.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	body := func() string {
 		t.Helper()
-		resp, err := http.Get("http://" + addr.String() + "/")
+		resp, err := client.Get("http://" + addr.String() + "/")
 		if err != nil {
 			t.Fatal(err)
 		}
