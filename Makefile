@@ -19,7 +19,7 @@ STATICCHECK_VERSION        := v0.8.1
 FUZZTIME ?= 1000x
 BENCHTIME ?= 1s
 
-.PHONY: all build demo test vet race fuzz-smoke fuzz lint proto bench bench-go clean
+.PHONY: all build build-sidecar demo test vet race sidecar fuzz-smoke fuzz lint proto bench bench-go clean
 
 all: build
 
@@ -27,19 +27,29 @@ all: build
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/remora ./cmd/remora
 
+## build-sidecar: the sidecar build into ./bin/remora-sidecar: the same
+## proxy without the mixer server, OPA and the demo (smaller, less memory)
+build-sidecar:
+	$(GO) build -tags sidecar -ldflags '$(LDFLAGS)' -o $(BIN)/remora-sidecar ./cmd/remora
+
 ## demo: run mixer, sidecar and a sample upstream on loopback with sample traffic
 ## (DEMO_ARGS=--keep leaves them running until Ctrl-C)
 demo: build
 	$(BIN)/remora demo $(DEMO_ARGS)
 
-## test: vet, the race-enabled test suite, and a short smoke run of every fuzz target
-test: vet race fuzz-smoke
+## test: vet, the race-enabled test suite (and the sidecar build's command
+## tests), and a short smoke run of every fuzz target
+test: vet race sidecar fuzz-smoke
 
 vet:
 	$(GO) vet ./...
 
 race:
 	$(GO) test -race -count=1 ./...
+
+sidecar:
+	$(GO) vet -tags sidecar ./cmd/remora
+	$(GO) test -race -count=1 -tags sidecar ./cmd/remora
 
 # fuzz-smoke runs each Fuzz target for FUZZTIME. Targets are found in the
 # sources so that a new one is picked up without editing this file.
@@ -67,8 +77,8 @@ lint: $(BIN)/staticcheck
 ## bench: whole-process benchmarks (bench/, its own Go module) against nginx,
 ## HAProxy, Caddy and OPA; writes docs/benchmarks.md and docs/img/*.png.
 ## BENCHFLAGS=-quick for a smoke run; see docs/benchmarks.md
-bench: build
-	cd bench && $(GO) run . -remora $(BIN)/remora $(BENCHFLAGS)
+bench: build build-sidecar
+	cd bench && $(GO) run . -remora $(BIN)/remora -remora-sidecar $(BIN)/remora-sidecar $(BENCHFLAGS)
 
 ## bench-go: in-process Go benchmarks of the hot paths
 bench-go:

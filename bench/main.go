@@ -46,6 +46,7 @@ type options struct {
 	batch      int // records per Report batch
 	cache      string
 	remora     string
+	sidecar    string
 	repo       string
 	out        string
 	img        string
@@ -75,6 +76,7 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.batch, "report-batch", 100, "records per Report batch (Istio's default max_batch_entries)")
 	fs.StringVar(&o.cache, "cache", ".cache", "directory for installed peers and run files")
 	fs.StringVar(&o.remora, "remora", "", "remora binary (default: build ../cmd/remora into the cache)")
+	fs.StringVar(&o.sidecar, "remora-sidecar", "", "binary the remora proxies run (default: the sidecar build, go build -tags sidecar ../cmd/remora, into the cache); the mixer always runs -remora")
 	fs.StringVar(&o.repo, "repo", "..", "the Remora repository (built when -remora is empty)")
 	fs.StringVar(&o.out, "out", "../docs/benchmarks.md", "Markdown results file (empty: print to stdout only)")
 	fs.StringVar(&o.img, "img", "../docs/img", "directory for the PNG charts")
@@ -239,6 +241,10 @@ func run(ctx context.Context, o options, ps *procs) error {
 	if err != nil {
 		return err
 	}
+	sidecar, err := buildSidecar(ctx, o, cache)
+	if err != nil {
+		return err
+	}
 	dir := filepath.Join(cache, "run")
 	os.RemoveAll(dir)
 	for _, d := range []string{dir, filepath.Join(dir, "tmp"), filepath.Join(dir, "www")} {
@@ -246,7 +252,7 @@ func run(ctx context.Context, o options, ps *procs) error {
 			return err
 		}
 	}
-	e := &env{o: o, ps: ps, peers: pr, dir: dir, remora: remora, remoraVersion: remoraVersion,
+	e := &env{o: o, ps: ps, peers: pr, dir: dir, remora: remora, sidecar: sidecar, remoraVersion: remoraVersion,
 		res: newResults(), commands: map[string]string{}, configs: map[string]string{}}
 	e.res.started = started
 	if err := e.startUpstreams(ctx); err != nil {
@@ -293,6 +299,23 @@ func run(ctx context.Context, o options, ps *procs) error {
 	}
 	logf("wrote %s and charts in %s (%s in all)", o.out, o.img, time.Since(started).Round(time.Second))
 	return nil
+}
+
+// buildSidecar returns the binary the remora proxies run: -remora-sidecar,
+// else the sidecar build of the repository (the proxy without the mixer
+// and OPA, as a sidecar container runs it).
+func buildSidecar(ctx context.Context, o options, cache string) (string, error) {
+	exe := o.sidecar
+	if exe == "" {
+		exe = filepath.Join(cache, "remora-sidecar")
+		logf("building the remora sidecar build from %s", o.repo)
+		c := exec.CommandContext(ctx, "go", "build", "-tags", "sidecar", "-o", exe, "./cmd/remora")
+		c.Dir = o.repo
+		if out, err := c.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("build remora sidecar: %w: %s", err, out)
+		}
+	}
+	return filepath.Abs(exe)
 }
 
 // buildRemora returns the remora binary to measure and its version line.

@@ -28,6 +28,7 @@ type env struct {
 	dir           string
 	remora        string
 	remoraVersion string
+	sidecar       string // the binary of the remora proxies (the sidecar build)
 	res           *results
 	prog          *progress
 
@@ -425,7 +426,7 @@ func startRemoraRouter(ctx context.Context, e *env, listen string) (*running, er
 	if err != nil {
 		return nil, err
 	}
-	argv := []string{e.remora, "proxy", "--listen", listen, "--upstream", e.upHTTP, "--admin", admin}
+	argv := []string{e.sidecar, "proxy", "--listen", listen, "--upstream", e.upHTTP, "--admin", admin}
 	return e.startMain("remora-router", argv, []string{"GOMAXPROCS=" + strconv.Itoa(e.o.workers)})
 }
 
@@ -447,7 +448,7 @@ func startRemoraFull(ctx context.Context, e *env, listen string) (*running, erro
 	}
 	// A build without the file access-log sink runs remora-full without
 	// it, and the report says so.
-	if out, err := exec.CommandContext(ctx, e.remora, "validate", "--config", conf).CombinedOutput(); err != nil &&
+	if out, err := exec.CommandContext(ctx, e.sidecar, "validate", "--config", conf).CombinedOutput(); err != nil &&
 		strings.Contains(string(out), `unknown access log type "file"`) {
 		e.note("remora-full", "ran **without the file access log**: this build has no `file` access-log sink ("+
 			strings.TrimSpace(lastLines(string(out), 1))+")")
@@ -458,7 +459,7 @@ func startRemoraFull(ctx context.Context, e *env, listen string) (*running, erro
 		}
 	}
 	e.configs["remora-full"] = text
-	argv := []string{e.remora, "proxy", "--config", conf}
+	argv := []string{e.sidecar, "proxy", "--config", conf}
 	r, err := e.startMain("remora-full", argv, []string{"GOMAXPROCS=" + strconv.Itoa(e.o.workers)})
 	if err != nil {
 		mixer.proc.stop(3 * time.Second)
@@ -636,7 +637,7 @@ func (e *env) measureGRPC(ctx context.Context, via string, r int) error {
 			if err != nil {
 				return err
 			}
-			argv := []string{e.remora, "proxy", "--listen", listen, "--upstream", t.up, "--admin", admin}
+			argv := []string{e.sidecar, "proxy", "--listen", listen, "--upstream", t.up, "--admin", admin}
 			rp, err := e.startMain(t.name, argv, []string{"GOMAXPROCS=" + strconv.Itoa(e.o.workers)})
 			if err != nil {
 				return err
