@@ -65,11 +65,12 @@ func (e *env) charts() error {
 	if len(res.server) > 0 {
 		var names []string
 		var v plotter.Values
-		for _, k := range serverOrder(res.server) {
-			if k == "remora mixer: Report (records)" {
+		for _, k := range e.serverOrder(res.server) {
+			name, ok := shortServerName[k]
+			if !ok { // the report row and the fixed-rate rows
 				continue
 			}
-			names = append(names, shortServerName[k])
+			names = append(names, name)
 			v = append(v, max(0, median(res.server[k], perCPU)))
 		}
 		if len(names) > 0 {
@@ -85,10 +86,12 @@ func (e *env) charts() error {
 
 // shortServerName labels the server chart's bars.
 var shortServerName = map[string]string{
-	"remora mixer: Mixer Check":         "remora Mixer Check",
-	"remora mixer: ext_authz Check":     "remora ext_authz",
-	"opa-envoy-plugin: ext_authz Check": "opa-envoy-plugin",
-	"opa run --server: REST":            "opa REST",
+	"remora mixer: Mixer Check":                        "remora Mixer Check",
+	"remora mixer: ext_authz Check":                    "remora ext_authz",
+	"remora mixer, no decision cache: Mixer Check":     "remora Mixer Check, no cache",
+	"remora mixer, no decision cache: ext_authz Check": "remora ext_authz, no cache",
+	"opa-envoy-plugin: ext_authz Check":                "opa-envoy-plugin",
+	"opa run --server: REST":                           "opa REST",
 }
 
 // barChart draws one bar group per legend entry over the names.

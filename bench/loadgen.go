@@ -57,13 +57,17 @@ type loadResult struct {
 	rss       int64
 }
 
+// loadCall is one request of a server load; it returns an error for a failed
+// or wrong answer.
+type loadCall func(ctx context.Context, worker, i int) error
+
 // closedLoop runs call from callers goroutines for d and measures every
-// call's latency. call returns an error for a failed or wrong answer.
+// call's latency.
 //
 // Calls run under ctx itself, not under a deadline: a call that is in
 // flight when d ends completes and counts, so that no call is cut short and
 // miscounted as a failure.
-func closedLoop(ctx context.Context, callers int, d time.Duration, call func(ctx context.Context, worker, i int) error) loadResult {
+func closedLoop(ctx context.Context, callers int, d time.Duration, fn loadCall) loadResult {
 	var errs atomic.Int64
 	lats := make([][]time.Duration, callers)
 	var firstErr atomic.Value
@@ -80,7 +84,7 @@ func closedLoop(ctx context.Context, callers int, d time.Duration, call func(ctx
 				if !t.Before(end) {
 					break
 				}
-				err := call(ctx, w, i)
+				err := fn(ctx, w, i)
 				if ctx.Err() != nil {
 					break // interrupted
 				}
@@ -95,13 +99,70 @@ func closedLoop(ctx context.Context, callers int, d time.Duration, call func(ctx
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	return summarize(lats, time.Since(start), errs.Load(), firstErr.Load())
+}
+
+// openLoop sends qps calls per second for d, whatever the answers' pace,
+// from up to callers goroutines. A call's latency runs from the moment it
+// was handed out, not from when a caller was free to send it, so a server
+// that falls behind is charged for the wait (no coordinated omission).
+func openLoop(ctx context.Context, callers, qps int, d time.Duration, fn loadCall) loadResult {
+	var errs atomic.Int64
+	lats := make([][]time.Duration, callers)
+	var firstErr atomic.Value
+	type job struct {
+		i    int       // the call's index
+		sent time.Time // when it was handed out
+	}
+	due := make(chan job, callers*64)
+	var wg sync.WaitGroup
+	for w := 0; w < callers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := make([]time.Duration, 0, 1<<14)
+			for j := range due {
+				if ctx.Err() != nil {
+					continue // drain: interrupted
+				}
+				err := fn(ctx, w, j.i)
+				if ctx.Err() != nil {
+					continue
+				}
+				if err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				l = append(l, time.Since(j.sent))
+			}
+			lats[w] = l
+		}()
+	}
+	start := time.Now()
+	interval := time.Second / time.Duration(qps)
+	n := int(d / interval)
+	for k := 0; k < n && ctx.Err() == nil; k++ {
+		if wait := time.Until(start.Add(time.Duration(k) * interval)); wait > 0 {
+			time.Sleep(wait)
+		}
+		// Stamped when handed out, not when due: a late wake-up of this
+		// loop is the load generator's delay, not the server's.
+		due <- job{i: k, sent: time.Now()}
+	}
+	close(due)
+	wg.Wait()
+	return summarize(lats, time.Since(start), errs.Load(), firstErr.Load())
+}
+
+// summarize turns the callers' latencies into a loadResult.
+func summarize(lats [][]time.Duration, elapsed time.Duration, errs int64, firstErr any) loadResult {
 	var all []time.Duration
 	for _, l := range lats {
 		all = append(all, l...)
 	}
 	slices.Sort(all)
-	r := loadResult{ops: int64(len(all)), errors: errs.Load(), pct: map[float64]float64{}}
+	r := loadResult{ops: int64(len(all)), errors: errs, pct: map[float64]float64{}}
 	r.perSecond = float64(r.ops) / elapsed.Seconds()
 	for _, p := range percentiles {
 		if len(all) > 0 {
@@ -110,11 +171,31 @@ func closedLoop(ctx context.Context, callers int, d time.Duration, call func(ctx
 			r.pct[p] = all[i].Seconds()
 		}
 	}
-	if e := firstErr.Load(); e != nil {
-		logf("load: %d failed calls, the first: %v", r.errors, e)
+	if firstErr != nil {
+		logf("load: %d failed calls, the first: %v", r.errors, firstErr)
 	}
 	return r
 }
+
+// measureCheck runs a server's Check load twice, as fast as the callers
+// go (throughput, and latency under saturation) and at the fixed rate of
+// -server-qps (latency at a load both servers carry), and records both
+// under key and key+fixedRateSuffix.
+func (e *env) measureCheck(ctx context.Context, pgid int, key string, fn loadCall) {
+	m := measured(pgid, func() loadResult { return closedLoop(ctx, e.o.srvConns, e.o.duration, fn) })
+	e.res.server[key] = append(e.res.server[key], m)
+	logf("%s: %.0f/s p99 %s", key, m.perSecond, ms(m.pct[99]))
+	if ctx.Err() != nil {
+		return
+	}
+	m = measured(pgid, func() loadResult { return openLoop(ctx, e.o.srvConns, e.o.srvQPS, e.o.latDur, fn) })
+	k := key + e.fixedRateSuffix()
+	e.res.server[k] = append(e.res.server[k], m)
+	logf("%s: p99 %s", k, ms(m.pct[99]))
+}
+
+// fixedRateSuffix names the fixed-rate variant of a server row.
+func (e *env) fixedRateSuffix() string { return fmt.Sprintf(" at %d/s", e.o.srvQPS) }
 
 // measured wraps a load with the server process's CPU and RSS readings.
 func measured(pgid int, load func() loadResult) loadResult {
@@ -193,7 +274,7 @@ func (e *env) measureMixerServer(ctx context.Context, noCache bool) error {
 	// reported instead of measured.
 	for _, f := range []struct {
 		name string
-		call func(context.Context, int, int) error
+		call loadCall
 	}{{"mixer-check", checkMixer}, {"extauthz-check", checkAuthz}} {
 		for i := range checkCases {
 			if err := f.call(ctx, 0, i); err != nil {
@@ -204,17 +285,13 @@ func (e *env) measureMixerServer(ctx context.Context, noCache bool) error {
 	}
 	pgid := srv.proc.pid()
 	if _, bad := e.res.unavailable[name+"-mixer-check"]; !bad {
-		m := measured(pgid, func() loadResult { return closedLoop(ctx, e.o.srvConns, e.o.duration, checkMixer) })
-		e.res.server[label+"Mixer Check"] = append(e.res.server[label+"Mixer Check"], m)
-		logf("%sMixer Check: %.0f/s p99 %s", label, m.perSecond, ms(m.pct[99]))
+		e.measureCheck(ctx, pgid, label+"Mixer Check", checkMixer)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	if _, bad := e.res.unavailable[name+"-extauthz-check"]; !bad {
-		m := measured(pgid, func() loadResult { return closedLoop(ctx, e.o.srvConns, e.o.duration, checkAuthz) })
-		e.res.server[label+"ext_authz Check"] = append(e.res.server[label+"ext_authz Check"], m)
-		logf("%sext_authz Check: %.0f/s p99 %s", label, m.perSecond, ms(m.pct[99]))
+		e.measureCheck(ctx, pgid, label+"ext_authz Check", checkAuthz)
 	}
 	if ctx.Err() != nil || noCache {
 		return ctx.Err()
@@ -247,7 +324,7 @@ func (e *env) measureMixerServer(ctx context.Context, noCache bool) error {
 
 // authzCaller returns a closed-loop call of ext_authz Check with the
 // workload's requests, as Envoy's ext_authz filter sends them.
-func authzCaller(authz authv3.AuthorizationClient) func(context.Context, int, int) error {
+func authzCaller(authz authv3.AuthorizationClient) loadCall {
 	reqs := make([]*authv3.CheckRequest, len(checkCases))
 	for i, c := range checkCases {
 		reqs[i] = &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
@@ -340,10 +417,7 @@ func (e *env) measureOPAEnvoy(ctx context.Context, r int) error {
 			return nil
 		}
 	}
-	const key = "opa-envoy-plugin: ext_authz Check"
-	m := measured(p.pid(), func() loadResult { return closedLoop(ctx, e.o.srvConns, e.o.duration, call) })
-	e.res.server[key] = append(e.res.server[key], m)
-	logf("opa-envoy-plugin: %.0f/s p99 %s", m.perSecond, ms(m.pct[99]))
+	e.measureCheck(ctx, p.pid(), "opa-envoy-plugin: ext_authz Check", call)
 	return nil
 }
 
@@ -491,9 +565,7 @@ func (e *env) measureOPA(ctx context.Context, r int) error {
 			return nil
 		}
 	}
-	m := measured(p.pid(), func() loadResult { return closedLoop(ctx, e.o.srvConns, e.o.duration, call) })
-	e.res.server["opa run --server: REST"] = append(e.res.server["opa run --server: REST"], m)
-	logf("opa: %.0f/s p99 %s", m.perSecond, ms(m.pct[99]))
+	e.measureCheck(ctx, p.pid(), "opa run --server: REST", call)
 	return nil
 }
 

@@ -43,6 +43,7 @@ type options struct {
 	resQPS     int
 	workers    int // worker processes/threads of every proxy
 	srvConns   int // concurrent callers of the server benchmarks
+	srvQPS     int // fixed rate of the server latency measurement
 	batch      int // records per Report batch
 	cache      string
 	remora     string
@@ -73,6 +74,7 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.resQPS, "resource-qps", 2000, "fortio request rate for the resource measurement")
 	fs.IntVar(&o.workers, "workers", runtime.NumCPU(), "worker processes/threads (GOMAXPROCS for Go peers) of every proxy")
 	fs.IntVar(&o.srvConns, "server-connections", 16, "concurrent callers in the server benchmarks")
+	fs.IntVar(&o.srvQPS, "server-qps", 1000, "fixed rate of the server Check latency measurement (decisions/s, open loop, -latency-duration long)")
 	fs.IntVar(&o.batch, "report-batch", 100, "records per Report batch (Istio's default max_batch_entries)")
 	fs.StringVar(&o.cache, "cache", ".cache", "directory for installed peers and run files")
 	fs.StringVar(&o.remora, "remora", "", "remora binary (default: build ../cmd/remora into the cache)")
@@ -126,7 +128,7 @@ func parseOptions(args []string) (options, error) {
 	}
 	for name, n := range map[string]int{"connections": o.conns, "threads": o.threads, "qps": o.latQPS,
 		"latency-connections": o.latConns, "resource-qps": o.resQPS, "workers": o.workers,
-		"server-connections": o.srvConns, "report-batch": o.batch, "outage-qps": o.outageQPS} {
+		"server-connections": o.srvConns, "server-qps": o.srvQPS, "report-batch": o.batch, "outage-qps": o.outageQPS} {
 		if n < 1 {
 			bad = append(bad, fmt.Errorf("-%s: must be at least 1, not %d", name, n))
 		}

@@ -174,19 +174,19 @@ func (e *env) plan() []step {
 		if o.section("server") {
 			steps = append(steps, step{
 				label:   fmt.Sprintf("server remora mixer (run %d/%d)", r, o.runs),
-				planned: 3*o.duration + 2*time.Second,
+				planned: 3*o.duration + 2*o.latDur + 2*time.Second,
 				run:     func(ctx context.Context) error { return e.measureMixer(ctx, r) },
 			}, step{
 				label:   fmt.Sprintf("server remora mixer, no decision cache (run %d/%d)", r, o.runs),
-				planned: 2*o.duration + 2*time.Second,
+				planned: 2*o.duration + 2*o.latDur + 2*time.Second,
 				run:     func(ctx context.Context) error { return e.measureMixerNoCache(ctx, r) },
 			}, step{
 				label:   fmt.Sprintf("server opa-envoy-plugin (run %d/%d)", r, o.runs),
-				planned: o.duration + 2*time.Second,
+				planned: o.duration + o.latDur + 2*time.Second,
 				run:     func(ctx context.Context) error { return e.measureOPAEnvoy(ctx, r) },
 			}, step{
 				label:   fmt.Sprintf("server opa run --server (run %d/%d)", r, o.runs),
-				planned: o.duration + 2*time.Second,
+				planned: o.duration + o.latDur + 2*time.Second,
 				run:     func(ctx context.Context) error { return e.measureOPA(ctx, r) },
 			})
 		}
