@@ -77,8 +77,8 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.srvQPS, "server-qps", 1000, "fixed rate of the server Check latency measurement (decisions/s, open loop, -latency-duration long)")
 	fs.IntVar(&o.batch, "report-batch", 100, "records per Report batch (Istio's default max_batch_entries)")
 	fs.StringVar(&o.cache, "cache", ".cache", "directory for installed peers and run files")
-	fs.StringVar(&o.remora, "remora", "", "remora binary (default: build ../cmd/remora into the cache)")
-	fs.StringVar(&o.sidecar, "remora-sidecar", "", "binary the remora proxies run (default: the sidecar build, go build -tags sidecar ../cmd/remora, into the cache); the mixer always runs -remora")
+	fs.StringVar(&o.remora, "remora", "", "remora binary (default: make build into the cache)")
+	fs.StringVar(&o.sidecar, "remora-sidecar", "", "binary the remora proxies run (default: the sidecar build, make build-sidecar, into the cache); the mixer always runs -remora")
 	fs.StringVar(&o.repo, "repo", "..", "the Remora repository (built when -remora is empty)")
 	fs.StringVar(&o.out, "out", "../docs/benchmarks.md", "Markdown results file (empty: print to stdout only)")
 	fs.StringVar(&o.img, "img", "../docs/img", "directory for the PNG charts")
@@ -310,14 +310,27 @@ func buildSidecar(ctx context.Context, o options, cache string) (string, error) 
 	exe := o.sidecar
 	if exe == "" {
 		exe = filepath.Join(cache, "remora-sidecar")
-		logf("building the remora sidecar build from %s", o.repo)
-		c := exec.CommandContext(ctx, "go", "build", "-tags", "sidecar", "-o", exe, "./cmd/remora")
-		c.Dir = o.repo
-		if out, err := c.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("build remora sidecar: %w: %s", err, out)
+		if err := makeTarget(ctx, o.repo, cache, "build-sidecar"); err != nil {
+			return "", err
 		}
 	}
 	return filepath.Abs(exe)
+}
+
+// makeTarget builds a binary of the repository into dir with its Makefile,
+// so that the harness measures what `make build` ships (tags, flags).
+func makeTarget(ctx context.Context, repo, dir, target string) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	logf("make %s in %s", target, repo)
+	c := exec.CommandContext(ctx, "make", "-s", target, "BIN="+dir)
+	c.Dir = repo
+	if out, err := c.CombinedOutput(); err != nil {
+		return fmt.Errorf("make %s: %w: %s", target, err, out)
+	}
+	return nil
 }
 
 // buildRemora returns the remora binary to measure and its version line.
@@ -325,11 +338,8 @@ func buildRemora(ctx context.Context, o options, cache string) (string, string, 
 	exe := o.remora
 	if exe == "" {
 		exe = filepath.Join(cache, "remora")
-		logf("building remora from %s", o.repo)
-		c := exec.CommandContext(ctx, "go", "build", "-o", exe, "./cmd/remora")
-		c.Dir = o.repo
-		if out, err := c.CombinedOutput(); err != nil {
-			return "", "", fmt.Errorf("build remora: %w: %s", err, out)
+		if err := makeTarget(ctx, o.repo, cache, "build"); err != nil {
+			return "", "", err
 		}
 	}
 	exe, err := filepath.Abs(exe)

@@ -57,7 +57,7 @@ func (e *env) markdown() string {
 		p("| %s | %s |\n", r[0], r[1])
 	}
 	p("\n### Versions\n\n| peer | version |\n|---|---|\n")
-	p("| remora | %s; the proxies run its sidecar build (`go build -tags sidecar`, the proxy without the mixer and OPA) |\n", e.remoraVersion)
+	p("| remora | %s; the proxies run its sidecar build (`make build-sidecar`, the proxy without the mixer and OPA) |\n", e.remoraVersion)
 	for _, n := range []string{"nginx", "haproxy", "caddy", "opa", "opa-envoy-plugin", "wrk", "fortio", "h2load"} {
 		v, ok := e.peers.version[n]
 		if !ok {
