@@ -34,7 +34,7 @@ build:
 ## build-sidecar: the sidecar build into ./bin/remora-sidecar: the same
 ## proxy without the mixer server, OPA and the demo (smaller, less memory)
 build-sidecar:
-	$(GO) build -tags 'sidecar $(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/remora-sidecar ./cmd/remora
+	$(GO) build -tags 'sidecar,$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN)/remora-sidecar ./cmd/remora
 
 ## demo: run mixer, sidecar and a sample upstream on loopback with sample traffic
 ## (DEMO_ARGS=--keep leaves them running until Ctrl-C)
@@ -52,8 +52,8 @@ race:
 	$(GO) test -race -count=1 ./...
 
 sidecar:
-	$(GO) vet -tags 'sidecar $(TAGS)' ./cmd/remora
-	$(GO) test -race -count=1 -tags 'sidecar $(TAGS)' ./cmd/remora
+	$(GO) vet -tags 'sidecar,$(TAGS)' ./cmd/remora
+	$(GO) test -race -count=1 -tags 'sidecar,$(TAGS)' ./cmd/remora
 
 # fuzz-smoke runs each Fuzz target for FUZZTIME. Targets are found in the
 # sources so that a new one is picked up without editing this file.
