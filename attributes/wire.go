@@ -211,53 +211,7 @@ func (d *ReportDecoder) decode(data []byte, fn func(i int, b Bag) error) error {
 	}
 	s := d.s
 	b := data // s and b hold the same bytes at the same offsets
-	var sem, gwc uint64
-	for off := 0; off < len(b); {
-		num, typ, n := consumeTag(b[off:])
-		if n < 0 {
-			return wireError(-1, fmt.Sprintf("report: tag at offset %d", off), n)
-		}
-		off += n
-		switch {
-		case num == reportAttributes && typ == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(b[off:])
-			if n < 0 {
-				return wireError(-1, fmt.Sprintf("report: attributes[%d]", len(d.records)), n)
-			}
-			end := off + n
-			d.records = append(d.records, [2]int{end - len(v), end})
-			off = end
-		case num == reportDefaultWords && typ == protowire.BytesType:
-			w, n, err := consumeString(s, b, off)
-			if err != nil {
-				return &DecodeError{Element: -1, Err: ErrWire, Detail: fmt.Sprintf("report: default_words[%d]: %v", len(d.words), err)}
-			}
-			d.words = append(d.words, w)
-			off += n
-		case (num == reportGlobalCount || num == reportSemantics) && typ == protowire.VarintType:
-			v, n := protowire.ConsumeVarint(b[off:])
-			if n < 0 {
-				return wireError(-1, fmt.Sprintf("report: field %d", num), n)
-			}
-			if num == reportGlobalCount {
-				gwc = v
-			} else {
-				sem = v
-			}
-			off += n
-		default:
-			n := skipField(num, typ, b[off:])
-			if n < 0 {
-				return wireError(-1, fmt.Sprintf("report: field %d", num), n)
-			}
-			off += n
-		}
-	}
-	semantics := mixerv1.ReportRequest_RepeatedAttributesSemantics(int32(sem))
-	if semantics != mixerv1.ReportRequest_DELTA_ENCODING && semantics != mixerv1.ReportRequest_INDEPENDENT_ENCODING {
-		return &DecodeError{Element: -1, Err: ErrValue, Detail: fmt.Sprintf("unknown repeated_attributes_semantics %d", semantics)}
-	}
-	wd, err := NewWordDecoder(uint32(gwc), nil)
+	wd, semantics, err := d.parseRequest(s, b)
 	if err != nil {
 		return err
 	}
@@ -287,6 +241,63 @@ func (d *ReportDecoder) decode(data []byte, fn func(i int, b Bag) error) error {
 		}
 	}
 	return nil
+}
+
+// parseRequest reads the ReportRequest fields of b (s holds the same bytes)
+// into d.records and d.words, checks the semantics and the global word
+// count, and returns a word decoder over the default words.
+func (d *ReportDecoder) parseRequest(s string, b []byte) (WordDecoder, mixerv1.ReportRequest_RepeatedAttributesSemantics, error) {
+	var sem, gwc uint64
+	for off := 0; off < len(b); {
+		num, typ, n := consumeTag(b[off:])
+		if n < 0 {
+			return WordDecoder{}, 0, wireError(-1, fmt.Sprintf("report: tag at offset %d", off), n)
+		}
+		off += n
+		switch {
+		case num == reportAttributes && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b[off:])
+			if n < 0 {
+				return WordDecoder{}, 0, wireError(-1, fmt.Sprintf("report: attributes[%d]", len(d.records)), n)
+			}
+			end := off + n
+			d.records = append(d.records, [2]int{end - len(v), end})
+			off = end
+		case num == reportDefaultWords && typ == protowire.BytesType:
+			w, n, err := consumeString(s, b, off)
+			if err != nil {
+				return WordDecoder{}, 0, &DecodeError{Element: -1, Err: ErrWire, Detail: fmt.Sprintf("report: default_words[%d]: %v", len(d.words), err)}
+			}
+			d.words = append(d.words, w)
+			off += n
+		case (num == reportGlobalCount || num == reportSemantics) && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b[off:])
+			if n < 0 {
+				return WordDecoder{}, 0, wireError(-1, fmt.Sprintf("report: field %d", num), n)
+			}
+			if num == reportGlobalCount {
+				gwc = v
+			} else {
+				sem = v
+			}
+			off += n
+		default:
+			n := skipField(num, typ, b[off:])
+			if n < 0 {
+				return WordDecoder{}, 0, wireError(-1, fmt.Sprintf("report: field %d", num), n)
+			}
+			off += n
+		}
+	}
+	semantics := mixerv1.ReportRequest_RepeatedAttributesSemantics(int32(sem))
+	if semantics != mixerv1.ReportRequest_DELTA_ENCODING && semantics != mixerv1.ReportRequest_INDEPENDENT_ENCODING {
+		return WordDecoder{}, 0, &DecodeError{Element: -1, Err: ErrValue, Detail: fmt.Sprintf("unknown repeated_attributes_semantics %d", semantics)}
+	}
+	wd, err := NewWordDecoder(uint32(gwc), nil)
+	if err != nil {
+		return WordDecoder{}, 0, err
+	}
+	return wd, semantics, nil
 }
 
 // parseRecord reads the CompressedAttributes at b[start:end] into d.local,

@@ -194,7 +194,7 @@ func reportHandler(srv any, ctx context.Context, dec func(any) error, intercepto
 
 // reportDecoders pools the decoders of Report batches; a decoder's buffers
 // grow to the largest batch it has seen.
-var reportDecoders = sync.Pool{New: func() any { return new(attributes.ReportDecoder) }}
+var reportDecoders = sync.Pool{New: func() any { return new(attributes.ProjectionDecoder) }}
 
 // Report is the MixerServer method for callers holding a decoded request
 // (the gRPC server itself uses reportWire): it re-encodes the request and
@@ -208,26 +208,29 @@ func (m *mixerService) Report(ctx context.Context, req *mixerv1.ReportRequest) (
 }
 
 // reportWire decodes every record of the batch in data (a ReportRequest's
-// wire bytes) and feeds them to telemetry. A batch with a malformed record
-// is rejected whole with INVALID_ARGUMENT naming the record, so that
-// nothing is counted twice when the client fixes and resends it. The bags
-// live in the pooled decoder's storage; telemetry copies what it keeps.
+// wire bytes) and feeds them to telemetry. Only the attributes the metrics
+// read are decoded (attributes.ProjectionDecoder), but every record is
+// checked whole: a batch with a malformed record is rejected whole with
+// INVALID_ARGUMENT naming the record, so that nothing is counted twice when
+// the client fixes and resends it. The values live in the pooled decoder's
+// storage and refer to data; telemetry copies what it keeps.
 func (m *mixerService) reportWire(_ context.Context, data []byte) (*mixerv1.ReportResponse, error) {
 	s := m.s
-	d := reportDecoders.Get().(*attributes.ReportDecoder)
+	d := reportDecoders.Get().(*attributes.ProjectionDecoder)
 	defer func() {
 		d.Reset()
 		reportDecoders.Put(d)
 	}()
-	// data is the message's own copy (serverCodec materializes it, Report
-	// marshals it): the decoder may keep referring to it.
-	bags, err := d.DecodeAllOwned(data)
+	// Only the attributes the metrics read are decoded (every record is
+	// checked whole). The values refer to data, which nobody modifies
+	// before this returns; telemetry copies what it keeps.
+	rows, n, err := d.Decode(data, s.tel.Projection())
 	if err != nil {
 		s.metrics.decodeErrors.WithLabelValues("report").Inc()
 		return nil, status.Error(codes.InvalidArgument, "mixer: report: "+err.Error())
 	}
-	s.tel.RecordBatch(bags)
-	s.metrics.records.Add(float64(len(bags)))
+	s.tel.RecordRows(rows, n)
+	s.metrics.records.Add(float64(n))
 	return &mixerv1.ReportResponse{}, nil
 }
 

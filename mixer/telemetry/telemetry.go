@@ -55,7 +55,8 @@ type Telemetry struct {
 	now     func() time.Time
 	log     *zap.Logger
 	scratch sync.Pool
-	slots   resolved     // names and fixed slots; vals unused
+	slots   resolved // names and fixed slots; vals unused
+	proj    *attributes.Projection
 	seed    maphash.Seed // of every metric's series hashes
 
 	seriesDesc, overflowDesc, expiredDesc *prometheus.Desc
@@ -157,6 +158,11 @@ func New(cfg Config, opts Options) (*Telemetry, error) {
 		t.metrics = append(t.metrics, boundMetric{m, matcher{protocols: mc.Protocols}})
 	}
 	t.resolveSlots()
+	proj, err := attributes.NewProjection(t.slots.names)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	t.proj = proj
 	t.scratch.New = func() any {
 		s := &scratch{rec: t.slots, keys: make([][]byte, t.sets), hashes: make([]uint64, t.sets), done: make([]bool, t.sets)}
 		s.rec.vals = make([]attributes.Value, len(t.slots.names))
@@ -199,7 +205,7 @@ func (t *Telemetry) resolveSlots() {
 // Record observes one record in every metric it matches.
 func (t *Telemetry) Record(b attributes.Bag) {
 	s := t.scratch.Get().(*scratch)
-	t.record(s, b, t.now().Unix())
+	t.recordBag(s, b, t.now().Unix())
 	t.scratch.Put(s)
 }
 
@@ -208,14 +214,44 @@ func (t *Telemetry) RecordBatch(bags []attributes.Bag) {
 	s := t.scratch.Get().(*scratch)
 	now := t.now().Unix()
 	for _, b := range bags {
-		t.record(s, b, now)
+		t.recordBag(s, b, now)
 	}
 	t.scratch.Put(s)
 }
 
-func (t *Telemetry) record(s *scratch, b attributes.Bag, now int64) {
+// Projection returns the attributes the metrics read, for a
+// ProjectionDecoder whose rows RecordRows takes.
+func (t *Telemetry) Projection() *attributes.Projection { return t.proj }
+
+// RecordRows observes n records given as the rows of t.Projection():
+// rows[i*len(t.Projection().Names())+c] is record i's value of column c,
+// the zero Value when absent. It is RecordBatch without bags: the same
+// records give the same metrics. The rows are only read, and not retained.
+func (t *Telemetry) RecordRows(rows []attributes.Value, n int) {
+	k := len(t.slots.names)
+	if k > 0 {
+		n = min(n, len(rows)/k)
+	}
+	s := t.scratch.Get().(*scratch)
+	now := t.now().Unix()
+	own := s.rec.vals
+	for i := range n {
+		s.rec.vals = rows[i*k : (i+1)*k : (i+1)*k]
+		t.record(s, now)
+	}
+	s.rec.vals = own
+	t.scratch.Put(s)
+}
+
+// recordBag observes the record b.
+func (t *Telemetry) recordBag(s *scratch, b attributes.Bag, now int64) {
+	s.rec.fill(b)
+	t.record(s, now)
+}
+
+// record observes the record whose values s.rec holds.
+func (t *Telemetry) record(s *scratch, now int64) {
 	rec := &s.rec
-	rec.fill(b)
 	var proto, event string
 	if v, ok := rec.get(rec.proto); ok {
 		proto = v.StringValue()
