@@ -174,6 +174,9 @@ func wireError(element int, detail string, n int) error {
 // consumeTag reads a tag as protobuf-go does, rejecting field numbers
 // beyond the valid range.
 func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	if len(b) > 0 && b[0] < 0x80 && b[0] >= 1<<3 { // one byte, field number >= 1
+		return protowire.Number(b[0] >> 3), protowire.Type(b[0] & 7), 1
+	}
 	num, typ, n := protowire.ConsumeTag(b)
 	if n >= 0 && num > protowire.MaxValidNumber {
 		return 0, 0, -1 // protowire.ParseError(-1) is "unexpected EOF"; the detail names the place
@@ -181,10 +184,27 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 	return num, typ, n
 }
 
+// consumeVarint is protowire.ConsumeVarint with the one-byte case inline.
+func consumeVarint(b []byte) (uint64, int) {
+	if len(b) > 0 && b[0] < 0x80 {
+		return uint64(b[0]), 1
+	}
+	return protowire.ConsumeVarint(b)
+}
+
+// consumeBytes is protowire.ConsumeBytes with a one-byte length inline.
+func consumeBytes(b []byte) ([]byte, int) {
+	if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
+		n := int(b[0])
+		return b[1 : 1+n : 1+n], 1 + n
+	}
+	return protowire.ConsumeBytes(b)
+}
+
 // consumeString reads a length-delimited proto3 string at s[off:] (b is s
 // as bytes) and returns it as a substring of s.
 func consumeString(s string, b []byte, off int) (string, int, error) {
-	v, n := protowire.ConsumeBytes(b[off:])
+	v, n := consumeBytes(b[off:])
 	if n < 0 {
 		return "", 0, protowire.ParseError(n)
 	}
@@ -256,7 +276,7 @@ func (d *ReportDecoder) parseRequest(s string, b []byte) (WordDecoder, mixerv1.R
 		off += n
 		switch {
 		case num == reportAttributes && typ == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(b[off:])
+			v, n := consumeBytes(b[off:])
 			if n < 0 {
 				return WordDecoder{}, 0, wireError(-1, fmt.Sprintf("report: attributes[%d]", len(d.records)), n)
 			}
@@ -271,7 +291,7 @@ func (d *ReportDecoder) parseRequest(s string, b []byte) (WordDecoder, mixerv1.R
 			d.words = append(d.words, w)
 			off += n
 		case (num == reportGlobalCount || num == reportSemantics) && typ == protowire.VarintType:
-			v, n := protowire.ConsumeVarint(b[off:])
+			v, n := consumeVarint(b[off:])
 			if n < 0 {
 				return WordDecoder{}, 0, wireError(-1, fmt.Sprintf("report: field %d", num), n)
 			}
@@ -321,7 +341,7 @@ func (d *ReportDecoder) parseRecord(s string, b []byte, start, end, element int)
 			d.local = append(d.local, w)
 			off += n
 		case num >= caStrings && num <= caStringMaps && typ == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(rb[off:])
+			v, n := consumeBytes(rb[off:])
 			if n < 0 {
 				return wireError(element, caFields[num].name, n)
 			}
@@ -356,7 +376,7 @@ func (d *ReportDecoder) parseEntry(s string, b []byte, off int, field uint8) err
 		switch {
 		case num == 1 && typ == protowire.VarintType:
 			var v uint64
-			v, n = protowire.ConsumeVarint(b[off:])
+			v, n = consumeVarint(b[off:])
 			a.key = int32(protowire.DecodeZigZag(v & math.MaxUint32))
 		case num != 2:
 			known = false
@@ -369,7 +389,7 @@ func (d *ReportDecoder) parseEntry(s string, b []byte, off int, field uint8) err
 		case field == caBytes:
 			if known = typ == protowire.BytesType; known {
 				var v []byte
-				v, n = protowire.ConsumeBytes(b[off:])
+				v, n = consumeBytes(b[off:])
 				if n >= 0 {
 					vs := off + n - len(v)
 					a.s = s[vs : vs+len(v)]
@@ -378,7 +398,7 @@ func (d *ReportDecoder) parseEntry(s string, b []byte, off int, field uint8) err
 		case field == caTimestamps || field == caDurations:
 			if known = typ == protowire.BytesType; known {
 				var v []byte
-				v, n = protowire.ConsumeBytes(b[off:])
+				v, n = consumeBytes(b[off:])
 				if n >= 0 {
 					if err := parseSecondsNanos(v, &a.n, &a.nanos); err != nil {
 						return err
@@ -388,7 +408,7 @@ func (d *ReportDecoder) parseEntry(s string, b []byte, off int, field uint8) err
 		case field == caStringMaps:
 			if known = typ == protowire.BytesType; known {
 				var v []byte
-				v, n = protowire.ConsumeBytes(b[off:])
+				v, n = consumeBytes(b[off:])
 				if n >= 0 {
 					if err := d.parseStringMap(v); err != nil {
 						return err
@@ -398,7 +418,7 @@ func (d *ReportDecoder) parseEntry(s string, b []byte, off int, field uint8) err
 		default: // strings, int64s, bools
 			if known = typ == protowire.VarintType; known {
 				var v uint64
-				v, n = protowire.ConsumeVarint(b[off:])
+				v, n = consumeVarint(b[off:])
 				switch field {
 				case caStrings:
 					a.n = int64(int32(protowire.DecodeZigZag(v & math.MaxUint32)))
@@ -436,7 +456,7 @@ func parseSecondsNanos(b []byte, sec *int64, nanos *int32) error {
 		off += n
 		if (num == 1 || num == 2) && typ == protowire.VarintType {
 			var v uint64
-			v, n = protowire.ConsumeVarint(b[off:])
+			v, n = consumeVarint(b[off:])
 			if num == 1 {
 				*sec = int64(v)
 			} else {
@@ -468,7 +488,7 @@ func (d *ReportDecoder) parseStringMap(b []byte) error {
 			off += n
 			continue
 		}
-		e, n := protowire.ConsumeBytes(b[off:])
+		e, n := consumeBytes(b[off:])
 		if n < 0 {
 			return protowire.ParseError(n)
 		}
@@ -482,7 +502,7 @@ func (d *ReportDecoder) parseStringMap(b []byte) error {
 			eo += n
 			if (num == 1 || num == 2) && typ == protowire.VarintType {
 				var v uint64
-				v, n = protowire.ConsumeVarint(e[eo:])
+				v, n = consumeVarint(e[eo:])
 				kv[num-1] = int32(protowire.DecodeZigZag(v & math.MaxUint32))
 			} else {
 				n = skipField(num, typ, e[eo:])

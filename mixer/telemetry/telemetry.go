@@ -226,7 +226,9 @@ func (t *Telemetry) Projection() *attributes.Projection { return t.proj }
 // RecordRows observes n records given as the rows of t.Projection():
 // rows[i*len(t.Projection().Names())+c] is record i's value of column c,
 // the zero Value when absent. It is RecordBatch without bags: the same
-// records give the same metrics. The rows are only read, and not retained.
+// records give the same metrics. Every string in rows must be valid UTF-8
+// (a decoder's are: protobuf strings are checked). The rows are only read,
+// and not retained.
 func (t *Telemetry) RecordRows(rows []attributes.Value, n int) {
 	k := len(t.slots.names)
 	if k > 0 {
@@ -235,11 +237,12 @@ func (t *Telemetry) RecordRows(rows []attributes.Value, n int) {
 	s := t.scratch.Get().(*scratch)
 	now := t.now().Unix()
 	own := s.rec.vals
+	s.rec.utf8 = true // a decoder's words are checked UTF-8
 	for i := range n {
 		s.rec.vals = rows[i*k : (i+1)*k : (i+1)*k]
 		t.record(s, now)
 	}
-	s.rec.vals = own
+	s.rec.vals, s.rec.utf8 = own, false
 	t.scratch.Put(s)
 }
 
