@@ -346,7 +346,10 @@ func (d *ReportDecoder) parseRecord(s string, b []byte, start, end, element int)
 				return wireError(element, caFields[num].name, n)
 			}
 			vs := off + n - len(v)
-			if err := d.parseEntry(s, rb[:vs+len(v)], vs, uint8(num)); err != nil {
+			if a, ok := scalarEntry(v, uint8(num)); ok {
+				a.kv = [2]int32{int32(len(d.pairs)), int32(len(d.pairs))}
+				d.raw = append(d.raw, a)
+			} else if err := d.parseEntry(s, rb[:vs+len(v)], vs, uint8(num)); err != nil {
 				return &DecodeError{Element: element, Field: caFields[num].name, Err: ErrWire, Detail: err.Error()}
 			}
 			off += n
@@ -445,6 +448,80 @@ func (d *ReportDecoder) parseEntry(s string, b []byte, off int, field uint8) err
 	return nil
 }
 
+// scalarEntry reads the map entry e of a strings, int64s, bools or doubles
+// map when it has the canonical shape every encoder writes: key (field 1,
+// varint) then value (field 2), nothing else. ok is false for any other
+// entry, which parseEntry then reads by the general rules (with the same
+// result for canonical entries).
+func scalarEntry(e []byte, field uint8) (a rawAttr, ok bool) {
+	if len(e) < 4 || e[0] != 1<<3|byte(protowire.VarintType) {
+		return a, false
+	}
+	k, n := consumeVarint(e[1:])
+	if n < 0 {
+		return a, false
+	}
+	a.key = int32(protowire.DecodeZigZag(k & math.MaxUint32))
+	a.field = field
+	off := 1 + n
+	if off >= len(e) {
+		return a, false
+	}
+	tag := e[off]
+	off++
+	switch field {
+	case caStrings, caInt64s, caBools:
+		if tag != 2<<3|byte(protowire.VarintType) {
+			return a, false
+		}
+		v, n := consumeVarint(e[off:])
+		if n < 0 {
+			return a, false
+		}
+		off += n
+		switch field {
+		case caStrings:
+			a.n = int64(int32(protowire.DecodeZigZag(v & math.MaxUint32)))
+		case caInt64s:
+			a.n = int64(v)
+		default:
+			if v != 0 {
+				a.n = 1
+			}
+		}
+	case caDoubles:
+		if tag != 2<<3|byte(protowire.Fixed64Type) || len(e)-off < 8 {
+			return a, false
+		}
+		v, _ := protowire.ConsumeFixed64(e[off:])
+		a.n = int64(v)
+		off += 8
+	default:
+		return a, false
+	}
+	return a, off == len(e)
+}
+
+// canonicalPair reads a StringMap entry of the canonical shape, key (field
+// 1, varint) then value (field 2, varint) and nothing else, as the general
+// loop of parseStringMap would; ok is false for any other entry.
+func canonicalPair(e []byte) (kv [2]int32, ok bool) {
+	if len(e) < 4 || e[0] != 1<<3|byte(protowire.VarintType) {
+		return kv, false
+	}
+	k, n := consumeVarint(e[1:])
+	if n < 0 || 1+n >= len(e) || e[1+n] != 2<<3|byte(protowire.VarintType) {
+		return kv, false
+	}
+	v, m := consumeVarint(e[2+n:])
+	if m < 0 || 2+n+m != len(e) {
+		return kv, false
+	}
+	kv[0] = int32(protowire.DecodeZigZag(k & math.MaxUint32))
+	kv[1] = int32(protowire.DecodeZigZag(v & math.MaxUint32))
+	return kv, true
+}
+
 // parseSecondsNanos merges a Timestamp or Duration message into
 // seconds and nanos.
 func parseSecondsNanos(b []byte, sec *int64, nanos *int32) error {
@@ -493,6 +570,10 @@ func (d *ReportDecoder) parseStringMap(b []byte) error {
 			return protowire.ParseError(n)
 		}
 		off += n
+		if kv, ok := canonicalPair(e); ok {
+			d.pairs = append(d.pairs, kv)
+			continue
+		}
 		var kv [2]int32
 		for eo := 0; eo < len(e); {
 			num, typ, n := consumeTag(e[eo:])
