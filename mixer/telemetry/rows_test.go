@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,7 +31,7 @@ func rowsConfig() Config {
 }
 
 // ingestBoth feeds the Report request in data to two Telemetry instances:
-// one through ReportDecoder and RecordBatch (the oracle), one through a
+// one through ReportDecoder and Record (the oracle), one through a
 // ProjectionDecoder and RecordRows. It fails the test unless both reject
 // the request with the same error or export the same metrics.
 func ingestBoth(t testing.TB, oracle, fast *Telemetry, d *attributes.ProjectionDecoder, data []byte) error {
@@ -44,7 +45,9 @@ func ingestBoth(t testing.TB, oracle, fast *Telemetry, d *attributes.ProjectionD
 	if err != nil {
 		return err
 	}
-	oracle.RecordBatch(bags)
+	for _, b := range bags {
+		oracle.Record(b) // one by one: no batch series cache
+	}
 	fast.RecordRows(rows, n)
 	d.Reset()
 	if got, want := gather(t, fast), gather(t, oracle); !bytes.Equal(got, want) {
@@ -99,7 +102,7 @@ func rowsRecords() []attributes.Bag {
 	return bags
 }
 
-func TestRecordRowsMatchesRecordBatch(t *testing.T) {
+func TestRecordRowsMatchesRecord(t *testing.T) {
 	c := &clock{t: time.Unix(1_700_000_000, 0)}
 	bags := rowsRecords()
 	for _, sem := range []mixerv1.ReportRequest_RepeatedAttributesSemantics{mixerv1.ReportRequest_DELTA_ENCODING, mixerv1.ReportRequest_INDEPENDENT_ENCODING} {
@@ -137,4 +140,27 @@ func FuzzRecordRows(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_ = ingestBoth(t, oracle, fast, &d, data)
 	})
+}
+
+// TestRecordBatchSeriesCache: within a batch, records repeating a label
+// combination reuse its series; across batches, a series that expired in
+// between is created anew rather than observed into.
+func TestRecordBatchSeriesCache(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	cfg := Config{SeriesExpiry: 0}
+	tel := newTelemetry(t, cfg, c.Now)
+	a, b := httpRecord(200, time.Millisecond), httpRecord(404, time.Millisecond)
+	tel.RecordBatch([]attributes.Bag{a, b, a, a, b})
+	c.Advance(DefaultSeriesExpiry + time.Minute)
+	tel.Expire()
+	tel.RecordBatch([]attributes.Bag{a})
+	got := string(gather(t, tel))
+	for _, want := range []string{`istio_requests_total ["destination" "productpage-v1" "default" "spiffe://cluster.local/ns/default/sa/productpage" "productpage" "v1" "reviews-v2" "default" "spiffe://cluster.local/ns/default/sa/reviews" "reviews" "v2" "reviews.default.svc.cluster.local" "reviews" "default" "http" "200" "" "-" "mutual_tls"] 1 0`} {
+		if !strings.Contains(got, want) {
+			t.Fatalf("missing %s in\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, `"404"`) {
+		t.Fatalf("the expired 404 series is still there:\n%s", got)
+	}
 }

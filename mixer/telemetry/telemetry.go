@@ -69,6 +69,18 @@ type scratch struct {
 	keys   [][]byte
 	hashes []uint64 // of keys: metrics sharing a label set hash its key once
 	done   []bool
+	cache  []seriesCache // by metric, for the records of one batch
+	batch  bool          // cache is in use (cleared when the batch ends)
+}
+
+// startBatch turns the series cache on for the records of one batch.
+func (s *scratch) startBatch() { s.batch = true }
+
+// endBatch forgets the batch's series, so that no pooled scratch keeps an
+// expired series alive or observes into it.
+func (s *scratch) endBatch() {
+	clear(s.cache)
+	s.batch = false
 }
 
 var _ prometheus.Collector = (*Telemetry)(nil)
@@ -164,7 +176,8 @@ func New(cfg Config, opts Options) (*Telemetry, error) {
 	}
 	t.proj = proj
 	t.scratch.New = func() any {
-		s := &scratch{rec: t.slots, keys: make([][]byte, t.sets), hashes: make([]uint64, t.sets), done: make([]bool, t.sets)}
+		s := &scratch{rec: t.slots, keys: make([][]byte, t.sets), hashes: make([]uint64, t.sets), done: make([]bool, t.sets),
+			cache: make([]seriesCache, len(t.metrics))}
 		s.rec.vals = make([]attributes.Value, len(t.slots.names))
 		for i := range s.keys {
 			s.keys[i] = make([]byte, 0, 512)
@@ -213,9 +226,11 @@ func (t *Telemetry) Record(b attributes.Bag) {
 func (t *Telemetry) RecordBatch(bags []attributes.Bag) {
 	s := t.scratch.Get().(*scratch)
 	now := t.now().Unix()
+	s.startBatch()
 	for _, b := range bags {
 		t.recordBag(s, b, now)
 	}
+	s.endBatch()
 	t.scratch.Put(s)
 }
 
@@ -238,10 +253,12 @@ func (t *Telemetry) RecordRows(rows []attributes.Value, n int) {
 	now := t.now().Unix()
 	own := s.rec.vals
 	s.rec.utf8 = true // a decoder's words are checked UTF-8
+	s.startBatch()
 	for i := range n {
 		s.rec.vals = rows[i*k : (i+1)*k : (i+1)*k]
 		t.record(s, now)
 	}
+	s.endBatch()
 	s.rec.vals, s.rec.utf8 = own, false
 	t.scratch.Put(s)
 }
@@ -280,7 +297,11 @@ func (t *Telemetry) record(s *scratch, now int64) {
 			s.hashes[id] = maphash.Bytes(t.seed, s.keys[id])
 			s.done[id] = true
 		}
-		m.observe(s.keys[id], s.hashes[id], v, now)
+		var c *seriesCache
+		if s.batch {
+			c = &s.cache[i]
+		}
+		m.observeIn(c, s.keys[id], s.hashes[id], v, now)
 	}
 }
 
