@@ -94,13 +94,15 @@ func (d *ProjectionDecoder) Decode(data []byte, p *Projection) (rows []Value, n 
 		return rows, n, nil
 	}
 	d.slow = true
+	clear(d.rows) // what the fast path wrote: spare rows stay zero
+	d.rows = d.rows[:0]
 	bags, err := d.full.DecodeAllOwned(data)
 	if err != nil {
 		d.Reset()
 		return nil, 0, err
 	}
 	k := len(p.names)
-	d.rows = growValues(d.rows, len(bags)*k)
+	d.rows = d.growRows(len(bags) * k)
 	for i, b := range bags {
 		row := d.rows[i*k : (i+1)*k]
 		for c, name := range p.names {
@@ -123,14 +125,13 @@ func (d *ProjectionDecoder) Reset() {
 	d.local = d.local[:0]
 }
 
-// growValues returns vs resized to n zero values.
-func growValues(vs []Value, n int) []Value {
-	if cap(vs) < n {
+// growRows returns d.rows resized to n values, all zero: Reset clears the
+// rows it drops, so the spare capacity is always zero.
+func (d *ProjectionDecoder) growRows(n int) []Value {
+	if cap(d.rows) < n {
 		return make([]Value, n)
 	}
-	vs = vs[:n]
-	clear(vs)
-	return vs
+	return d.rows[:n]
 }
 
 // fast decodes data when every record is well formed, uses the default
@@ -148,7 +149,7 @@ func (d *ProjectionDecoder) fast(data []byte, p *Projection) (rows []Value, n in
 	wd.local = words
 	delta := semantics == mixerv1.ReportRequest_DELTA_ENCODING
 	k := len(p.names)
-	d.rows = growValues(d.rows, len(f.records)*k)
+	d.rows = d.growRows(len(f.records) * k)
 	if cap(d.local) < len(words) {
 		d.local = make([]localName, len(words))
 	}
