@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/protobuf/encoding/protowire"
+
 	mixerv1 "github.com/remora-mesh/remora/proto/mixer/v1"
 )
 
@@ -159,9 +161,6 @@ func (d *ProjectionDecoder) fast(data []byte, p *Projection) (rows []Value, n in
 		d.gen = 0
 	}
 	for i, r := range f.records {
-		if err := f.parseRecord(f.s, data, r[0], r[1], i); err != nil || len(f.local) > 0 {
-			return nil, 0, false
-		}
 		row := d.rows[i*k : (i+1)*k : (i+1)*k]
 		if delta && i > 0 {
 			copy(row, d.rows[(i-1)*k:i*k])
@@ -170,13 +169,58 @@ func (d *ProjectionDecoder) fast(data []byte, p *Projection) (rows []Value, n in
 			clear(d.stamp)
 			d.gen = 1
 		}
-		for j := range f.raw {
-			if !d.attribute(&f.raw[j], wd, p, row) {
-				return nil, 0, false
-			}
+		if !d.record(data, r[0], r[1], wd, p, row) {
+			return nil, 0, false
 		}
 	}
 	return d.rows, len(f.records), true
+}
+
+// record reads the CompressedAttributes at data[start:end] as
+// ReportDecoder.parseRecord does, and checks each attribute as soon as it
+// is read: this path gives way at the first irregularity (a wire error, a
+// word list of the record's own, an attribute sent twice), so that it
+// never needs what comes later in the record to judge what came before.
+func (d *ProjectionDecoder) record(data []byte, start, end int, wd WordDecoder, p *Projection, row []Value) bool {
+	f := &d.full
+	f.raw, f.pairs = f.raw[:0], f.pairs[:0]
+	rb := data[:end]
+	for off := start; off < end; {
+		num, typ, n := consumeTag(rb[off:])
+		if n < 0 {
+			return false
+		}
+		off += n
+		switch {
+		case num == caWords && typ == protowire.BytesType:
+			return false // the record's own words: ReportDecoder
+		case num >= caStrings && num <= caStringMaps && typ == protowire.BytesType:
+			v, n := consumeBytes(rb[off:])
+			if n < 0 {
+				return false
+			}
+			vs := off + n - len(v)
+			off += n
+			if a, ok := scalarEntry(v, uint8(num)); ok {
+				if !d.attribute(&a, wd, p, row) {
+					return false
+				}
+				continue
+			}
+			if err := f.parseEntry(f.s, rb[:vs+len(v)], vs, uint8(num)); err != nil {
+				return false
+			}
+			if !d.attribute(&f.raw[len(f.raw)-1], wd, p, row) {
+				return false
+			}
+		default:
+			if n = skipField(num, typ, rb[off:]); n < 0 {
+				return false
+			}
+			off += n
+		}
+	}
+	return true
 }
 
 // attribute checks one map entry of a record as ReportDecoder.resolve and
