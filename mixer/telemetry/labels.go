@@ -47,8 +47,8 @@ func (ls *labelSet) appendKey(dst []byte, b *resolved) []byte {
 			dst = append(dst, securityPolicy(b)...)
 		default:
 			found := false
-			for _, r := range l.refs {
-				if dst, found = appendAttr(dst, b, r); found {
+			for ri := range l.refs {
+				if dst, found = appendAttr(dst, b, &l.refs[ri]); found {
 					break
 				}
 			}
@@ -85,7 +85,7 @@ func securityPolicy(b *resolved) string {
 
 // appendAttr appends the value r names, reporting whether it was present
 // and printable.
-func appendAttr(dst []byte, b *resolved, r attrRef) ([]byte, bool) {
+func appendAttr(dst []byte, b *resolved, r *attrRef) ([]byte, bool) {
 	v, ok := b.get(r.slot)
 	if !ok {
 		return dst, false
