@@ -125,6 +125,13 @@ func (d *ProjectionDecoder) Reset() {
 	}
 	clear(d.local)
 	d.local = d.local[:0]
+	// A decoder in a pool keeps its buffers; not those of a huge word list.
+	if cap(d.local) > maxRetainedEntries {
+		d.local = nil
+	}
+	if len(d.stamp) > int(globalNames)+maxRetainedEntries {
+		d.stamp = nil
+	}
 }
 
 // growRows returns d.rows resized to n values, all zero: Reset clears the
