@@ -266,14 +266,21 @@ func (d *ProjectionDecoder) attribute(a *rawAttr, wd WordDecoder, p *Projection,
 	default:
 		return false
 	}
-	if col < 0 && a.field == caStringMaps {
-		// Nobody reads the map: check its words without building it.
-		for _, kv := range d.full.pairs[a.kv[0]:a.kv[1]] {
-			if !wd.valid(kv[0]) || !wd.valid(kv[1]) {
-				return false
+	if col < 0 {
+		// Nobody reads the value: check it without building it.
+		switch a.field {
+		case caInt64s, caDoubles, caBools:
+			return true
+		case caStrings:
+			return wd.valid(int32(a.n))
+		case caStringMaps:
+			for _, kv := range d.full.pairs[a.kv[0]:a.kv[1]] {
+				if !wd.valid(kv[0]) || !wd.valid(kv[1]) {
+					return false
+				}
 			}
+			return true
 		}
-		return true
 	}
 	v, err := d.full.value(a, wd, skipFail)
 	if err != nil {
