@@ -189,6 +189,15 @@ func consumeVarint(b []byte) (uint64, int) {
 	if len(b) > 0 && b[0] < 0x80 {
 		return uint64(b[0]), 1
 	}
+	return consumeVarint2(b)
+}
+
+// consumeVarint2 is protowire.ConsumeVarint with the two-byte case (every
+// word index of the global dictionary) first.
+func consumeVarint2(b []byte) (uint64, int) {
+	if len(b) > 1 && b[1] < 0x80 {
+		return uint64(b[0]&0x7f) | uint64(b[1])<<7, 2
+	}
 	return protowire.ConsumeVarint(b)
 }
 
