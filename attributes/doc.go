@@ -14,4 +14,11 @@
 // the generated types, into bags whose storage is reused from batch to
 // batch (see their ownership rules). FuzzDecodeReportWire holds it to the
 // same results as proto.Unmarshal followed by DecodeReport.
+//
+// A server that reads only some attributes uses a third: a Projection names
+// them once (resolved to global dictionary indexes), and ProjectionDecoder
+// checks every record as ReportDecoder does but returns only the projected
+// values, one row per record, building no bag and resolving nothing else.
+// It hands anything unusual, and every error, to ReportDecoder, and
+// FuzzProjectionDecoder holds it to ReportDecoder's values and errors.
 package attributes

@@ -174,6 +174,9 @@ func wireError(element int, detail string, n int) error {
 // consumeTag reads a tag as protobuf-go does, rejecting field numbers
 // beyond the valid range.
 func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	if len(b) > 0 && b[0] < 0x80 && b[0] >= 1<<3 { // one byte, field number >= 1
+		return protowire.Number(b[0] >> 3), protowire.Type(b[0] & 7), 1
+	}
 	num, typ, n := protowire.ConsumeTag(b)
 	if n >= 0 && num > protowire.MaxValidNumber {
 		return 0, 0, -1 // protowire.ParseError(-1) is "unexpected EOF"; the detail names the place
@@ -181,10 +184,36 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 	return num, typ, n
 }
 
+// consumeVarint is protowire.ConsumeVarint with the one-byte case inline.
+func consumeVarint(b []byte) (uint64, int) {
+	if len(b) > 0 && b[0] < 0x80 {
+		return uint64(b[0]), 1
+	}
+	return consumeVarint2(b)
+}
+
+// consumeVarint2 is protowire.ConsumeVarint with the two-byte case (every
+// word index of the global dictionary) first.
+func consumeVarint2(b []byte) (uint64, int) {
+	if len(b) > 1 && b[1] < 0x80 {
+		return uint64(b[0]&0x7f) | uint64(b[1])<<7, 2
+	}
+	return protowire.ConsumeVarint(b)
+}
+
+// consumeBytes is protowire.ConsumeBytes with a one-byte length inline.
+func consumeBytes(b []byte) ([]byte, int) {
+	if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
+		n := int(b[0])
+		return b[1 : 1+n : 1+n], 1 + n
+	}
+	return protowire.ConsumeBytes(b)
+}
+
 // consumeString reads a length-delimited proto3 string at s[off:] (b is s
 // as bytes) and returns it as a substring of s.
 func consumeString(s string, b []byte, off int) (string, int, error) {
-	v, n := protowire.ConsumeBytes(b[off:])
+	v, n := consumeBytes(b[off:])
 	if n < 0 {
 		return "", 0, protowire.ParseError(n)
 	}
@@ -211,53 +240,7 @@ func (d *ReportDecoder) decode(data []byte, fn func(i int, b Bag) error) error {
 	}
 	s := d.s
 	b := data // s and b hold the same bytes at the same offsets
-	var sem, gwc uint64
-	for off := 0; off < len(b); {
-		num, typ, n := consumeTag(b[off:])
-		if n < 0 {
-			return wireError(-1, fmt.Sprintf("report: tag at offset %d", off), n)
-		}
-		off += n
-		switch {
-		case num == reportAttributes && typ == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(b[off:])
-			if n < 0 {
-				return wireError(-1, fmt.Sprintf("report: attributes[%d]", len(d.records)), n)
-			}
-			end := off + n
-			d.records = append(d.records, [2]int{end - len(v), end})
-			off = end
-		case num == reportDefaultWords && typ == protowire.BytesType:
-			w, n, err := consumeString(s, b, off)
-			if err != nil {
-				return &DecodeError{Element: -1, Err: ErrWire, Detail: fmt.Sprintf("report: default_words[%d]: %v", len(d.words), err)}
-			}
-			d.words = append(d.words, w)
-			off += n
-		case (num == reportGlobalCount || num == reportSemantics) && typ == protowire.VarintType:
-			v, n := protowire.ConsumeVarint(b[off:])
-			if n < 0 {
-				return wireError(-1, fmt.Sprintf("report: field %d", num), n)
-			}
-			if num == reportGlobalCount {
-				gwc = v
-			} else {
-				sem = v
-			}
-			off += n
-		default:
-			n := skipField(num, typ, b[off:])
-			if n < 0 {
-				return wireError(-1, fmt.Sprintf("report: field %d", num), n)
-			}
-			off += n
-		}
-	}
-	semantics := mixerv1.ReportRequest_RepeatedAttributesSemantics(int32(sem))
-	if semantics != mixerv1.ReportRequest_DELTA_ENCODING && semantics != mixerv1.ReportRequest_INDEPENDENT_ENCODING {
-		return &DecodeError{Element: -1, Err: ErrValue, Detail: fmt.Sprintf("unknown repeated_attributes_semantics %d", semantics)}
-	}
-	wd, err := NewWordDecoder(uint32(gwc), nil)
+	wd, semantics, err := d.parseRequest(s, b)
 	if err != nil {
 		return err
 	}
@@ -289,6 +272,63 @@ func (d *ReportDecoder) decode(data []byte, fn func(i int, b Bag) error) error {
 	return nil
 }
 
+// parseRequest reads the ReportRequest fields of b (s holds the same bytes)
+// into d.records and d.words, checks the semantics and the global word
+// count, and returns a word decoder over the default words.
+func (d *ReportDecoder) parseRequest(s string, b []byte) (WordDecoder, mixerv1.ReportRequest_RepeatedAttributesSemantics, error) {
+	var sem, gwc uint64
+	for off := 0; off < len(b); {
+		num, typ, n := consumeTag(b[off:])
+		if n < 0 {
+			return WordDecoder{}, 0, wireError(-1, fmt.Sprintf("report: tag at offset %d", off), n)
+		}
+		off += n
+		switch {
+		case num == reportAttributes && typ == protowire.BytesType:
+			v, n := consumeBytes(b[off:])
+			if n < 0 {
+				return WordDecoder{}, 0, wireError(-1, fmt.Sprintf("report: attributes[%d]", len(d.records)), n)
+			}
+			end := off + n
+			d.records = append(d.records, [2]int{end - len(v), end})
+			off = end
+		case num == reportDefaultWords && typ == protowire.BytesType:
+			w, n, err := consumeString(s, b, off)
+			if err != nil {
+				return WordDecoder{}, 0, &DecodeError{Element: -1, Err: ErrWire, Detail: fmt.Sprintf("report: default_words[%d]: %v", len(d.words), err)}
+			}
+			d.words = append(d.words, w)
+			off += n
+		case (num == reportGlobalCount || num == reportSemantics) && typ == protowire.VarintType:
+			v, n := consumeVarint(b[off:])
+			if n < 0 {
+				return WordDecoder{}, 0, wireError(-1, fmt.Sprintf("report: field %d", num), n)
+			}
+			if num == reportGlobalCount {
+				gwc = v
+			} else {
+				sem = v
+			}
+			off += n
+		default:
+			n := skipField(num, typ, b[off:])
+			if n < 0 {
+				return WordDecoder{}, 0, wireError(-1, fmt.Sprintf("report: field %d", num), n)
+			}
+			off += n
+		}
+	}
+	semantics := mixerv1.ReportRequest_RepeatedAttributesSemantics(int32(sem))
+	if semantics != mixerv1.ReportRequest_DELTA_ENCODING && semantics != mixerv1.ReportRequest_INDEPENDENT_ENCODING {
+		return WordDecoder{}, 0, &DecodeError{Element: -1, Err: ErrValue, Detail: fmt.Sprintf("unknown repeated_attributes_semantics %d", semantics)}
+	}
+	wd, err := NewWordDecoder(uint32(gwc), nil)
+	if err != nil {
+		return WordDecoder{}, 0, err
+	}
+	return wd, semantics, nil
+}
+
 // parseRecord reads the CompressedAttributes at b[start:end] into d.local,
 // d.raw and d.pairs, checking the wire format only.
 func (d *ReportDecoder) parseRecord(s string, b []byte, start, end, element int) error {
@@ -310,12 +350,15 @@ func (d *ReportDecoder) parseRecord(s string, b []byte, start, end, element int)
 			d.local = append(d.local, w)
 			off += n
 		case num >= caStrings && num <= caStringMaps && typ == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(rb[off:])
+			v, n := consumeBytes(rb[off:])
 			if n < 0 {
 				return wireError(element, caFields[num].name, n)
 			}
 			vs := off + n - len(v)
-			if err := d.parseEntry(s, rb[:vs+len(v)], vs, uint8(num)); err != nil {
+			if a, ok := scalarEntry(v, uint8(num)); ok {
+				a.kv = [2]int32{int32(len(d.pairs)), int32(len(d.pairs))}
+				d.raw = append(d.raw, a)
+			} else if err := d.parseEntry(s, rb[:vs+len(v)], vs, uint8(num)); err != nil {
 				return &DecodeError{Element: element, Field: caFields[num].name, Err: ErrWire, Detail: err.Error()}
 			}
 			off += n
@@ -345,7 +388,7 @@ func (d *ReportDecoder) parseEntry(s string, b []byte, off int, field uint8) err
 		switch {
 		case num == 1 && typ == protowire.VarintType:
 			var v uint64
-			v, n = protowire.ConsumeVarint(b[off:])
+			v, n = consumeVarint(b[off:])
 			a.key = int32(protowire.DecodeZigZag(v & math.MaxUint32))
 		case num != 2:
 			known = false
@@ -358,7 +401,7 @@ func (d *ReportDecoder) parseEntry(s string, b []byte, off int, field uint8) err
 		case field == caBytes:
 			if known = typ == protowire.BytesType; known {
 				var v []byte
-				v, n = protowire.ConsumeBytes(b[off:])
+				v, n = consumeBytes(b[off:])
 				if n >= 0 {
 					vs := off + n - len(v)
 					a.s = s[vs : vs+len(v)]
@@ -367,7 +410,7 @@ func (d *ReportDecoder) parseEntry(s string, b []byte, off int, field uint8) err
 		case field == caTimestamps || field == caDurations:
 			if known = typ == protowire.BytesType; known {
 				var v []byte
-				v, n = protowire.ConsumeBytes(b[off:])
+				v, n = consumeBytes(b[off:])
 				if n >= 0 {
 					if err := parseSecondsNanos(v, &a.n, &a.nanos); err != nil {
 						return err
@@ -377,7 +420,7 @@ func (d *ReportDecoder) parseEntry(s string, b []byte, off int, field uint8) err
 		case field == caStringMaps:
 			if known = typ == protowire.BytesType; known {
 				var v []byte
-				v, n = protowire.ConsumeBytes(b[off:])
+				v, n = consumeBytes(b[off:])
 				if n >= 0 {
 					if err := d.parseStringMap(v); err != nil {
 						return err
@@ -387,7 +430,7 @@ func (d *ReportDecoder) parseEntry(s string, b []byte, off int, field uint8) err
 		default: // strings, int64s, bools
 			if known = typ == protowire.VarintType; known {
 				var v uint64
-				v, n = protowire.ConsumeVarint(b[off:])
+				v, n = consumeVarint(b[off:])
 				switch field {
 				case caStrings:
 					a.n = int64(int32(protowire.DecodeZigZag(v & math.MaxUint32)))
@@ -414,6 +457,80 @@ func (d *ReportDecoder) parseEntry(s string, b []byte, off int, field uint8) err
 	return nil
 }
 
+// scalarEntry reads the map entry e of a strings, int64s, bools or doubles
+// map when it has the canonical shape every encoder writes: key (field 1,
+// varint) then value (field 2), nothing else. ok is false for any other
+// entry, which parseEntry then reads by the general rules (with the same
+// result for canonical entries).
+func scalarEntry(e []byte, field uint8) (a rawAttr, ok bool) {
+	if len(e) < 4 || e[0] != 1<<3|byte(protowire.VarintType) {
+		return a, false
+	}
+	k, n := consumeVarint(e[1:])
+	if n < 0 {
+		return a, false
+	}
+	a.key = int32(protowire.DecodeZigZag(k & math.MaxUint32))
+	a.field = field
+	off := 1 + n
+	if off >= len(e) {
+		return a, false
+	}
+	tag := e[off]
+	off++
+	switch field {
+	case caStrings, caInt64s, caBools:
+		if tag != 2<<3|byte(protowire.VarintType) {
+			return a, false
+		}
+		v, n := consumeVarint(e[off:])
+		if n < 0 {
+			return a, false
+		}
+		off += n
+		switch field {
+		case caStrings:
+			a.n = int64(int32(protowire.DecodeZigZag(v & math.MaxUint32)))
+		case caInt64s:
+			a.n = int64(v)
+		default:
+			if v != 0 {
+				a.n = 1
+			}
+		}
+	case caDoubles:
+		if tag != 2<<3|byte(protowire.Fixed64Type) || len(e)-off < 8 {
+			return a, false
+		}
+		v, _ := protowire.ConsumeFixed64(e[off:])
+		a.n = int64(v)
+		off += 8
+	default:
+		return a, false
+	}
+	return a, off == len(e)
+}
+
+// canonicalPair reads a StringMap entry of the canonical shape, key (field
+// 1, varint) then value (field 2, varint) and nothing else, as the general
+// loop of parseStringMap would; ok is false for any other entry.
+func canonicalPair(e []byte) (kv [2]int32, ok bool) {
+	if len(e) < 4 || e[0] != 1<<3|byte(protowire.VarintType) {
+		return kv, false
+	}
+	k, n := consumeVarint(e[1:])
+	if n < 0 || 1+n >= len(e) || e[1+n] != 2<<3|byte(protowire.VarintType) {
+		return kv, false
+	}
+	v, m := consumeVarint(e[2+n:])
+	if m < 0 || 2+n+m != len(e) {
+		return kv, false
+	}
+	kv[0] = int32(protowire.DecodeZigZag(k & math.MaxUint32))
+	kv[1] = int32(protowire.DecodeZigZag(v & math.MaxUint32))
+	return kv, true
+}
+
 // parseSecondsNanos merges a Timestamp or Duration message into
 // seconds and nanos.
 func parseSecondsNanos(b []byte, sec *int64, nanos *int32) error {
@@ -425,7 +542,7 @@ func parseSecondsNanos(b []byte, sec *int64, nanos *int32) error {
 		off += n
 		if (num == 1 || num == 2) && typ == protowire.VarintType {
 			var v uint64
-			v, n = protowire.ConsumeVarint(b[off:])
+			v, n = consumeVarint(b[off:])
 			if num == 1 {
 				*sec = int64(v)
 			} else {
@@ -457,11 +574,15 @@ func (d *ReportDecoder) parseStringMap(b []byte) error {
 			off += n
 			continue
 		}
-		e, n := protowire.ConsumeBytes(b[off:])
+		e, n := consumeBytes(b[off:])
 		if n < 0 {
 			return protowire.ParseError(n)
 		}
 		off += n
+		if kv, ok := canonicalPair(e); ok {
+			d.pairs = append(d.pairs, kv)
+			continue
+		}
 		var kv [2]int32
 		for eo := 0; eo < len(e); {
 			num, typ, n := consumeTag(e[eo:])
@@ -471,7 +592,7 @@ func (d *ReportDecoder) parseStringMap(b []byte) error {
 			eo += n
 			if (num == 1 || num == 2) && typ == protowire.VarintType {
 				var v uint64
-				v, n = protowire.ConsumeVarint(e[eo:])
+				v, n = consumeVarint(e[eo:])
 				kv[num-1] = int32(protowire.DecodeZigZag(v & math.MaxUint32))
 			} else {
 				n = skipField(num, typ, e[eo:])

@@ -12,7 +12,8 @@
 // package), evaluated by the policy engine (policy package), charged
 // against quotas (mixer/quota) and answered with the decision's status,
 // cacheability, referenced attributes and route directive. Report batches
-// are decompressed and fed to the telemetry pipeline (mixer/telemetry),
+// are read from grpc's receive buffer, checked whole, and the attributes the
+// metrics read are fed to the telemetry pipeline (mixer/telemetry),
 // whose metrics leave through /metrics with the server's own. Envoy
 // access-log entries take the same path: each becomes a report bag
 // (accesslog/als.HTTPAttributes, TCPAttributes) recorded by telemetry.

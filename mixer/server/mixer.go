@@ -121,8 +121,20 @@ func denyMessage(d *policy.Decision) string {
 // The interceptors see a *rawReport as the request.
 
 // rawReport is an istio.mixer.v1.ReportRequest left in its wire form.
+// data is valid until free: it is usually grpc's own receive buffer, not a
+// copy.
 type rawReport struct {
 	data []byte
+	buf  mem.Buffer
+}
+
+// free gives the request's buffer back to grpc's pool; data must no longer
+// be used.
+func (r *rawReport) free() {
+	if r.buf != nil {
+		r.buf.Free()
+		r.buf, r.data = nil, nil
+	}
 }
 
 // serverCodec is the server's codec: grpc's proto codec, which hands a
@@ -135,10 +147,13 @@ func newServerCodec() serverCodec {
 	return serverCodec{encoding.GetCodecV2(grpcproto.Name)}
 }
 
-// Unmarshal implements encoding.CodecV2.
+// Unmarshal implements encoding.CodecV2. A *rawReport takes a reference to
+// the received buffer when the message arrived in one (the usual case),
+// and a pooled copy otherwise; its handler frees it.
 func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if r, ok := v.(*rawReport); ok {
-		r.data = data.Materialize()
+		r.buf = data.MaterializeToBuffer(mem.DefaultBufferPool())
+		r.data = r.buf.ReadOnlyData()
 		return nil
 	}
 	return c.CodecV2.Unmarshal(data, v)
@@ -179,6 +194,7 @@ func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor
 // reportHandler receives the request as a *rawReport.
 func reportHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	in := new(rawReport)
+	defer in.free() // the handler has returned: telemetry copied what it keeps
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -194,7 +210,7 @@ func reportHandler(srv any, ctx context.Context, dec func(any) error, intercepto
 
 // reportDecoders pools the decoders of Report batches; a decoder's buffers
 // grow to the largest batch it has seen.
-var reportDecoders = sync.Pool{New: func() any { return new(attributes.ReportDecoder) }}
+var reportDecoders = sync.Pool{New: func() any { return new(attributes.ProjectionDecoder) }}
 
 // Report is the MixerServer method for callers holding a decoded request
 // (the gRPC server itself uses reportWire): it re-encodes the request and
@@ -208,28 +224,35 @@ func (m *mixerService) Report(ctx context.Context, req *mixerv1.ReportRequest) (
 }
 
 // reportWire decodes every record of the batch in data (a ReportRequest's
-// wire bytes) and feeds them to telemetry. A batch with a malformed record
-// is rejected whole with INVALID_ARGUMENT naming the record, so that
-// nothing is counted twice when the client fixes and resends it. The bags
-// live in the pooled decoder's storage; telemetry copies what it keeps.
+// wire bytes) and feeds them to telemetry. Only the attributes the metrics
+// read are decoded (attributes.ProjectionDecoder), but every record is
+// checked whole: a batch with a malformed record is rejected whole with
+// INVALID_ARGUMENT naming the record, so that nothing is counted twice when
+// the client fixes and resends it. The values live in the pooled decoder's
+// storage and refer to data; telemetry copies what it keeps.
 func (m *mixerService) reportWire(_ context.Context, data []byte) (*mixerv1.ReportResponse, error) {
 	s := m.s
-	d := reportDecoders.Get().(*attributes.ReportDecoder)
+	d := reportDecoders.Get().(*attributes.ProjectionDecoder)
 	defer func() {
 		d.Reset()
 		reportDecoders.Put(d)
 	}()
-	// data is the message's own copy (serverCodec materializes it, Report
-	// marshals it): the decoder may keep referring to it.
-	bags, err := d.DecodeAllOwned(data)
+	// Only the attributes the metrics read are decoded (every record is
+	// checked whole). The values refer to data, which stays unmodified
+	// until this returns (reportHandler frees it afterwards); telemetry
+	// copies what it keeps.
+	rows, n, err := d.Decode(data, s.tel.Projection())
 	if err != nil {
 		s.metrics.decodeErrors.WithLabelValues("report").Inc()
 		return nil, status.Error(codes.InvalidArgument, "mixer: report: "+err.Error())
 	}
-	s.tel.RecordBatch(bags)
-	s.metrics.records.Add(float64(len(bags)))
-	return &mixerv1.ReportResponse{}, nil
+	s.tel.RecordRows(rows, n)
+	s.metrics.records.Add(float64(n))
+	return emptyReportResponse, nil
 }
+
+// emptyReportResponse is every Report's answer; it is only ever read.
+var emptyReportResponse = &mixerv1.ReportResponse{}
 
 // withPeerPrincipal sets the configured principal attribute to the
 // caller's verified certificate identity, or removes it when there is none:

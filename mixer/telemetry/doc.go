@@ -4,9 +4,12 @@
 // istio_response_bytes and the istio_tcp_* family) plus metrics defined in
 // configuration.
 //
-// Records enter through (*Telemetry).Record, called by the Report handler
-// with the bags attributes.DecodeReport produced; metrics leave through the
-// Telemetry's prometheus.Collector methods when /metrics is scraped.
+// Records enter through (*Telemetry).RecordRows, called by the Report
+// handler with the rows an attributes.ProjectionDecoder produced for
+// (*Telemetry).Projection (only the attributes the metrics read), or as
+// bags through Record and RecordBatch (Envoy access logs); metrics leave
+// through the Telemetry's prometheus.Collector methods when /metrics is
+// scraped.
 //
 // The metrics are not client_golang vectors. Each metric keeps its own
 // series map keyed by a hash of the label values, because the server must
@@ -17,7 +20,7 @@
 // DeleteLabelValues, but it cannot tell which series are idle, and every
 // WithLabelValues call allocates its variadic slice and re-validates the
 // label values). On the hot path a record's label values are written into a
-// pooled byte buffer, hashed with hash/maphash, and the series found under a
-// read lock and updated with atomic operations: no allocation unless the
-// series is new.
+// pooled byte buffer, hashed with hash/maphash, and the series found in a
+// per-batch cache or a lock-free map and updated with atomic operations: no
+// allocation unless the series is new.
 package telemetry

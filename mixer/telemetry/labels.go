@@ -47,8 +47,8 @@ func (ls *labelSet) appendKey(dst []byte, b *resolved) []byte {
 			dst = append(dst, securityPolicy(b)...)
 		default:
 			found := false
-			for _, r := range l.refs {
-				if dst, found = appendAttr(dst, b, r); found {
+			for ri := range l.refs {
+				if dst, found = appendAttr(dst, b, &l.refs[ri]); found {
 					break
 				}
 			}
@@ -85,7 +85,7 @@ func securityPolicy(b *resolved) string {
 
 // appendAttr appends the value r names, reporting whether it was present
 // and printable.
-func appendAttr(dst []byte, b *resolved, r attrRef) ([]byte, bool) {
+func appendAttr(dst []byte, b *resolved, r *attrRef) ([]byte, bool) {
 	v, ok := b.get(r.slot)
 	if !ok {
 		return dst, false
@@ -98,11 +98,11 @@ func appendAttr(dst []byte, b *resolved, r attrRef) ([]byte, bool) {
 		if !ok {
 			return dst, false
 		}
-		return appendUTF8(dst, s), true
+		return appendString(dst, s, b.utf8), true
 	}
 	switch v.Kind() {
 	case attributes.KindString:
-		return appendUTF8(dst, v.StringValue()), true
+		return appendString(dst, v.StringValue(), b.utf8), true
 	case attributes.KindInt64:
 		return strconv.AppendInt(dst, v.Int64Value(), 10), true
 	case attributes.KindDouble:
@@ -120,6 +120,15 @@ func appendAttr(dst []byte, b *resolved, r attrRef) ([]byte, bool) {
 		return hex.AppendEncode(dst, v.BytesValue()), true
 	}
 	return dst, false
+}
+
+// appendString appends s, which is known to be valid UTF-8 when valid is
+// true, and otherwise checked by appendUTF8.
+func appendString(dst []byte, s string, valid bool) []byte {
+	if valid {
+		return append(dst, s...)
+	}
+	return appendUTF8(dst, s)
 }
 
 // appendUTF8 appends s with invalid UTF-8 replaced, so that labelSep never
@@ -188,6 +197,7 @@ func (f valueFunc) get(b *resolved) (float64, bool) {
 type resolved struct {
 	names []string           // sorted attribute names, by slot
 	vals  []attributes.Value // by slot; the zero Value means absent
+	utf8  bool               // every string in vals is valid UTF-8
 
 	proto, event, reporter, mtls int // slots of the attributes the matchers and built-in labels read
 }

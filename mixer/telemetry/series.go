@@ -138,10 +138,38 @@ func splitKey(k string, n int) []string {
 
 // observe records v in the series for key, whose hash is h.
 func (m *metric) observe(key []byte, h uint64, v float64, now int64) {
+	m.observeIn(nil, key, h, v, now)
+}
+
+// cacheWays is the size of a metric's seriesCache.
+const cacheWays = 16
+
+// seriesCache remembers, for one metric, the series a batch of records
+// observed last, by hash, so that records repeating a label combination
+// skip the map. It lives for one batch: a series observed in the batch
+// was updated now and cannot expire before the batch ends.
+type seriesCache [cacheWays]struct {
+	h uint64
+	s *series
+}
+
+// observeIn is observe with the series looked up in c first (nil: no
+// cache).
+func (m *metric) observeIn(c *seriesCache, key []byte, h uint64, v float64, now int64) {
 	if math.IsNaN(v) || (m.kind == kindCounter && v < 0) {
 		return
 	}
-	s := m.find(key, h, now)
+	var s *series
+	if c != nil {
+		if e := &c[h%cacheWays]; e.h == h && e.s != nil && e.s.key == string(key) {
+			s = e.s
+		}
+	}
+	if s == nil {
+		if s = m.find(key, h, now); s != nil && c != nil {
+			c[h%cacheWays].h, c[h%cacheWays].s = h, s
+		}
+	}
 	if s == nil {
 		m.overflow.Add(1)
 		return

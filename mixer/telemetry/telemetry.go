@@ -55,7 +55,8 @@ type Telemetry struct {
 	now     func() time.Time
 	log     *zap.Logger
 	scratch sync.Pool
-	slots   resolved     // names and fixed slots; vals unused
+	slots   resolved // names and fixed slots; vals unused
+	proj    *attributes.Projection
 	seed    maphash.Seed // of every metric's series hashes
 
 	seriesDesc, overflowDesc, expiredDesc *prometheus.Desc
@@ -68,6 +69,18 @@ type scratch struct {
 	keys   [][]byte
 	hashes []uint64 // of keys: metrics sharing a label set hash its key once
 	done   []bool
+	cache  []seriesCache // by metric, for the records of one batch
+	batch  bool          // cache is in use (cleared when the batch ends)
+}
+
+// startBatch turns the series cache on for the records of one batch.
+func (s *scratch) startBatch() { s.batch = true }
+
+// endBatch forgets the batch's series, so that no pooled scratch keeps an
+// expired series alive or observes into it.
+func (s *scratch) endBatch() {
+	clear(s.cache)
+	s.batch = false
 }
 
 var _ prometheus.Collector = (*Telemetry)(nil)
@@ -157,8 +170,14 @@ func New(cfg Config, opts Options) (*Telemetry, error) {
 		t.metrics = append(t.metrics, boundMetric{m, matcher{protocols: mc.Protocols}})
 	}
 	t.resolveSlots()
+	proj, err := attributes.NewProjection(t.slots.names)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
+	t.proj = proj
 	t.scratch.New = func() any {
-		s := &scratch{rec: t.slots, keys: make([][]byte, t.sets), hashes: make([]uint64, t.sets), done: make([]bool, t.sets)}
+		s := &scratch{rec: t.slots, keys: make([][]byte, t.sets), hashes: make([]uint64, t.sets), done: make([]bool, t.sets),
+			cache: make([]seriesCache, len(t.metrics))}
 		s.rec.vals = make([]attributes.Value, len(t.slots.names))
 		for i := range s.keys {
 			s.keys[i] = make([]byte, 0, 512)
@@ -199,7 +218,7 @@ func (t *Telemetry) resolveSlots() {
 // Record observes one record in every metric it matches.
 func (t *Telemetry) Record(b attributes.Bag) {
 	s := t.scratch.Get().(*scratch)
-	t.record(s, b, t.now().Unix())
+	t.recordBag(s, b, t.now().Unix())
 	t.scratch.Put(s)
 }
 
@@ -207,15 +226,52 @@ func (t *Telemetry) Record(b attributes.Bag) {
 func (t *Telemetry) RecordBatch(bags []attributes.Bag) {
 	s := t.scratch.Get().(*scratch)
 	now := t.now().Unix()
+	s.startBatch()
 	for _, b := range bags {
-		t.record(s, b, now)
+		t.recordBag(s, b, now)
 	}
+	s.endBatch()
 	t.scratch.Put(s)
 }
 
-func (t *Telemetry) record(s *scratch, b attributes.Bag, now int64) {
+// Projection returns the attributes the metrics read, for a
+// ProjectionDecoder whose rows RecordRows takes.
+func (t *Telemetry) Projection() *attributes.Projection { return t.proj }
+
+// RecordRows observes n records given as the rows of t.Projection():
+// rows[i*len(t.Projection().Names())+c] is record i's value of column c,
+// the zero Value when absent. It is RecordBatch without bags: the same
+// records give the same metrics. Every string in rows must be valid UTF-8
+// (a decoder's are: protobuf strings are checked). The rows are only read,
+// and not retained.
+func (t *Telemetry) RecordRows(rows []attributes.Value, n int) {
+	k := len(t.slots.names)
+	if k > 0 {
+		n = min(n, len(rows)/k)
+	}
+	s := t.scratch.Get().(*scratch)
+	now := t.now().Unix()
+	own := s.rec.vals
+	s.rec.utf8 = true // a decoder's words are checked UTF-8
+	s.startBatch()
+	for i := range n {
+		s.rec.vals = rows[i*k : (i+1)*k : (i+1)*k]
+		t.record(s, now)
+	}
+	s.endBatch()
+	s.rec.vals, s.rec.utf8 = own, false
+	t.scratch.Put(s)
+}
+
+// recordBag observes the record b.
+func (t *Telemetry) recordBag(s *scratch, b attributes.Bag, now int64) {
+	s.rec.fill(b)
+	t.record(s, now)
+}
+
+// record observes the record whose values s.rec holds.
+func (t *Telemetry) record(s *scratch, now int64) {
 	rec := &s.rec
-	rec.fill(b)
 	var proto, event string
 	if v, ok := rec.get(rec.proto); ok {
 		proto = v.StringValue()
@@ -241,7 +297,11 @@ func (t *Telemetry) record(s *scratch, b attributes.Bag, now int64) {
 			s.hashes[id] = maphash.Bytes(t.seed, s.keys[id])
 			s.done[id] = true
 		}
-		m.observe(s.keys[id], s.hashes[id], v, now)
+		var c *seriesCache
+		if s.batch {
+			c = &s.cache[i]
+		}
+		m.observeIn(c, s.keys[id], s.hashes[id], v, now)
 	}
 }
 
