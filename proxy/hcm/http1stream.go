@@ -87,6 +87,20 @@ func (st *http1Stream) connInfo() *ConnInfo            { return &st.c.ci }
 func (st *http1Stream) remoteAddr() string             { return st.c.conn.RemoteAddr().String() }
 func (st *http1Stream) bodyless() bool                 { return st.body == bodyNone }
 
+func (st *http1Stream) inMemory() bool {
+	r := &st.c.req
+	if r.upgrade || r.method == "CONNECT" {
+		return false
+	}
+	switch st.body {
+	case bodyNone:
+		return true
+	case bodyLength:
+		return !r.expectContinue && st.remaining <= int64(st.c.br.Buffered())
+	}
+	return false
+}
+
 // requestHeaders fills h from the parsed request: pseudo-headers first,
 // then the fields without host (it is :authority), the hop-by-hop ones
 // and those the Connection header lists.

@@ -27,7 +27,7 @@ func BenchmarkPoolAcquireRelease(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		pc, err := p.acquire(ctx)
+		pc, err := p.acquire(ctx, false)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -96,12 +96,26 @@ func (p *pool) newConnCapacity() int {
 	return 1
 }
 
+// reuseProbeAfter is how long an HTTP/1.1 connection may sit idle in the
+// pool and still be reused without a liveness probe. A connection that
+// finished a response less than this long ago is taken as it is: an
+// upstream closes an idle connection after its keep-alive timeout
+// (seconds: Node 5 s, nginx 75 s, Envoy 1 h), and announces any other
+// close in the response (Connection: close), so the probe, one
+// recv(MSG_PEEK) system call, would find nothing on a busy connection.
+// Longer-idle connections are probed before reuse; a request that still
+// meets a close (a race no probe can exclude) fails with
+// ErrStaleConnection, which the router retries when the request is
+// replayable.
+const reuseProbeAfter = 5 * time.Millisecond
+
 // acquire returns a connection with one unit of capacity reserved for the
 // caller, waiting in the pending queue when none is ready. It fails with
 // *Error UO when the pending queue is full, *Error UF when the connection
-// made for the request fails, or ctx's error. The caller must hand the
-// connection back with release.
-func (p *pool) acquire(ctx context.Context) (*pconn, error) {
+// made for the request fails, or ctx's error. probe checks every ready
+// connection for liveness however recently it was used. The caller must
+// hand the connection back with release.
+func (p *pool) acquire(ctx context.Context, probe bool) (*pconn, error) {
 	cl := p.host.cluster
 	for {
 		p.mu.Lock()
@@ -115,7 +129,11 @@ func (p *pool) acquire(ctx context.Context) (*pconn, error) {
 		}
 		pc := p.ready[n-1]
 		p.assignLocked(pc)
+		idleSince := pc.idleSince
 		p.mu.Unlock()
+		if pc.cc == nil && !probe && pc.h1.br.Buffered() == 0 && time.Since(idleSince) < cl.reuseProbeAfter {
+			return pc, nil
+		}
 		if pc.alive() {
 			return pc, nil
 		}
