@@ -56,6 +56,10 @@ type http1Stream struct {
 	respNoBody  bool
 	respRemain  int64 // -1: not framed by a length
 	hijacked    bool
+
+	// lazyWatch: the request is complete in memory (inMemory), the
+	// client is watched only if the response takes a while.
+	lazyWatch bool
 }
 
 var _ downstream = (*http1Stream)(nil)
@@ -64,6 +68,7 @@ func (st *http1Stream) reset() {
 	st.body, st.remaining, st.cstate, st.bodyDone, st.trailer, st.sent100 = bodyNone, 0, chunkSize, false, nil, false
 	st.closeAfter, st.respDone, st.respChunked, st.respNoBody, st.respRemain, st.hijacked =
 		false, false, false, false, -1, false
+	st.lazyWatch = false
 }
 
 func (st *http1Stream) context() context.Context { return st.ctx }
@@ -268,7 +273,7 @@ func (st *http1Stream) readTrailers() error {
 func (st *http1Stream) finishBody() error {
 	st.bodyDone = true
 	if !st.c.req.upgrade && st.c.bgRead != nil { // nil: a parser test's bare connection
-		st.c.startBackgroundRead()
+		st.c.watchClient()
 	}
 	return io.EOF
 }
