@@ -264,6 +264,9 @@ func (c *http1Conn) serveRequest() bool {
 		c.watchClient()
 	}
 	abort := c.m.serve(st)
+	// The rest of an unread body is read below without a delayed watch
+	// (discardBody stops the read that reading the body's end starts).
+	st.lazyWatch = false
 	c.disarmWatch()
 	if !sc.release() {
 		st.sctx.CompareAndSwap(sc, nil) // ended: the next stream gets a new one
