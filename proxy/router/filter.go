@@ -307,10 +307,11 @@ func (f *Filter) RunInline() bool {
 	}
 }
 
-// Abort ends the upstream request of a pump running in RunInline as the
-// stream's destruction would (context Canceled, the upstream stream
-// reset), so that the pump returns at once. It may be called from any
-// goroutine, but only while RunInline runs.
+// Abort ends the stream's upstream request as the stream's destruction
+// would (context Canceled, the upstream stream reset), so that a pump
+// blocked in RunInline returns at once; it does nothing once the upstream
+// stream was released. It may be called from any goroutine between
+// BeginInline and the stream's OnDestroy.
 func (f *Filter) Abort() {
 	rs := f.rs
 	rs.mu.Lock()
