@@ -93,6 +93,7 @@ func (s *h1stream) start(headers *filter.HeaderMap, endStream, upgrade bool) err
 		if err := s.bw.Flush(); err != nil {
 			s.failed.Store(true)
 			if s.reused && connGone(err) {
+				s.pc.pool.sawStale()
 				err = fmt.Errorf("%w: %w", ErrStaleConnection, err)
 			}
 			return &Error{Flag: filter.UpstreamConnectionTermination, Reason: "write failed", Err: err}
@@ -349,7 +350,7 @@ func (s *h1stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 			return nil, false, s.pc.pool.host.headersCancelled(ctx)
 		}
 		if s.reused && connGone(err) {
-			s.pc.pool.host.cluster.stats.inc(statCxStale)
+			s.pc.pool.sawStale()
 			return nil, false, &Error{Flag: filter.UpstreamConnectionTermination, Reason: "connection termination",
 				Err: fmt.Errorf("%w: %w", ErrStaleConnection, ErrConnectionClosed)}
 		}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,6 +35,9 @@ type pool struct {
 	ctx    context.Context // cancelled by close: aborts dials
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // dial goroutines
+	// staleAt is when (UnixNano) a request last met a stale connection
+	// of this pool: for staleProbeFor after it, every reuse is probed.
+	staleAt atomic.Int64
 
 	mu         sync.Mutex
 	ready      []*pconn // connections with spare capacity, most recent last
@@ -109,6 +113,18 @@ func (p *pool) newConnCapacity() int {
 // replayable.
 const reuseProbeAfter = 5 * time.Millisecond
 
+// staleProbeFor is how long after a request met a stale connection every
+// reuse of the pool's connections is probed: an upstream that restarts or
+// shuts down closes all of its idle connections at once, and the others
+// would fail the next requests too.
+const staleProbeFor = time.Second
+
+// sawStale records that a request met a stale connection of p.
+func (p *pool) sawStale() {
+	p.staleAt.Store(time.Now().UnixNano())
+	p.host.cluster.stats.inc(statCxStale)
+}
+
 // acquire returns a connection with one unit of capacity reserved for the
 // caller, waiting in the pending queue when none is ready. It fails with
 // *Error UO when the pending queue is full, *Error UF when the connection
@@ -131,8 +147,11 @@ func (p *pool) acquire(ctx context.Context, probe bool) (*pconn, error) {
 		p.assignLocked(pc)
 		idleSince := pc.idleSince
 		p.mu.Unlock()
-		if pc.cc == nil && !probe && pc.h1.br.Buffered() == 0 && time.Since(idleSince) < cl.reuseProbeAfter {
-			return pc, nil
+		if pc.cc == nil && !probe && pc.h1.br.Buffered() == 0 {
+			now := time.Now()
+			if now.Sub(idleSince) < cl.reuseProbeAfter && now.UnixNano()-p.staleAt.Load() >= int64(staleProbeFor) {
+				return pc, nil
+			}
 		}
 		if pc.alive() {
 			return pc, nil

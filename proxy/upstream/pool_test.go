@@ -425,6 +425,59 @@ func TestIdleConnectionClosedByUpstream(t *testing.T) {
 	})
 }
 
+// TestStaleConnectionProbesThePool: once a request met a stale
+// connection, the pool probes every reuse for a while, so that the other
+// connections an upstream closed together (a restart) fail no request.
+func TestStaleConnectionProbesThePool(t *testing.T) {
+	srv := newCountingServer(t, okHandler("ok"))
+	m := newTestManager(t, Options{}, staticCluster("web", srv.addr()))
+	c := m.Cluster("web")
+	c.reuseProbeAfter = time.Hour
+	// Two pooled connections: two exchanges at once.
+	var streams []Stream
+	for range 2 {
+		s, err := c.NewStream(testCtx(t), reqHeaders("GET", "/", "web"), true, StreamOptions{})
+		if err != nil {
+			t.Fatalf("NewStream: %v", err)
+		}
+		streams = append(streams, s)
+	}
+	for _, s := range streams {
+		if _, _, err := s.ReadHeaders(testCtx(t)); err != nil {
+			t.Fatalf("ReadHeaders: %v", err)
+		}
+		readAll(t, s)
+		s.Close()
+	}
+	srv.CloseClientConnections()
+	waitFor(t, "both pooled connections to see EOF", func() bool {
+		p := c.Hosts()[0].h1
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.ready) == 2 && !p.ready[0].alive() && !p.ready[1].alive()
+	})
+	s, err := c.NewStream(testCtx(t), reqHeaders("GET", "/", "web"), true, StreamOptions{})
+	if err != nil {
+		t.Fatalf("NewStream: %v", err)
+	}
+	_, _, err = s.ReadHeaders(testCtx(t))
+	s.Reset()
+	if !errors.Is(err, ErrStaleConnection) {
+		t.Fatalf("first request: %v, want ErrStaleConnection", err)
+	}
+	// The second pooled connection is probed, dropped, and replaced.
+	rh, _, _ := roundTrip(t, c, reqHeaders("POST", "/", "web"), []byte("x"), StreamOptions{})
+	if rh.Status() != "200" {
+		t.Fatalf("status %s", rh.Status())
+	}
+	if n := srv.conns.Load(); n != 3 {
+		t.Fatalf("server saw %d connections, want 3", n)
+	}
+	if n := statOf(c, statCxStale); n != 1 {
+		t.Fatalf("upstream_cx_stale %d, want 1", n)
+	}
+}
+
 func TestManagerCloseFailsPending(t *testing.T) {
 	srv := newBlockingServer(t)
 	cfg := staticCluster("web", srv.addr())
