@@ -39,6 +39,11 @@ type downstream interface {
 	requestHeaders(h *filter.HeaderMap, scheme string) (upgrade bool)
 	// bodyless reports a request without a body.
 	bodyless() bool
+	// inMemory reports a request that is complete in memory: no body,
+	// or a body already buffered whole, so that delivering it never waits
+	// on the downstream, nor, while the response streams, does anything
+	// else on the request side (not an upgrade, no 100-continue).
+	inMemory() bool
 	// readBody reads the request body; io.EOF at its end. A malformed
 	// body is an error that is neither a net.Error nor io.ErrUnexpectedEOF.
 	readBody(p []byte) (int, error)
@@ -97,6 +102,7 @@ func (d *nethttpStream) requestHeaders(h *filter.HeaderMap, scheme string) bool 
 	return requestHeaders(h, d.r, scheme)
 }
 func (d *nethttpStream) bodyless() bool                 { return d.r.Body == nil || d.r.Body == http.NoBody }
+func (d *nethttpStream) inMemory() bool                 { return false } // HTTP/2 keeps its pump goroutine
 func (d *nethttpStream) readBody(p []byte) (int, error) { return d.r.Body.Read(p) }
 func (d *nethttpStream) sendContinue()                  {} // net/http does it on the first read
 

@@ -53,7 +53,26 @@ type http1Conn struct {
 	bgRead   func()
 	bgCancel func() // the watched stream's; set before the read starts
 	bgErr    error  // the read's result, valid after bgDone
+	// A request complete in memory (its response pumped on the serving
+	// goroutine) starts the background read only if it is still waiting
+	// watchAfter later: watchTimer runs it, watchState hands it over.
+	watchTimer *time.Timer
+	watchState atomic.Int32
 }
+
+// watchState values.
+const (
+	watchOff int32 = iota
+	watchArmed
+	watchStarted
+)
+
+// watchAfter is how long a request complete in memory may wait on its
+// upstream before the background read starts watching the client: most
+// responses come sooner, and then the read is the serving goroutine's
+// own wait for the next request, with no goroutine started and woken per
+// request. A client that goes away is noticed this much later.
+const watchAfter = 5 * time.Millisecond
 
 func newHTTP1Conn(srv *HTTP1Server, conn net.Conn, ci *ConnInfo, ts *tls.ConnectionState) *http1Conn {
 	c := &http1Conn{srv: srv, m: srv.M, conn: conn, tls: ts, bgDone: make(chan struct{}, 1)}
@@ -136,7 +155,7 @@ func (c *http1Conn) serve() {
 			c.bw = writerPool.Get().(*bufio.Writer)
 			c.bw.Reset(c.conn)
 		}
-		if t := c.srv.HeaderTimeout; t > 0 {
+		if t := c.srv.HeaderTimeout; t > 0 && !c.headBuffered() {
 			_ = c.conn.SetReadDeadline(time.Now().Add(t))
 		}
 		if first && c.srv.H2C != nil && c.tls == nil {
@@ -175,6 +194,13 @@ func (c *http1Conn) serve() {
 			return
 		}
 	}
+}
+
+// headBuffered reports whether a whole request head is in the reader's
+// buffer already, so that reading it cannot block and needs no deadline.
+func (c *http1Conn) headBuffered() bool {
+	b, _ := c.br.Peek(c.br.Buffered())
+	return bytes.Contains(b, []byte("\r\n\r\n"))
 }
 
 // releaseWriter returns the (flushed or abandoned) writer to its pool.
@@ -233,10 +259,15 @@ func (c *http1Conn) serveRequest() bool {
 		}
 	}
 	st.ctx = sc
+	st.lazyWatch = st.inMemory()
 	if st.body == bodyNone && !req.upgrade {
-		c.startBackgroundRead()
+		c.watchClient()
 	}
 	abort := c.m.serve(st)
+	// The rest of an unread body is read below without a delayed watch
+	// (discardBody stops the read that reading the body's end starts).
+	st.lazyWatch = false
+	c.disarmWatch()
 	if !sc.release() {
 		st.sctx.CompareAndSwap(sc, nil) // ended: the next stream gets a new one
 	}
@@ -329,6 +360,43 @@ func (c *http1Conn) lingeringClose() {
 		if err != nil {
 			return
 		}
+	}
+}
+
+// watchClient starts watching the client once the request is read: at
+// once, or for a request complete in memory after watchAfter.
+func (c *http1Conn) watchClient() {
+	if !c.st.lazyWatch {
+		c.startBackgroundRead()
+		return
+	}
+	if c.bgActive || c.br.Buffered() > 0 {
+		return
+	}
+	c.bgCancel = c.st.cancel
+	c.watchState.Store(watchArmed)
+	if c.watchTimer == nil {
+		c.watchTimer = time.AfterFunc(watchAfter, c.watchFired)
+	} else {
+		c.watchTimer.Reset(watchAfter)
+	}
+}
+
+// watchFired runs on the timer's goroutine: the background read, unless
+// the stream ended first.
+func (c *http1Conn) watchFired() {
+	if c.watchState.CompareAndSwap(watchArmed, watchStarted) {
+		c.backgroundRead()
+	}
+}
+
+// disarmWatch ends the delayed watch when the stream ends; a read the
+// timer started goes on as the background read.
+func (c *http1Conn) disarmWatch() {
+	if c.watchState.CompareAndSwap(watchArmed, watchOff) {
+		c.watchTimer.Stop()
+	} else if c.watchState.CompareAndSwap(watchStarted, watchOff) {
+		c.bgActive = true
 	}
 }
 

@@ -56,6 +56,10 @@ type http1Stream struct {
 	respNoBody  bool
 	respRemain  int64 // -1: not framed by a length
 	hijacked    bool
+
+	// lazyWatch: the request is complete in memory (inMemory), the
+	// client is watched only if the response takes a while.
+	lazyWatch bool
 }
 
 var _ downstream = (*http1Stream)(nil)
@@ -64,6 +68,7 @@ func (st *http1Stream) reset() {
 	st.body, st.remaining, st.cstate, st.bodyDone, st.trailer, st.sent100 = bodyNone, 0, chunkSize, false, nil, false
 	st.closeAfter, st.respDone, st.respChunked, st.respNoBody, st.respRemain, st.hijacked =
 		false, false, false, false, -1, false
+	st.lazyWatch = false
 }
 
 func (st *http1Stream) context() context.Context { return st.ctx }
@@ -86,6 +91,20 @@ func (st *http1Stream) tlsState() *tls.ConnectionState { return st.c.tls }
 func (st *http1Stream) connInfo() *ConnInfo            { return &st.c.ci }
 func (st *http1Stream) remoteAddr() string             { return st.c.conn.RemoteAddr().String() }
 func (st *http1Stream) bodyless() bool                 { return st.body == bodyNone }
+
+func (st *http1Stream) inMemory() bool {
+	r := &st.c.req
+	if r.upgrade || r.method == "CONNECT" {
+		return false
+	}
+	switch st.body {
+	case bodyNone:
+		return true
+	case bodyLength:
+		return !r.expectContinue && st.remaining <= int64(st.c.br.Buffered())
+	}
+	return false
+}
 
 // requestHeaders fills h from the parsed request: pseudo-headers first,
 // then the fields without host (it is :authority), the hop-by-hop ones
@@ -254,7 +273,7 @@ func (st *http1Stream) readTrailers() error {
 func (st *http1Stream) finishBody() error {
 	st.bodyDone = true
 	if !st.c.req.upgrade && st.c.bgRead != nil { // nil: a parser test's bare connection
-		st.c.startBackgroundRead()
+		st.c.watchClient()
 	}
 	return io.EOF
 }

@@ -83,6 +83,11 @@ type stream struct {
 	// allocate; the pipeline copies what it queues.
 	decFrame, encFrame frame
 
+	// inline: the router's response pump runs on the serving goroutine
+	// (runInline); the stream's end must abort it (mu held).
+	inline bool
+	goneFn func() // downstreamGone, made once
+
 	remoteIP     string // the downstream's address as text, when the codec has it
 	lastActivity atomic.Int64
 	// timerMu serialises the timer callbacks with the stream's end: a
@@ -102,6 +107,7 @@ func newStream(m *Manager) *stream {
 	}
 	s.filters = make([]filter.StreamFilter, len(m.filters))
 	s.term.s = s
+	s.goneFn = s.downstreamGone
 	s.dec.call = s.callDecode
 	s.dec.sink = s.sinkDecode
 	s.dec.halted = s.decodeHalted
@@ -224,6 +230,13 @@ func (s *stream) serve(d downstream) bool {
 		s.setReply(filter.LocalReply{Code: http.StatusRequestHeaderFieldsTooLarge, Body: "request header fields too large",
 			Details: "request_headers_too_large"})
 	}
+	// A request complete in memory lets the router pump the response on
+	// this goroutine once the request is delivered: nothing else needs
+	// it meanwhile.
+	inline := d.inMemory()
+	if inline {
+		s.rf.BeginInline()
+	}
 	s.mu.Lock()
 	s.reqDone = endStream
 	if endStream {
@@ -240,8 +253,48 @@ func (s *stream) serve(d downstream) bool {
 	case !endStream:
 		s.readBody()
 	}
+	if inline {
+		s.runInline()
+	}
 	s.waitDone()
 	return s.finishStream()
+}
+
+// runInline runs the router's response pump on the serving goroutine if
+// the router left it there (Filter.BeginInline). While it runs, the
+// stream's completion (a timeout's local reply, a failed downstream
+// write) and the downstream going away abort the upstream request, as
+// waitDone and the router's destruction would for a pump goroutine.
+func (s *stream) runInline() {
+	s.mu.Lock()
+	s.inline = true
+	completed := s.completed
+	s.unlock()
+	sc, _ := s.ctx.(*streamCtx)
+	if completed {
+		s.rf.Abort()
+	} else if sc != nil && sc.setHook(s.goneFn) {
+		s.downstreamGone()
+	}
+	s.rf.RunInline()
+	if sc != nil {
+		sc.setHook(nil)
+	}
+	s.mu.Lock()
+	s.inline = false
+	s.unlock()
+}
+
+// downstreamGone ends the stream when the client went away while the
+// response pump runs inline (waitDone does it otherwise).
+func (s *stream) downstreamGone() {
+	s.mu.Lock()
+	if !s.completed && !s.replyWaiting.Load() {
+		s.info.SetResponseFlag(filter.DownstreamConnectionTermination)
+		s.m.metrics.rxReset.Inc()
+		s.complete(true)
+	}
+	s.unlock()
 }
 
 // headerBytes is the size of the request's header names and values.
@@ -855,6 +908,9 @@ func (s *stream) complete(abort bool) {
 	}
 	if s.tunnel != nil {
 		s.tunnel.Close() // unblocks the tunnel's reader
+	}
+	if s.inline {
+		s.rf.Abort() // a no-op once the router released its upstream stream
 	}
 	s.done <- struct{}{} // the one token of this stream: cap 1, completed once
 	s.signal()

@@ -27,6 +27,7 @@ type streamCtx struct {
 	used   bool // seen outside the connection manager
 	nextID uint64
 	fns    []ctxFunc
+	hook   func() // the manager's own: run by cancel, on its goroutine
 }
 
 type ctxFunc struct {
@@ -134,6 +135,16 @@ func (c *streamCtx) internalErr() error {
 	return c.err
 }
 
+// setHook makes cancel call f synchronously (nil: nothing); unlike
+// AfterFunc it does not make c used. It reports whether c has ended
+// already, in which case cancel will not call f.
+func (c *streamCtx) setHook(f func()) (ended bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hook = f
+	return c.err != nil
+}
+
 // cancel ends c (context.Canceled) unless it has ended.
 func (c *streamCtx) cancel() {
 	c.mu.Lock()
@@ -145,11 +156,14 @@ func (c *streamCtx) cancel() {
 	if c.done != nil {
 		close(c.done)
 	}
-	fns := c.fns
-	c.fns = nil
+	fns, hook := c.fns, c.hook
+	c.fns, c.hook = nil, nil
 	c.mu.Unlock()
 	for _, a := range fns {
 		go a.f()
+	}
+	if hook != nil {
+		hook()
 	}
 }
 

@@ -36,6 +36,7 @@ func TestStreamCtx(t *testing.T) {
 			cancel()
 		}, false},
 		{"ended", func(c *streamCtx) { c.cancel() }, false},
+		{"the manager's hook", func(c *streamCtx) { c.setHook(func() {}); c.setHook(nil) }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -124,5 +125,27 @@ func BenchmarkStreamCtxReuse(b *testing.B) {
 	for b.Loop() {
 		_ = c.internalDone()
 		c.release()
+	}
+}
+
+// TestStreamCtxHook: cancel runs the manager's hook once, on the
+// cancelling goroutine; a hook set after the end is reported, not run.
+func TestStreamCtxHook(t *testing.T) {
+	c := newStreamCtx(context.Background())
+	calls := 0
+	if ended := c.setHook(func() { calls++ }); ended {
+		t.Fatal("setHook on a live context reported it ended")
+	}
+	c.cancel()
+	c.cancel()
+	if calls != 1 {
+		t.Fatalf("hook ran %d times, want 1", calls)
+	}
+	if ended := c.setHook(func() { calls++ }); !ended {
+		t.Fatal("setHook on an ended context did not report it")
+	}
+	c.cancel()
+	if calls != 1 {
+		t.Fatalf("hook ran %d times after the end, want 1", calls)
 	}
 }

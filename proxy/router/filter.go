@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/remora-mesh/remora/proxy/filter"
@@ -55,6 +56,9 @@ func (r *Router) NewFilter(cb filter.TerminalCallbacks) *Filter {
 func (r *Router) InitFilter(f *Filter, cb filter.TerminalCallbacks) {
 	rs := f.rs
 	*f = Filter{r: r, cb: cb, rs: rs}
+	if rs != nil {
+		rs.inline.Store(inlineOff)
+	}
 }
 
 // Filter is the router for one stream.
@@ -66,9 +70,14 @@ type Filter struct {
 	entry   *Entry
 	stream  upstream.Stream
 	ctx     context.Context // the upstream request's: &rs.ctx
-	started bool            // a pump runs; rs.done receives its end
+	started bool            // a pump goroutine runs; rs.done receives its end
 	failed  bool            // the request could not be sent; ignore further data
 	retry   *retrier        // non-nil when the route retries
+	// reqH and opts open the stream again when a pooled connection turns
+	// out stale (replayable requests only).
+	reqH       *filter.HeaderMap
+	opts       upstream.StreamOptions
+	replayable bool
 
 	rs *reqState // made by the first request, kept with the Filter
 }
@@ -81,6 +90,11 @@ type reqState struct {
 	// pump and pumpRetry are method values made once, so that starting
 	// the goroutine allocates nothing.
 	pump, pumpRetry func()
+	// inline is the hand-over of the response pump to the goroutine that
+	// delivers the request (BeginInline, RunInline): inlineOff, or
+	// inlineOpen while that goroutine will run a pump, or the pump
+	// DecodeHeaders left for it (inlinePump, inlineRetry).
+	inline atomic.Int32
 
 	// mu guards stream and released: the upstream stream is released
 	// (closed or reset) exactly once, by the pump when the exchange ends
@@ -200,18 +214,24 @@ func (f *Filter) DecodeHeaders(h *filter.HeaderMap, endStream bool) filter.Statu
 	if e.retry != nil {
 		// Attempts are opened by the pump, which may retry them.
 		f.retry = &retrier{p: e.retry, headers: h, reqDone: endStream}
-		f.started = true
-		go rs.pumpRetry()
+		f.startPump(inlineRetry)
 		return filter.StopIteration
 	}
 	// The connection manager keeps the upgrade header only on an HTTP/1.1
 	// upgrade request (WebSocket ...). A route timeout or the stream's
 	// destruction resets the upstream stream, which unblocks the pump.
-	opts := upstream.StreamOptions{Protocol: info.Protocol, Info: info, Upgrade: h.Has("upgrade"), ResetOnCancel: true}
+	f.opts = upstream.StreamOptions{Protocol: info.Protocol, Info: info, Upgrade: h.Has("upgrade"), ResetOnCancel: true}
 	if len(e.hashPolicies) > 0 {
-		opts.LB = e.hashKey(h, info)
+		f.opts.LB = e.hashKey(h, info)
 	}
-	s, err := f.r.upstreams.NewStream(f.ctx, e.cluster, h, endStream, opts)
+	f.reqH = h
+	f.replayable = endStream && !f.opts.Upgrade && replayable(h)
+	s, err := f.r.upstreams.NewStream(f.ctx, e.cluster, h, endStream, f.opts)
+	if err != nil && f.replayable && errors.Is(err, upstream.ErrStaleConnection) {
+		// Writing to a connection the upstream had closed failed: the
+		// request never reached it.
+		s, err = f.reopen()
+	}
 	if err != nil {
 		rs.stopTimer()
 		f.failed = true
@@ -221,9 +241,120 @@ func (f *Filter) DecodeHeaders(h *filter.HeaderMap, endStream bool) filter.Statu
 	f.stream = s
 	f.markSent(endStream)
 	rs.setStream(s)
-	f.started = true
-	go rs.pump()
+	f.startPump(inlinePump)
 	return filter.StopIteration
+}
+
+// Inline hand-over states (reqState.inline).
+const (
+	inlineOff int32 = iota
+	inlineOpen
+	inlinePump
+	inlineRetry
+)
+
+// startPump leaves the response pump to the goroutine that opened the
+// inline window (BeginInline), or starts it on a goroutine of its own.
+func (f *Filter) startPump(kind int32) {
+	rs := f.rs
+	if rs.inline.CompareAndSwap(inlineOpen, kind) {
+		return
+	}
+	f.started = true
+	if kind == inlineRetry {
+		go rs.pumpRetry()
+	} else {
+		go rs.pump()
+	}
+}
+
+// BeginInline tells f that the calling goroutine, which delivers the
+// request (DecodeHeaders, and DecodeData when the body is already in
+// memory), will call RunInline next and may run the response pump itself
+// instead of a goroutine started per request. The caller must do so only
+// when nothing it would otherwise do concurrently (reading more of the
+// request from the downstream) has to happen while the response is
+// pumped; it must make the stream's end and the downstream going away
+// call Abort while RunInline runs.
+func (f *Filter) BeginInline() { f.state().inline.Store(inlineOpen) }
+
+// RunInline closes the window BeginInline opened. If DecodeHeaders left
+// the response pump to the caller meanwhile (from whatever goroutine it
+// ran on), RunInline runs it here and returns when the response was
+// forwarded through the stream's callbacks, or the request failed. It
+// reports whether it ran a pump.
+func (f *Filter) RunInline() bool {
+	rs := f.rs
+	for {
+		switch st := rs.inline.Load(); st {
+		case inlinePump, inlineRetry:
+			if !rs.inline.CompareAndSwap(st, inlineOff) {
+				continue
+			}
+			if st == inlineRetry {
+				f.runRetry()
+			} else {
+				f.readResponse()
+			}
+			return true
+		case inlineOpen:
+			if rs.inline.CompareAndSwap(inlineOpen, inlineOff) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+}
+
+// Abort ends the stream's upstream request as the stream's destruction
+// would (context Canceled, the upstream stream reset), so that a pump
+// blocked in RunInline returns at once; it does nothing once the upstream
+// stream was released. It may be called from any goroutine between
+// BeginInline and the stream's OnDestroy.
+func (f *Filter) Abort() {
+	rs := f.rs
+	rs.mu.Lock()
+	released := rs.released
+	rs.mu.Unlock()
+	if !released && rs.ctx.cancel(context.Canceled, false) {
+		rs.abort()
+	}
+}
+
+// replayable reports whether a bodyless request may be sent again after
+// it met a stale pooled connection, as net/http's Transport decides: a
+// safe method, or an idempotency key.
+func replayable(h *filter.HeaderMap) bool {
+	switch h.Method() {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return h.Has("idempotency-key") || h.Has("x-idempotency-key")
+}
+
+// reopen sends the request again on a connection checked for liveness,
+// after the last one failed with upstream.ErrStaleConnection (that stream
+// is reset). Only replayable requests get here.
+func (f *Filter) reopen() (upstream.Stream, error) {
+	rs := f.rs
+	rs.mu.Lock()
+	if rs.released { // the route timeout or the stream's end came first
+		rs.mu.Unlock()
+		if err := f.ctx.Err(); err != nil {
+			return nil, err
+		}
+		return nil, upstream.ErrStreamClosed
+	}
+	old := rs.stream
+	rs.stream = nil
+	rs.mu.Unlock()
+	if old != nil {
+		old.Reset()
+	}
+	opts := f.opts
+	opts.ProbeConnection = true
+	return f.r.upstreams.NewStream(f.ctx, f.entry.cluster, f.reqH, true, opts)
 }
 
 // DecodeData forwards request body bytes.
@@ -327,11 +458,25 @@ func (f *Filter) fail(err error) {
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// pump reads the upstream response and sends it through the encoder path.
+// pump is readResponse on a goroutine of its own.
 func (f *Filter) pump() {
-	defer func() { f.rs.done <- struct{}{} }()
-	s := f.stream
-	h, end, err := s.ReadHeaders(f.ctx)
+	f.readResponse()
+	f.rs.done <- struct{}{}
+}
+
+// readResponse reads the upstream response and sends it through the
+// encoder path. A replayable request that met a stale pooled connection
+// is sent once more, on a connection checked for liveness.
+func (f *Filter) readResponse() {
+	h, end, err := f.stream.ReadHeaders(f.ctx)
+	if err != nil && f.replayable && errors.Is(err, upstream.ErrStaleConnection) {
+		var s upstream.Stream
+		if s, err = f.reopen(); err == nil {
+			f.stream = s
+			f.rs.setStream(s)
+			h, end, err = s.ReadHeaders(f.ctx)
+		}
+	}
 	if err != nil {
 		f.finish(false)
 		f.fail(err)

@@ -296,10 +296,15 @@ func (f *Filter) dropAttempt(s upstream.Stream) {
 	s.Reset()
 }
 
-// pumpRetry runs attempts until one's response goes downstream or the
-// policy gives up, then pumps that response as pump does.
+// pumpRetry is runRetry on a goroutine of its own.
 func (f *Filter) pumpRetry() {
-	defer func() { f.rs.done <- struct{}{} }()
+	f.runRetry()
+	f.rs.done <- struct{}{}
+}
+
+// runRetry runs attempts until one's response goes downstream or the
+// policy gives up, then pumps that response as pump does.
+func (f *Filter) runRetry() {
 	p := f.retry.p
 	budget, _ := f.r.upstreams.(RetryBudget)
 	cluster := f.entry.cluster

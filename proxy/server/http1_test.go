@@ -349,24 +349,35 @@ func TestHTTP1IdleTimeout(t *testing.T) {
 
 // TestHTTP1ClientDisconnect: a client that goes away while its request
 // waits on the upstream ends the stream with flag DC and cancels the
-// upstream request.
+// upstream request, whether the response is pumped on the serving
+// goroutine (a request complete in memory) or on a goroutine of its own
+// (a streamed body).
 func TestHTTP1ClientDisconnect(t *testing.T) {
-	g, addr := newGate(t)
-	// The gate does not read the body, so net/http would not notice the
-	// proxy closing the upstream connection: release it at the end.
-	t.Cleanup(func() { close(g.release) })
-	s := startProxy(t, fmt.Sprintf(gateConfig, 0, addr))
-	drainLogs()
-	c, err := net.Dial("tcp", s.ListenerAddr("main").String())
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct{ name, request string }{
+		{"body in memory", "POST /wait HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok"},
+		{"no body", "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n"},
+		{"chunked body", "POST /wait HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"},
 	}
-	io.WriteString(c, "POST /wait HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok")
-	g.wait(t)
-	c.Close()
-	info := lastLog(t)
-	if !info.ResponseFlags.Has(filter.DownstreamConnectionTermination) {
-		t.Fatalf("flags %s, want DC", info.ResponseFlags)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			g, addr := newGate(t)
+			// The gate does not read the body, so net/http would not notice the
+			// proxy closing the upstream connection: release it at the end.
+			t.Cleanup(func() { close(g.release) })
+			s := startProxy(t, fmt.Sprintf(gateConfig, 0, addr))
+			drainLogs()
+			c, err := net.Dial("tcp", s.ListenerAddr("main").String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(c, tc.request)
+			g.wait(t)
+			c.Close()
+			info := lastLog(t)
+			if !info.ResponseFlags.Has(filter.DownstreamConnectionTermination) {
+				t.Fatalf("flags %s, want DC", info.ResponseFlags)
+			}
+		})
 	}
 }
 

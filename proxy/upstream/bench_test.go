@@ -10,28 +10,38 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
 )
 
 // BenchmarkPoolAcquireRelease measures taking a ready connection from a
-// host's pool and giving it back (the liveness peek included).
+// host's pool and giving it back: reused within reuseProbeAfter, so
+// without the liveness probe ("probed": idle past it, with the probe).
 func BenchmarkPoolAcquireRelease(b *testing.B) {
-	srv := newCountingServer(b, okHandler("ok"))
-	m := newTestManager(b, Options{}, staticCluster("web", srv.addr()))
-	c := m.Cluster("web")
-	roundTrip(b, c, reqHeaders("GET", "/", "web"), nil, StreamOptions{}) // one pooled connection
-	p := c.Hosts()[0].h1
-	ctx := testCtx(b)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		pc, err := p.acquire(ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		p.release(pc, true)
+	for _, bc := range []struct {
+		name  string
+		after time.Duration
+	}{{"recent", reuseProbeAfter}, {"probed", 0}} {
+		b.Run(bc.name, func(b *testing.B) {
+			srv := newCountingServer(b, okHandler("ok"))
+			m := newTestManager(b, Options{}, staticCluster("web", srv.addr()))
+			c := m.Cluster("web")
+			c.reuseProbeAfter = bc.after
+			roundTrip(b, c, reqHeaders("GET", "/", "web"), nil, StreamOptions{}) // one pooled connection
+			p := c.Hosts()[0].h1
+			ctx := testCtx(b)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				pc, err := p.acquire(ctx, false)
+				if err != nil {
+					b.Fatal(err)
+				}
+				p.release(pc, true)
+			}
+		})
 	}
 }
 

@@ -44,6 +44,10 @@ type StreamOptions struct {
 	// which saves a registration per request; it still reads the
 	// context's error to tell a timeout from an upstream failure.
 	ResetOnCancel bool
+	// ProbeConnection makes the pool check a ready HTTP/1.1 connection
+	// for liveness however recently it was used: the request retries one
+	// that failed with ErrStaleConnection.
+	ProbeConnection bool
 }
 
 // hostSet is an immutable snapshot of a cluster's hosts with the load
@@ -71,6 +75,7 @@ type Cluster struct {
 	dialContext        func(ctx context.Context, network, addr string) (net.Conn, error)
 	connectTimeout     time.Duration
 	idleTimeout        time.Duration
+	reuseProbeAfter    time.Duration // see the constant; tests lower it
 	maxRequestsPerConn int64
 	maxStreams         uint32
 	h2t                *http2.Transport
@@ -108,6 +113,7 @@ func newCluster(cfg ClusterConfig, opts *Options) *Cluster {
 		dialContext:        opts.DialContext,
 		connectTimeout:     cfg.ConnectTimeout.D(),
 		idleTimeout:        cfg.IdleTimeout.D(),
+		reuseProbeAfter:    reuseProbeAfter,
 		maxRequestsPerConn: int64(cfg.MaxRequestsPerConnection),
 		maxStreams:         cfg.HTTP2.MaxConcurrentStreams,
 		resolver:           opts.Resolver,
@@ -241,7 +247,7 @@ func (c *Cluster) NewStream(ctx context.Context, headers *filter.HeaderMap, endS
 	if useH2 {
 		p = h.h2
 	}
-	pc, err := p.acquire(ctx)
+	pc, err := p.acquire(ctx, opts.ProbeConnection)
 	if err != nil {
 		c.rqRB.release()
 		return nil, c.fail(info, err)

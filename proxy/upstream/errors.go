@@ -17,4 +17,11 @@ var (
 	// ErrConnectionClosed means the upstream closed the connection before
 	// the response was complete.
 	ErrConnectionClosed = errors.New("upstream: connection closed by upstream")
+	// ErrStaleConnection means a pooled HTTP/1.1 connection that had
+	// carried earlier requests was closed or reset by the upstream before
+	// a byte of the response to this one arrived: the upstream closed it
+	// while it was idle and never handled the request. A replayable
+	// request may be sent again on another connection (see
+	// StreamOptions.ProbeConnection).
+	ErrStaleConnection = errors.New("upstream: pooled connection closed by upstream before the response")
 )

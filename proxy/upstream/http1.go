@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/remora-mesh/remora/proxy/filter"
@@ -33,6 +34,7 @@ type h1stream struct {
 	gen     uint64
 	failed  atomic.Bool // an I/O or protocol error: never reuse
 	reqDone atomic.Bool // request fully written
+	reused  bool        // an earlier exchange ran on the connection
 
 	// Writer side, guarded by wmu.
 	wmu          sync.Mutex
@@ -72,6 +74,7 @@ func (s *h1stream) init(pc *pconn) {
 // small request goes out in one write).
 func (s *h1stream) start(headers *filter.HeaderMap, endStream, upgrade bool) error {
 	s.gen++
+	s.reused = s.gen > 1
 	s.state.Store(s.gen << 1)
 	s.failed.Store(false)
 	s.reqDone.Store(false)
@@ -89,6 +92,10 @@ func (s *h1stream) start(headers *filter.HeaderMap, endStream, upgrade bool) err
 	if endStream || tunnel || headers.Value("expect") != "" {
 		if err := s.bw.Flush(); err != nil {
 			s.failed.Store(true)
+			if s.reused && connGone(err) {
+				s.pc.pool.sawStale()
+				err = fmt.Errorf("%w: %w", ErrStaleConnection, err)
+			}
 			return &Error{Flag: filter.UpstreamConnectionTermination, Reason: "write failed", Err: err}
 		}
 		s.headFlushed = true
@@ -334,6 +341,22 @@ func (s *h1stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 			}
 		}()
 	}
+	if _, err := s.br.Peek(1); err != nil {
+		// Not one byte of a response: on a reused connection that the
+		// upstream closed (or reset) this is a stale connection, which
+		// never delivered the request to the application.
+		s.failed.Store(true)
+		if ctx.Err() != nil {
+			return nil, false, s.pc.pool.host.headersCancelled(ctx)
+		}
+		if s.reused && connGone(err) {
+			s.pc.pool.sawStale()
+			return nil, false, &Error{Flag: filter.UpstreamConnectionTermination, Reason: "connection termination",
+				Err: fmt.Errorf("%w: %w", ErrStaleConnection, ErrConnectionClosed)}
+		}
+		s.pc.pool.host.recordLocalFailure()
+		return nil, false, readHeadError(err)
+	}
 	for interim := 0; ; interim++ {
 		if interim > maxInterimResponses {
 			s.failed.Store(true)
@@ -372,6 +395,12 @@ func (s *h1stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 		}
 		return rh.headers, mode == bodyNone, nil
 	}
+}
+
+// connGone reports whether err is the peer's close or reset of the
+// connection (as opposed to a timeout or a local close).
+func connGone(err error) bool {
+	return err == io.EOF || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 func readHeadError(err error) error {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,6 +35,9 @@ type pool struct {
 	ctx    context.Context // cancelled by close: aborts dials
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // dial goroutines
+	// staleAt is when (UnixNano) a request last met a stale connection
+	// of this pool: for staleProbeFor after it, every reuse is probed.
+	staleAt atomic.Int64
 
 	mu         sync.Mutex
 	ready      []*pconn // connections with spare capacity, most recent last
@@ -96,12 +100,38 @@ func (p *pool) newConnCapacity() int {
 	return 1
 }
 
+// reuseProbeAfter is how long an HTTP/1.1 connection may sit idle in the
+// pool and still be reused without a liveness probe. A connection that
+// finished a response less than this long ago is taken as it is: an
+// upstream closes an idle connection after its keep-alive timeout
+// (seconds: Node 5 s, nginx 75 s, Envoy 1 h), and announces any other
+// close in the response (Connection: close), so the probe, one
+// recv(MSG_PEEK) system call, would find nothing on a busy connection.
+// Longer-idle connections are probed before reuse; a request that still
+// meets a close (a race no probe can exclude) fails with
+// ErrStaleConnection, which the router retries when the request is
+// replayable.
+const reuseProbeAfter = 5 * time.Millisecond
+
+// staleProbeFor is how long after a request met a stale connection every
+// reuse of the pool's connections is probed: an upstream that restarts or
+// shuts down closes all of its idle connections at once, and the others
+// would fail the next requests too.
+const staleProbeFor = time.Second
+
+// sawStale records that a request met a stale connection of p.
+func (p *pool) sawStale() {
+	p.staleAt.Store(time.Now().UnixNano())
+	p.host.cluster.stats.inc(statCxStale)
+}
+
 // acquire returns a connection with one unit of capacity reserved for the
 // caller, waiting in the pending queue when none is ready. It fails with
 // *Error UO when the pending queue is full, *Error UF when the connection
-// made for the request fails, or ctx's error. The caller must hand the
-// connection back with release.
-func (p *pool) acquire(ctx context.Context) (*pconn, error) {
+// made for the request fails, or ctx's error. probe checks every ready
+// connection for liveness however recently it was used. The caller must
+// hand the connection back with release.
+func (p *pool) acquire(ctx context.Context, probe bool) (*pconn, error) {
 	cl := p.host.cluster
 	for {
 		p.mu.Lock()
@@ -115,7 +145,14 @@ func (p *pool) acquire(ctx context.Context) (*pconn, error) {
 		}
 		pc := p.ready[n-1]
 		p.assignLocked(pc)
+		idleSince := pc.idleSince
 		p.mu.Unlock()
+		if pc.cc == nil && !probe && pc.h1.br.Buffered() == 0 {
+			now := time.Now()
+			if now.Sub(idleSince) < cl.reuseProbeAfter && now.UnixNano()-p.staleAt.Load() >= int64(staleProbeFor) {
+				return pc, nil
+			}
+		}
 		if pc.alive() {
 			return pc, nil
 		}

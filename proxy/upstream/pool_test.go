@@ -367,25 +367,114 @@ func TestConnectionNotReused(t *testing.T) {
 }
 
 // TestIdleConnectionClosedByUpstream checks that a pooled connection the
-// upstream closed while idle is detected before reuse.
+// upstream closed while idle is detected before reuse once it sat idle
+// past the reuse window, and that within the window the request fails
+// with ErrStaleConnection (no response byte, the host not blamed) and
+// goes through on a probed connection when asked again.
 func TestIdleConnectionClosedByUpstream(t *testing.T) {
+	closeIdle := func(t *testing.T, window time.Duration) (*countingServer, *Cluster) {
+		srv := newCountingServer(t, okHandler("ok"))
+		m := newTestManager(t, Options{}, staticCluster("web", srv.addr()))
+		c := m.Cluster("web")
+		c.reuseProbeAfter = window
+		roundTrip(t, c, reqHeaders("GET", "/", "web"), nil, StreamOptions{})
+		srv.CloseClientConnections()
+		waitFor(t, "the pooled connection to see EOF", func() bool {
+			p := c.Hosts()[0].h1
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return len(p.ready) == 1 && !p.ready[0].alive()
+		})
+		return srv, c
+	}
+	t.Run("idle past the window: probed", func(t *testing.T) {
+		srv, c := closeIdle(t, 0)
+		rh, _, _ := roundTrip(t, c, reqHeaders("GET", "/", "web"), nil, StreamOptions{})
+		if rh.Status() != "200" {
+			t.Fatalf("status %s", rh.Status())
+		}
+		if n := srv.conns.Load(); n != 2 {
+			t.Fatalf("server saw %d connections, want 2", n)
+		}
+		if n := statOf(c, statCxStale); n != 0 {
+			t.Fatalf("upstream_cx_stale %d, want 0", n)
+		}
+	})
+	t.Run("within the window: stale, then probed", func(t *testing.T) {
+		srv, c := closeIdle(t, time.Hour)
+		s, err := c.NewStream(testCtx(t), reqHeaders("GET", "/", "web"), true, StreamOptions{})
+		if err != nil {
+			t.Fatalf("NewStream: %v", err)
+		}
+		_, _, err = s.ReadHeaders(testCtx(t))
+		s.Reset()
+		var ue *Error
+		if !errors.Is(err, ErrStaleConnection) || !errors.As(err, &ue) || ue.Flag != filter.UpstreamConnectionTermination {
+			t.Fatalf("ReadHeaders on the stale connection: %v, want UC ErrStaleConnection", err)
+		}
+		if n := statOf(c, statCxStale); n != 1 {
+			t.Fatalf("upstream_cx_stale %d, want 1", n)
+		}
+		rh, _, _ := roundTrip(t, c, reqHeaders("GET", "/", "web"), nil, StreamOptions{ProbeConnection: true})
+		if rh.Status() != "200" {
+			t.Fatalf("status %s", rh.Status())
+		}
+		if n := srv.conns.Load(); n != 2 {
+			t.Fatalf("server saw %d connections, want 2", n)
+		}
+	})
+}
+
+// TestStaleConnectionProbesThePool: once a request met a stale
+// connection, the pool probes every reuse for a while, so that the other
+// connections an upstream closed together (a restart) fail no request.
+func TestStaleConnectionProbesThePool(t *testing.T) {
 	srv := newCountingServer(t, okHandler("ok"))
 	m := newTestManager(t, Options{}, staticCluster("web", srv.addr()))
 	c := m.Cluster("web")
-	roundTrip(t, c, reqHeaders("GET", "/", "web"), nil, StreamOptions{})
+	c.reuseProbeAfter = time.Hour
+	// Two pooled connections: two exchanges at once.
+	var streams []Stream
+	for range 2 {
+		s, err := c.NewStream(testCtx(t), reqHeaders("GET", "/", "web"), true, StreamOptions{})
+		if err != nil {
+			t.Fatalf("NewStream: %v", err)
+		}
+		streams = append(streams, s)
+	}
+	for _, s := range streams {
+		if _, _, err := s.ReadHeaders(testCtx(t)); err != nil {
+			t.Fatalf("ReadHeaders: %v", err)
+		}
+		readAll(t, s)
+		s.Close()
+	}
 	srv.CloseClientConnections()
-	waitFor(t, "the pooled connection to see EOF", func() bool {
+	waitFor(t, "both pooled connections to see EOF", func() bool {
 		p := c.Hosts()[0].h1
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		return len(p.ready) == 1 && !p.ready[0].alive()
+		return len(p.ready) == 2 && !p.ready[0].alive() && !p.ready[1].alive()
 	})
-	rh, _, _ := roundTrip(t, c, reqHeaders("GET", "/", "web"), nil, StreamOptions{})
+	s, err := c.NewStream(testCtx(t), reqHeaders("GET", "/", "web"), true, StreamOptions{})
+	if err != nil {
+		t.Fatalf("NewStream: %v", err)
+	}
+	_, _, err = s.ReadHeaders(testCtx(t))
+	s.Reset()
+	if !errors.Is(err, ErrStaleConnection) {
+		t.Fatalf("first request: %v, want ErrStaleConnection", err)
+	}
+	// The second pooled connection is probed, dropped, and replaced.
+	rh, _, _ := roundTrip(t, c, reqHeaders("POST", "/", "web"), []byte("x"), StreamOptions{})
 	if rh.Status() != "200" {
 		t.Fatalf("status %s", rh.Status())
 	}
-	if n := srv.conns.Load(); n != 2 {
-		t.Fatalf("server saw %d connections, want 2", n)
+	if n := srv.conns.Load(); n != 3 {
+		t.Fatalf("server saw %d connections, want 3", n)
+	}
+	if n := statOf(c, statCxStale); n != 1 {
+		t.Fatalf("upstream_cx_stale %d, want 1", n)
 	}
 }
 

@@ -37,6 +37,7 @@ const (
 	statCxMaxRequests
 	statCxOverflow
 	statCxNoReuse
+	statCxStale
 	statUpdateAttempt
 	statUpdateSuccess
 	statUpdateFailure
@@ -88,6 +89,7 @@ var statDescs = [numStats]statDesc{
 	statCxMaxRequests:            {"upstream_cx_max_requests", false, "Connections closed after max_requests_per_connection."},
 	statCxOverflow:               {"upstream_cx_overflow", false, "Times the connections circuit breaker refused a new connection."},
 	statCxNoReuse:                {"upstream_cx_not_reused", false, "Connections closed after a request instead of being reused: Connection: close, an error, a reset or an unread body (Remora-specific)."},
+	statCxStale:                  {"upstream_cx_stale", false, "Pooled connections found closed by the upstream when a request was sent on them, before any response byte (Remora-specific)."},
 	statUpdateAttempt:            {"update_attempt", false, "Host-set resolutions attempted (STRICT_DNS)."},
 	statUpdateSuccess:            {"update_success", false, "Host-set resolutions that succeeded."},
 	statUpdateFailure:            {"update_failure", false, "Host-set resolutions that failed (DNS errors)."},
