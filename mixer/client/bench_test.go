@@ -51,6 +51,6 @@ func BenchmarkReportEnqueue(b *testing.B) {
 	bag := reportBag(1)
 	b.ReportAllocs()
 	for b.Loop() {
-		c.Report(bag)
+		c.Report(c.ReportBuilder(bag))
 	}
 }
