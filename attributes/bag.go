@@ -246,7 +246,9 @@ func (bd *Builder) normalize() {
 		if i+1 < len(top) && top[i+1].name == top[i].name {
 			continue
 		}
-		top[nt] = top[i]
+		if nt != i {
+			top[nt] = top[i]
+		}
 		nt++
 	}
 	// Merge from the back: base entries are never overwritten before
@@ -279,7 +281,7 @@ func (bd *Builder) normalize() {
 	w -= i
 	out := bd.entries[:copy(bd.entries, bd.entries[w:nb+nt])]
 	clear(bd.entries[len(out):n])
-	clear(buf[:])
+	clear(buf[:min(n-nb, len(buf))])
 	bd.entries = out
 	bd.sorted = len(out)
 }
