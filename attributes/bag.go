@@ -185,7 +185,7 @@ func (bd *Builder) Reset(base Bag) {
 	clear(bd.kvs)
 	bd.kvs = bd.kvs[:0]
 	if cap(s) < len(base.entries)+resetRoom {
-		s = make([]entry, 0, len(base.entries)+2*resetRoom)
+		s = make([]entry, 0, len(base.entries)+resetRoom)
 	}
 	bd.entries = append(s[:0], base.entries...)
 	bd.sorted = len(bd.entries)

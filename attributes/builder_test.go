@@ -180,7 +180,9 @@ func TestBuilderReset(t *testing.T) {
 				if v, ok := got.Get("labels"); ok && &v.StringMapValue().Entries()[0] == &labels.Entries()[0] {
 					t.Fatal("the bag shares the base's string map storage")
 				}
-				if last != nil && len(got.entries) > 0 && &got.entries[0] != last {
+				// Once warm (after the first round, which sizes the
+				// storage for the largest case), Reset reuses it.
+				if round > 0 && last != nil && len(got.entries) > 0 && &got.entries[0] != last {
 					t.Fatal("Reset did not reuse the storage of the last bag")
 				}
 				if !base.Equal(BagOf(map[string]Value{"a": Int64(1), "labels": StringMapValue(labels), "z": Bool(true)})) {
