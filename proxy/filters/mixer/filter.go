@@ -377,13 +377,15 @@ func codeName(c codes.Code) string {
 // set in name order, so that the builder's sort of them is a single pass;
 // the header and query maps go into the builder's KVs storage.
 func requestAttributes(bd *attributes.Builder, h *filter.HeaderMap, info *filter.StreamInfo, conn filter.ConnectionInfo, direction string) {
+	fields := h.Fields()
+	rh := readRequestHeaders(fields)
 	mtls := info.DownstreamTLS && conn.PeerCertificatePresented
 	bd.Set(attributes.ConnectionMTLS, attributes.Bool(mtls))
 	if info.RequestedServerName != "" {
 		bd.Set(attributes.ConnectionRequestedServerName, attributes.String(info.RequestedServerName))
 	}
 	protocol := attributes.ProtocolHTTP
-	if strings.HasPrefix(h.Value("content-type"), "application/grpc") {
+	if strings.HasPrefix(rh.contentType, "application/grpc") {
 		protocol = attributes.ProtocolGRPC
 	}
 	bd.Set(attributes.ContextProtocol, attributes.String(protocol))
@@ -392,16 +394,15 @@ func requestAttributes(bd *attributes.Builder, h *filter.HeaderMap, info *filter
 		bd.Set(attributes.DestinationPort, attributes.Int64(int64(ap.Port())))
 	}
 
-	fields := h.Fields()
 	kvs := bd.KVs(len(fields))
 	for _, f := range fields {
 		kvs = append(kvs, attributes.KV{Key: f.Name, Value: f.Value})
 	}
 	bd.Set(attributes.RequestHeaders, attributes.StringMapValue(joinRepeated(kvs)))
-	setNonEmpty(bd, attributes.RequestHost, h.Authority())
-	setNonEmpty(bd, attributes.RequestID, h.Value("x-request-id"))
-	setNonEmpty(bd, attributes.RequestMethod, h.Method())
-	path := h.Path()
+	setNonEmpty(bd, attributes.RequestHost, rh.authority)
+	setNonEmpty(bd, attributes.RequestID, rh.requestID)
+	setNonEmpty(bd, attributes.RequestMethod, rh.method)
+	path := rh.path
 	bd.Set(attributes.RequestPath, attributes.String(path))
 	urlPath, query, hasQuery := strings.Cut(path, "?")
 	if hasQuery {
@@ -413,14 +414,14 @@ func requestAttributes(bd *attributes.Builder, h *filter.HeaderMap, info *filter
 			bd.Set(attributes.RequestQueryParams, attributes.StringMapValue(attributes.NewStringMap(q)))
 		}
 	}
-	setNonEmpty(bd, attributes.RequestReferer, h.Value("referer"))
-	scheme := h.Scheme()
+	setNonEmpty(bd, attributes.RequestReferer, rh.referer)
+	scheme := rh.scheme
 	if scheme == "" {
-		scheme = h.Value("x-forwarded-proto")
+		scheme = rh.forwardedProto
 	}
 	setNonEmpty(bd, attributes.RequestScheme, scheme)
-	if cl, ok := h.Get("content-length"); ok {
-		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+	if rh.contentLength != "" {
+		if n, err := strconv.ParseInt(rh.contentLength, 10, 64); err == nil && n >= 0 {
 			bd.Set(attributes.RequestSize, attributes.Int64(n))
 		}
 	}
@@ -428,7 +429,7 @@ func requestAttributes(bd *attributes.Builder, h *filter.HeaderMap, info *filter
 		bd.Set(attributes.RequestTime, attributes.Timestamp(info.StartTime))
 	}
 	bd.Set(attributes.RequestURLPath, attributes.String(urlPath))
-	setNonEmpty(bd, attributes.RequestUserAgent, h.Value("user-agent"))
+	setNonEmpty(bd, attributes.RequestUserAgent, rh.userAgent)
 
 	if ap := info.DownstreamRemoteAddress; ap.IsValid() {
 		bd.Set(attributes.SourceIP, attributes.IPAddress(ap.Addr()))
@@ -438,6 +439,47 @@ func requestAttributes(bd *attributes.Builder, h *filter.HeaderMap, info *filter
 		// Istio's principals drop the spiffe:// scheme.
 		bd.Set(attributes.SourcePrincipal, attributes.String(strings.TrimPrefix(info.DownstreamPeerURISAN, "spiffe://")))
 	}
+}
+
+// requestHeaders are the request header values requestAttributes reads:
+// the first value of each name, as HeaderMap.Get gives it.
+type requestHeaders struct {
+	authority, method, path, scheme, forwardedProto string
+	contentType, contentLength, requestID, referer  string
+	userAgent                                       string
+}
+
+// readRequestHeaders reads them in one pass over the fields instead of a
+// lookup each. It walks backwards, so that of a repeated name the first
+// value is the one left.
+func readRequestHeaders(fields []filter.HeaderField) requestHeaders {
+	var r requestHeaders
+	for i := len(fields) - 1; i >= 0; i-- {
+		f := &fields[i]
+		switch f.Name {
+		case filter.HeaderAuthority:
+			r.authority = f.Value
+		case filter.HeaderMethod:
+			r.method = f.Value
+		case filter.HeaderPath:
+			r.path = f.Value
+		case filter.HeaderScheme:
+			r.scheme = f.Value
+		case "x-forwarded-proto":
+			r.forwardedProto = f.Value
+		case "content-type":
+			r.contentType = f.Value
+		case "content-length":
+			r.contentLength = f.Value
+		case "x-request-id":
+			r.requestID = f.Value
+		case "referer":
+			r.referer = f.Value
+		case "user-agent":
+			r.userAgent = f.Value
+		}
+	}
+	return r
 }
 
 // joinRepeated makes a string map of header fields, joining the values of
