@@ -15,11 +15,11 @@ func TestReadRequestHeadersMatchesGet(t *testing.T) {
 		fields []filter.HeaderField
 	}{
 		{"none", nil},
-		{"typical", []filter.HeaderField{{":method", "GET"}, {":path", "/a?b=1"}, {":authority", "h:1"}, {":scheme", "http"},
-			{"user-agent", "ua"}, {"x-request-id", "id"}, {"content-length", "12"}, {"content-type", "application/grpc"}}},
-		{"repeated names keep the first", []filter.HeaderField{{"referer", "r1"}, {"user-agent", "u1"}, {"referer", "r2"},
-			{"x-forwarded-proto", "https"}, {"user-agent", "u2"}, {"x-forwarded-proto", "http"}, {"content-length", ""}, {"content-length", "5"}}},
-		{"unrelated names", []filter.HeaderField{{"x-user", "alice"}, {"accept", "*/*"}, {":status", "200"}}},
+		{"typical", []filter.HeaderField{{Name: ":method", Value: "GET"}, {Name: ":path", Value: "/a?b=1"}, {Name: ":authority", Value: "h:1"}, {Name: ":scheme", Value: "http"},
+			{Name: "user-agent", Value: "ua"}, {Name: "x-request-id", Value: "id"}, {Name: "content-length", Value: "12"}, {Name: "content-type", Value: "application/grpc"}}},
+		{"repeated names keep the first", []filter.HeaderField{{Name: "referer", Value: "r1"}, {Name: "user-agent", Value: "u1"}, {Name: "referer", Value: "r2"},
+			{Name: "x-forwarded-proto", Value: "https"}, {Name: "user-agent", Value: "u2"}, {Name: "x-forwarded-proto", Value: "http"}, {Name: "content-length", Value: ""}, {Name: "content-length", Value: "5"}}},
+		{"unrelated names", []filter.HeaderField{{Name: "x-user", Value: "alice"}, {Name: "accept", Value: "*/*"}, {Name: ":status", Value: "200"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
