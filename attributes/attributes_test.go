@@ -1,6 +1,7 @@
 package attributes
 
 import (
+	"fmt"
 	"math"
 	"net/netip"
 	"slices"
@@ -143,5 +144,45 @@ func TestCompressRoundTrip(t *testing.T) {
 	ca := Compress(b, GlobalWordCount())
 	if slices.Contains(ca.Words, RequestHeaders) || !slices.Contains(ca.Words, "reviews-v2") {
 		t.Errorf("words = %v", ca.Words)
+	}
+}
+
+// TestIPAddressSharedCells builds IP address values from several
+// goroutines, over more addresses than the cache holds, so that cells are
+// replaced while values point into them: every value must keep its own
+// address (and the race detector must stay quiet).
+func TestIPAddressSharedCells(t *testing.T) {
+	addrs := make([]netip.Addr, 0, 2*len(ipCells)+3)
+	for i := range 2 * len(ipCells) {
+		addrs = append(addrs, netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 7}))
+	}
+	addrs = append(addrs, netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("::ffff:192.0.2.9"), netip.Addr{})
+	done := make(chan error, 4)
+	for w := range 4 {
+		go func() {
+			type pair struct {
+				addr netip.Addr
+				v    Value
+			}
+			var held []pair
+			for round := range 3 {
+				for i := range addrs {
+					a := addrs[(i*7+w+round)%len(addrs)]
+					held = append(held, pair{a.Unmap(), IPAddress(a)})
+				}
+			}
+			for _, p := range held {
+				if got, _ := p.v.IPValue(); got != p.addr {
+					done <- fmt.Errorf("the value of %v holds %v", p.addr, got)
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -85,9 +85,20 @@ func (b Bag) String() string {
 // with the zero Value. The first sorted entries of the log (those copied by
 // NewBuilderFrom, or left by an earlier compaction) are sorted and unique,
 // so that Build sorts only what was set since and merges it in.
+//
+// A builder can also be reused from bag to bag: Reset reclaims the storage
+// of the bags it built, and KVs hands out string-map storage that Reset
+// reclaims too, so that a builder kept in a pool builds without allocating
+// once warm. Reuse is for owners that can prove the old bags unreachable
+// (see Reset); everything else lets bags own their storage for good.
 type Builder struct {
 	entries []entry
 	sorted  int // entries[:sorted] are sorted by name, unique and valid
+	// spare is the storage of the last bag built, for Reset to reclaim.
+	spare []entry
+	// kvs is string-map storage: kvs[:len(kvs)] was handed out by KVs
+	// since the last Reset.
+	kvs []KV
 }
 
 // compactAfter is how many unsorted records the log may hold before Set
@@ -142,12 +153,69 @@ func (bd *Builder) Len() int {
 }
 
 // Build returns the bag and leaves the builder empty. The bag owns the
-// builder's storage; the builder allocates anew on its next Set.
+// builder's storage until Reset; the builder allocates anew on its next
+// Set.
 func (bd *Builder) Build() Bag {
 	bd.normalize()
 	entries := bd.entries
-	bd.entries, bd.sorted = nil, 0
+	bd.entries, bd.sorted, bd.spare = nil, 0, entries
 	return Bag{entries: entries}
+}
+
+// Reset empties bd and starts it with the attributes of base (none for the
+// zero Bag), as NewBuilderFrom does, except that the string maps of base
+// are copied into bd's own storage: the bags bd builds next share no
+// reclaimable storage with base.
+//
+// Reset reclaims the storage of the last bag bd built and of every string
+// map KVs handed out since the previous Reset, overwriting it from then
+// on. The caller guarantees that those bags, their copies and their string
+// maps are no longer used by anyone: Bags are immutable by contract, so
+// only an owner that never let them escape may reset (the mixer filter its
+// per-stream builder once the stream's report is built; the mixer client a
+// report builder once its batch is encoded).
+func (bd *Builder) Reset(base Bag) {
+	clear(bd.entries)
+	clear(bd.spare)
+	s := bd.spare
+	if cap(bd.entries) > cap(s) {
+		s = bd.entries
+	}
+	bd.spare = nil
+	clear(bd.kvs)
+	bd.kvs = bd.kvs[:0]
+	if cap(s) < len(base.entries)+resetRoom {
+		s = make([]entry, 0, len(base.entries)+resetRoom)
+	}
+	bd.entries = append(s[:0], base.entries...)
+	bd.sorted = len(bd.entries)
+	for i := range bd.entries {
+		e := &bd.entries[i]
+		if e.value.kind == KindStringMap {
+			kvs := append(bd.KVs(int(e.value.n)), e.value.kvs()...)
+			e.value = StringMapValue(StringMap{kvs: kvs})
+		}
+	}
+}
+
+// resetRoom is how many attributes Reset leaves room for beyond the base
+// (a request's or a response's own), so that reused storage seldom grows.
+const resetRoom = 16
+
+// KVs returns an empty slice with room for n entries, in storage that bd
+// reclaims on Reset: fill it and pass it to NewStringMap for a value of
+// the bags bd builds. Appending beyond n moves the slice out of bd's
+// storage (safe, but no longer reused).
+func (bd *Builder) KVs(n int) []KV {
+	l := len(bd.kvs)
+	if cap(bd.kvs)-l < n {
+		// A new block; the old one stays with the bags that use it and
+		// is left to the collector.
+		bd.kvs = make([]KV, 0, max(2*cap(bd.kvs), n, 16))
+		l = 0
+	}
+	bd.kvs = bd.kvs[:l+n]
+	return bd.kvs[l : l : l+n]
 }
 
 // normalize sorts the log by name, keeps the last record of each name and
@@ -178,7 +246,9 @@ func (bd *Builder) normalize() {
 		if i+1 < len(top) && top[i+1].name == top[i].name {
 			continue
 		}
-		top[nt] = top[i]
+		if nt != i {
+			top[nt] = top[i]
+		}
 		nt++
 	}
 	// Merge from the back: base entries are never overwritten before
@@ -211,7 +281,7 @@ func (bd *Builder) normalize() {
 	w -= i
 	out := bd.entries[:copy(bd.entries, bd.entries[w:nb+nt])]
 	clear(bd.entries[len(out):n])
-	clear(buf[:])
+	clear(buf[:min(n-nb, len(buf))])
 	bd.entries = out
 	bd.sorted = len(out)
 }

@@ -140,3 +140,73 @@ func BenchmarkBuilderNew(b *testing.B) {
 		bd.Build()
 	}
 }
+
+// TestBuilderReset checks that Reset starts from the base, copies the
+// base's string maps into the builder's storage, and reuses the storage of
+// the bag built before.
+func TestBuilderReset(t *testing.T) {
+	labels := StringMapOf(map[string]string{"app": "reviews", "version": "v2"})
+	base := BagOf(map[string]Value{"a": Int64(1), "labels": StringMapValue(labels), "z": Bool(true)})
+	tests := []struct {
+		name string
+		base Bag
+		do   func(*Builder)
+		want map[string]Value
+	}{
+		{"zero base", Bag{}, func(bd *Builder) { bd.Set("m", String("x")) }, map[string]Value{"m": String("x")}},
+		{"base only", base, func(*Builder) {}, map[string]Value{"a": Int64(1), "labels": StringMapValue(labels), "z": Bool(true)}},
+		{"set, replace, delete", base, func(bd *Builder) {
+			bd.Set("b", Int64(2))
+			bd.Set("a", Int64(3))
+			bd.Delete("z")
+			kvs := append(bd.KVs(1), KV{"k", "v"})
+			bd.Set("h", StringMapValue(NewStringMap(kvs)))
+		}, map[string]Value{"a": Int64(3), "b": Int64(2), "h": StringMapValue(StringMapOf(map[string]string{"k": "v"})), "labels": StringMapValue(labels)}},
+	}
+	var bd Builder // one builder through every case, as a pool would use it
+	for round := range 3 {
+		for _, tt := range tests {
+			t.Run(fmt.Sprint(tt.name, "/", round), func(t *testing.T) {
+				var last *entry
+				if len(bd.spare) > 0 {
+					last = &bd.spare[:1][0]
+				}
+				bd.Reset(tt.base)
+				tt.do(&bd)
+				got := bd.Build()
+				if !got.Equal(BagOf(tt.want)) {
+					t.Fatalf("built\n%s\nwant\n%s", got, BagOf(tt.want))
+				}
+				if v, ok := got.Get("labels"); ok && &v.StringMapValue().Entries()[0] == &labels.Entries()[0] {
+					t.Fatal("the bag shares the base's string map storage")
+				}
+				// Once warm (after the first round, which sizes the
+				// storage for the largest case), Reset reuses it.
+				if round > 0 && last != nil && len(got.entries) > 0 && &got.entries[0] != last {
+					t.Fatal("Reset did not reuse the storage of the last bag")
+				}
+				if !base.Equal(BagOf(map[string]Value{"a": Int64(1), "labels": StringMapValue(labels), "z": Bool(true)})) {
+					t.Fatal("the base bag changed")
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkBuilderReset is a pooled builder's cost: a request bag over a
+// base, built in reused storage.
+func BenchmarkBuilderReset(b *testing.B) {
+	base := requestBag()
+	var bd Builder
+	b.ReportAllocs()
+	for b.Loop() {
+		bd.Reset(base)
+		bd.Set(ResponseCode, Int64(200))
+		bd.Set(ResponseSize, Int64(1024))
+		kvs := append(bd.KVs(2), KV{":status", "200"}, KV{"content-type", "text/html"})
+		bd.Set(ResponseHeaders, StringMapValue(NewStringMap(kvs)))
+		if bd.Build().Len() == 0 {
+			b.Fatal("empty bag")
+		}
+	}
+}

@@ -2,6 +2,7 @@ package attributes
 
 import (
 	"math"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -19,22 +20,56 @@ type ReportEncoder struct {
 	changed []entry
 	rec     []byte // one CompressedAttributes being built
 	sm      []byte // one StringMap being built
+	// memo remembers the indexes of the batch's words by string data
+	// pointer: the records of a batch share most of their strings
+	// (attribute names, interned header names, the identity's values),
+	// so most lookups cost a pointer comparison instead of map lookups.
+	// It is cleared after each batch.
+	memo *[memoSize]memoSlot
+}
+
+// memoSize is the number of memo slots (24 KiB).
+const memoSize = 1 << memoBits
+
+const memoBits = 10
+
+// memoSlot is one remembered word. Holding the string keeps its bytes
+// alive, so another string with the same data pointer and length is the
+// same word.
+type memoSlot struct {
+	w   string
+	idx int32
 }
 
 // Append appends the wire form of an istio.mixer.v1.ReportRequest holding
 // bags to dst and returns it. Like EncodeReport, DELTA_ENCODING falls back
 // to INDEPENDENT_ENCODING when an attribute disappears within the batch.
 func (e *ReportEncoder) Append(dst []byte, bags []Bag, semantics mixerv1.ReportRequest_RepeatedAttributesSemantics, globalWordCount uint32) []byte {
-	if semantics == mixerv1.ReportRequest_DELTA_ENCODING && !deltaExpressible(bags) {
-		semantics = mixerv1.ReportRequest_INDEPENDENT_ENCODING
+	if e.memo == nil {
+		e.memo = new([memoSize]memoSlot)
 	}
+	defer clear(e.memo[:]) // the batch's indexes, and its strings
+	return e.append(dst, bags, semantics, globalWordCount)
+}
+
+func (e *ReportEncoder) append(dst []byte, bags []Bag, semantics mixerv1.ReportRequest_RepeatedAttributesSemantics, globalWordCount uint32) []byte {
+	start := len(dst)
 	e.words.global = min(globalWordCount, GlobalWordCount())
 	e.words.words = e.words.words[:0]
 	clear(e.words.local)
 	for i, b := range bags {
 		entries := b.entries
 		if i > 0 && semantics == mixerv1.ReportRequest_DELTA_ENCODING {
-			e.changed = appendChanged(e.changed[:0], bags[i-1].entries, b.entries)
+			var ok bool
+			e.changed, ok = appendChangedSuperset(e.changed[:0], bags[i-1].entries, b.entries)
+			if !ok {
+				// Delta cannot say an attribute went away: encode the
+				// whole batch again, independently, with words (and so
+				// the memo) numbered anew.
+				clear(e.changed)
+				clear(e.memo[:])
+				return e.append(dst[:start], bags, mixerv1.ReportRequest_INDEPENDENT_ENCODING, globalWordCount)
+			}
 			entries = e.changed
 		}
 		e.rec = e.appendCompressed(e.rec[:0], entries)
@@ -61,11 +96,11 @@ func (e *ReportEncoder) Append(dst []byte, bags []Bag, semantics mixerv1.ReportR
 // entries, indexing words as compressInto does.
 func (e *ReportEncoder) appendCompressed(b []byte, entries []entry) []byte {
 	for _, en := range entries {
-		name := e.words.Index(en.name)
+		name := e.index(en.name)
 		v := en.value
 		switch v.kind {
 		case KindString:
-			b = appendMapEntry(b, caStrings, name, protowire.VarintType, protowire.EncodeZigZag(int64(e.words.Index(v.str()))), nil)
+			b = appendMapEntry(b, caStrings, name, protowire.VarintType, protowire.EncodeZigZag(int64(e.index(v.str()))), nil)
 		case KindInt64:
 			b = appendMapEntry(b, caInt64s, name, protowire.VarintType, uint64(v.n), nil)
 		case KindDouble:
@@ -83,13 +118,57 @@ func (e *ReportEncoder) appendCompressed(b []byte, entries []entry) []byte {
 		case KindStringMap:
 			e.sm = e.sm[:0]
 			for _, kv := range v.kvs() {
-				k, val := e.words.Index(kv.Key), e.words.Index(kv.Value)
+				k, val := e.index(kv.Key), e.index(kv.Value)
 				e.sm = appendMapEntry(e.sm, 1, k, protowire.VarintType, protowire.EncodeZigZag(int64(val)), nil)
 			}
 			b = appendMapEntry(b, caStringMaps, name, protowire.BytesType, 0, e.sm)
 		}
 	}
 	return b
+}
+
+// index is e.words.Index, answered from the memo when the same string
+// (same bytes in memory) was indexed before in this batch.
+func (e *ReportEncoder) index(w string) int32 {
+	p := unsafe.StringData(w)
+	if p == nil {
+		return e.words.Index(w)
+	}
+	h := (uint64(uintptr(unsafe.Pointer(p))) ^ uint64(len(w))) * 0x9e3779b97f4a7c15
+	slot := &e.memo[h>>(64-memoBits)]
+	if unsafe.StringData(slot.w) == p && len(slot.w) == len(w) {
+		return slot.idx
+	}
+	i := e.words.Index(w)
+	*slot = memoSlot{w: w, idx: i}
+	return i
+}
+
+// appendChangedSuperset appends to dst the entries of cur that are absent
+// from prev or differ from it, as appendChanged does, and reports whether
+// cur has every name of prev (deltaExpressible for the pair), in one pass.
+// Both are sorted by name; names of consecutive records are mostly the
+// same strings, so the equality test comes first.
+func appendChangedSuperset(dst, prev, cur []entry) ([]entry, bool) {
+	j := 0
+	for i := range cur {
+		c := &cur[i]
+		if j < len(prev) {
+			p := &prev[j]
+			if p.name == c.name {
+				j++
+				if !p.value.Equal(c.value) {
+					dst = append(dst, *c)
+				}
+				continue
+			}
+			if p.name < c.name {
+				return dst, false // prev's attribute is missing from cur
+			}
+		}
+		dst = append(dst, *c) // new in cur
+	}
+	return dst, j == len(prev)
 }
 
 // appendMapEntry appends one entry of a map<sint32, V> field: key 1 as a

@@ -50,6 +50,7 @@ func TestReportEncoderMatchesEncodeReport(t *testing.T) {
 		{"delta, distinct requests", varied, mixerv1.ReportRequest_DELTA_ENCODING, GlobalWordCount()},
 		{"independent, distinct requests", varied, mixerv1.ReportRequest_INDEPENDENT_ENCODING, GlobalWordCount()},
 		{"delta falls back when an attribute disappears", shrinking, mixerv1.ReportRequest_DELTA_ENCODING, GlobalWordCount()},
+		{"delta falls back late in the batch", append(append([]Bag(nil), varied[:6]...), only.Build(), varied[6]), mixerv1.ReportRequest_DELTA_ENCODING, GlobalWordCount()},
 		{"peer knows fewer global words", varied[:5], mixerv1.ReportRequest_DELTA_ENCODING, 20},
 		{"peer knows no global words", varied[:5], mixerv1.ReportRequest_DELTA_ENCODING, 0},
 		{"zero and negative values", []Bag{zero, zero}, mixerv1.ReportRequest_DELTA_ENCODING, GlobalWordCount()},

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -114,10 +115,47 @@ func StringMapValue(m StringMap) Value {
 }
 
 // IPAddress returns an IP address value; an IPv4-mapped IPv6 address is
-// stored as IPv4, as Envoy reports it.
+// stored as IPv4, as Envoy reports it. Recently used addresses share their
+// bytes (see ipCells), so that a sidecar's per-request source and
+// destination addresses cost no allocation.
 func IPAddress(ip netip.Addr) Value {
-	return strValue(KindIPAddress, bytesString(ip.Unmap().AsSlice()))
+	ip = ip.Unmap()
+	if !ip.IsValid() {
+		return strValue(KindIPAddress, "")
+	}
+	a := ip.As16()
+	lo, hi := binary.LittleEndian.Uint64(a[:8]), binary.LittleEndian.Uint64(a[8:])
+	slot := &ipCells[((lo^hi)*0x9e3779b97f4a7c15)>>(64-ipCellBits)]
+	if c := slot.Load(); c != nil && c.addr == ip {
+		return strValue(KindIPAddress, c.bytes())
+	}
+	c := &ipCell{addr: ip}
+	if ip.Is4() {
+		a4 := ip.As4()
+		c.n = uint8(copy(c.b[:], a4[:]))
+	} else {
+		c.n = uint8(copy(c.b[:], a[:]))
+	}
+	slot.Store(c)
+	return strValue(KindIPAddress, c.bytes())
 }
+
+// ipCellBits sizes ipCells: 256 addresses, a few KiB.
+const ipCellBits = 8
+
+// ipCells is a direct-mapped cache of the bytes of recently seen
+// addresses. A cell is immutable once stored and never reused: values keep
+// pointing into a cell that was replaced, which the collector then keeps
+// alive, so sharing cells between goroutines and values is safe.
+var ipCells [1 << ipCellBits]atomic.Pointer[ipCell]
+
+type ipCell struct {
+	addr netip.Addr
+	b    [16]byte
+	n    uint8
+}
+
+func (c *ipCell) bytes() string { return unsafe.String(&c.b[0], int(c.n)) }
 
 // ipFromBytes returns an IP address value over raw 4- or 16-byte b.
 func ipFromBytes(b string) (Value, bool) {

@@ -590,3 +590,32 @@ func TestResponseFlagsMatchString(t *testing.T) {
 		}
 	}
 }
+
+// TestStartTimeSecondCache checks that rendering through the per-second
+// cache gives what rendering every field afresh gives, for times that
+// revisit a second, cross seconds back and forth, and precede 1970.
+func TestStartTimeSecondCache(t *testing.T) {
+	base := time.Date(2026, 11, 22, 9, 14, 59, 999_999_999, time.UTC)
+	times := []time.Time{
+		base, base.Add(-1), base.Add(1), base.Add(2 * time.Millisecond), base.Add(-5 * time.Millisecond),
+		base.Add(time.Second + 123_456_789), base, time.Unix(-1, 5), time.Unix(-1, 999_999_999), time.Unix(0, 0),
+		time.Date(2026, 11, 22, 10, 14, 59, 1, time.FixedZone("CET", 3600)),
+	}
+	for _, f := range []string{"", "%s.%3f", "%f|%1f|%3f|%6f|%9f", "%E3S|%E*S|%E0S", "%Y-%m-%dT%H:%M:%S", "%T.%9f %a %j"} {
+		t.Run(f, func(t *testing.T) {
+			tf, err := compileTime(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for round := range 2 {
+				for _, tm := range times {
+					got := string(tf.append([]byte("x"), tm))
+					want := "x" + string(tf.appendFields(nil, tm, func(int, int) {}))
+					if got != want {
+						t.Fatalf("round %d, %v: cached %q, fresh %q", round, tm, got, want)
+					}
+				}
+			}
+		})
+	}
+}

@@ -124,7 +124,7 @@ func (o *operator) grpcStatus(info *filter.StreamInfo) value {
 	// Numbers, and names of codes beyond the well-known ones, render as
 	// the number (a number in typed JSON only for NUMBER).
 	if o.grpc == grpcNumber {
-		return value{kind: vUint, u: code}
+		return uintValue(code)
 	}
 	return value{kind: vString, s: smallNumber(code)}
 }

@@ -2,9 +2,11 @@ package format
 
 import (
 	"errors"
+	"math"
 	"sort"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/remora-mesh/remora/proxy/filter"
 )
@@ -233,15 +235,36 @@ const (
 )
 
 // value is an operator's result. It refers to info's strings or to scratch
-// memory and is valid only until the next evaluation.
+// memory and is valid only until the next evaluation. It is kept small
+// (32 bytes): every operator of every line returns one.
 type value struct {
 	kind valueKind
-	s    string
-	b    []byte
-	i    int64
-	u    uint64
-	f    float64
-	t    bool
+	// s is the text of vString, and the bytes of vBytes and vJSON viewed
+	// as a string (see bytesValue).
+	s string
+	// n holds vInt (int64 bits), vUint, vFloat (float64 bits) and vBool
+	// (0 or 1).
+	n uint64
+}
+
+// bytesValue returns a value of kind (vBytes or vJSON) over b without
+// copying; b must not change while the value is in use (scratch memory
+// changes only at the next evaluation).
+func bytesValue(kind valueKind, b []byte) value {
+	return value{kind: kind, s: unsafe.String(unsafe.SliceData(b), len(b))}
+}
+
+func intValue(i int64) value     { return value{kind: vInt, n: uint64(i)} }
+func uintValue(u uint64) value   { return value{kind: vUint, n: u} }
+func floatValue(f float64) value { return value{kind: vFloat, n: math.Float64bits(f)} }
+func (v *value) int() int64      { return int64(v.n) }
+func (v *value) float() float64  { return math.Float64frombits(v.n) }
+func (v *value) bool() bool      { return v.n != 0 }
+func boolValue(t bool) value {
+	if t {
+		return value{kind: vBool, n: 1}
+	}
+	return value{kind: vBool}
 }
 
 func str(s string) value {
@@ -255,20 +278,16 @@ func ms(d time.Duration) value {
 	if d <= 0 {
 		return value{}
 	}
-	return value{kind: vInt, i: d.Milliseconds()}
+	return intValue(d.Milliseconds())
 }
 
 func (o *operator) eval(info *filter.StreamInfo, sc *scratch) value {
 	v := o.evalRaw(info, sc)
 	if o.maxLen >= 0 {
 		switch v.kind {
-		case vString:
+		case vString, vBytes:
 			if len(v.s) > o.maxLen {
 				v.s = v.s[:o.maxLen]
-			}
-		case vBytes:
-			if len(v.b) > o.maxLen {
-				v.b = v.b[:o.maxLen]
 			}
 		}
 	}
@@ -282,7 +301,7 @@ func (o *operator) evalRaw(info *filter.StreamInfo, sc *scratch) value {
 			return value{}
 		}
 		sc.b = o.tf.append(sc.b[:0], info.StartTime)
-		return value{kind: vBytes, b: sc.b}
+		return bytesValue(vBytes, sc.b)
 	case opReq:
 		return header(info.RequestHeaders, o.header, o.altHdr)
 	case opResp:
@@ -290,15 +309,15 @@ func (o *operator) evalRaw(info *filter.StreamInfo, sc *scratch) value {
 	case opTrailer:
 		return header(info.ResponseTrailers, o.header, o.altHdr)
 	case opResponseCode:
-		return value{kind: vInt, i: int64(info.ResponseCode)}
+		return intValue(int64(info.ResponseCode))
 	case opResponseCodeDetails:
 		return str(info.ResponseCodeDetails)
 	case opResponseFlags:
 		return responseFlags(info.ResponseFlags, sc)
 	case opBytesReceived:
-		return value{kind: vUint, u: info.BytesReceived}
+		return uintValue(info.BytesReceived)
 	case opBytesSent:
-		return value{kind: vUint, u: info.BytesSent}
+		return uintValue(info.BytesSent)
 	case opDuration:
 		return ms(info.Duration())
 	case opRequestDuration:
@@ -309,7 +328,7 @@ func (o *operator) evalRaw(info *filter.StreamInfo, sc *scratch) value {
 		if info.FirstUpstreamRxByteReceived <= 0 || info.LastDownstreamTxByteSent <= 0 {
 			return value{}
 		}
-		return value{kind: vInt, i: (info.LastDownstreamTxByteSent - info.FirstUpstreamRxByteReceived).Milliseconds()}
+		return intValue((info.LastDownstreamTxByteSent - info.FirstUpstreamRxByteReceived).Milliseconds())
 	case opUpstreamHost:
 		return str(info.UpstreamHost)
 	case opUpstreamCluster:
@@ -366,7 +385,7 @@ func responseFlags(f filter.ResponseFlags, sc *scratch) value {
 			sc.b = append(sc.b, n...)
 		}
 	}
-	return value{kind: vBytes, b: sc.b}
+	return bytesValue(vBytes, sc.b)
 }
 
 func header(h *filter.HeaderMap, name, alt string) value {

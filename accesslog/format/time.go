@@ -3,6 +3,7 @@ package format
 import (
 	"errors"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -10,7 +11,20 @@ import (
 // are rendered in UTC.
 type timeFormat struct {
 	parts []timePart
+	// last is the rendering of the latest second seen: the lines of one
+	// second share it and only fill in their fractional digits.
+	last atomic.Pointer[renderedSecond]
 }
+
+// renderedSecond is a timeFormat rendered for one second, with zero
+// nanoseconds. It is immutable once stored.
+type renderedSecond struct {
+	sec  int64 // Unix seconds
+	text []byte
+	frac []fracSlot // where the fractional digits go in text
+}
+
+type fracSlot struct{ pos, width int }
 
 type timePart struct {
 	lit   string
@@ -126,8 +140,40 @@ func appendFrac(dst []byte, nanos, width int) []byte {
 	return append(dst, b[:width]...)
 }
 
-// append renders t (converted to UTC) and appends it to dst.
+// append renders t (converted to UTC) and appends it to dst. Every field
+// but the fractional seconds depends on the second only, so the second's
+// rendering is kept and reused.
 func (tf *timeFormat) append(dst []byte, t time.Time) []byte {
+	sec := t.Unix()
+	r := tf.last.Load()
+	if r == nil || r.sec != sec {
+		r = tf.render(sec)
+		tf.last.Store(r)
+	}
+	start := len(dst)
+	dst = append(dst, r.text...)
+	if len(r.frac) > 0 {
+		var digits [9]byte
+		appendFrac(digits[:0], t.Nanosecond(), 9)
+		for _, f := range r.frac {
+			copy(dst[start+f.pos:start+f.pos+f.width], digits[:f.width])
+		}
+	}
+	return dst
+}
+
+// render renders the second sec, recording where fractional digits go.
+func (tf *timeFormat) render(sec int64) *renderedSecond {
+	r := &renderedSecond{sec: sec}
+	r.text = tf.appendFields(nil, time.Unix(sec, 0), func(pos, width int) {
+		r.frac = append(r.frac, fracSlot{pos, width})
+	})
+	return r
+}
+
+// appendFields renders t (converted to UTC) and appends it to dst, calling
+// frac with the position and width of each fractional-seconds field.
+func (tf *timeFormat) appendFields(dst []byte, t time.Time, frac func(pos, width int)) []byte {
 	t = t.UTC()
 	year, month, day := t.Date()
 	hour, min, sec := t.Clock()
@@ -213,11 +259,13 @@ func (tf *timeFormat) append(dst []byte, t time.Time) []byte {
 			dst = append(dst, '/')
 			dst = appendPad(dst, year%100, 2, '0')
 		case 'f':
+			frac(len(dst), p.width)
 			dst = appendFrac(dst, t.Nanosecond(), p.width)
 		case 'E':
 			dst = appendPad(dst, sec, 2, '0')
 			if p.width > 0 {
 				dst = append(dst, '.')
+				frac(len(dst), p.width)
 				dst = appendFrac(dst, t.Nanosecond(), p.width)
 			}
 		}

@@ -19,18 +19,16 @@ func (v *value) appendText(dst []byte, omit bool) []byte {
 			return dst
 		}
 		return append(dst, '-')
-	case vString:
+	case vString, vBytes, vJSON:
 		return append(dst, v.s...)
-	case vBytes, vJSON:
-		return append(dst, v.b...)
 	case vInt:
-		return strconv.AppendInt(dst, v.i, 10)
+		return strconv.AppendInt(dst, v.int(), 10)
 	case vUint:
-		return strconv.AppendUint(dst, v.u, 10)
+		return strconv.AppendUint(dst, v.n, 10)
 	case vFloat:
-		return appendFloat(dst, v.f)
+		return appendFloat(dst, v.float())
 	case vBool:
-		return strconv.AppendBool(dst, v.t)
+		return strconv.AppendBool(dst, v.bool())
 	case vNull:
 		return append(dst, "null"...)
 	}
@@ -42,10 +40,8 @@ func (v *value) empty() bool {
 	switch v.kind {
 	case vUnset, vNull:
 		return true
-	case vString:
+	case vString, vBytes:
 		return v.s == ""
-	case vBytes:
-		return len(v.b) == 0
 	}
 	return false
 }
@@ -53,10 +49,8 @@ func (v *value) empty() bool {
 // appendJSONString renders v's text form as a JSON string without quotes.
 func (v *value) appendJSONStringBody(dst []byte, omit bool) []byte {
 	switch v.kind {
-	case vString:
+	case vString, vBytes, vJSON:
 		return appendEscaped(dst, v.s)
-	case vBytes, vJSON:
-		return appendEscapedBytes(dst, v.b)
 	default:
 		// Numbers, booleans, "-" and "null" need no escaping.
 		return v.appendText(dst, omit)
@@ -68,27 +62,23 @@ func (v *value) appendTyped(dst []byte) []byte {
 	switch v.kind {
 	case vUnset, vNull:
 		return append(dst, "null"...)
-	case vString:
+	case vString, vBytes:
 		dst = append(dst, '"')
 		dst = appendEscaped(dst, v.s)
 		return append(dst, '"')
-	case vBytes:
-		dst = append(dst, '"')
-		dst = appendEscapedBytes(dst, v.b)
-		return append(dst, '"')
 	case vJSON:
-		return append(dst, v.b...)
+		return append(dst, v.s...)
 	case vInt:
-		return strconv.AppendInt(dst, v.i, 10)
+		return strconv.AppendInt(dst, v.int(), 10)
 	case vUint:
-		return strconv.AppendUint(dst, v.u, 10)
+		return strconv.AppendUint(dst, v.n, 10)
 	case vFloat:
-		if math.IsNaN(v.f) || math.IsInf(v.f, 0) {
+		if f := v.float(); math.IsNaN(f) || math.IsInf(f, 0) {
 			return append(dst, "null"...)
 		}
-		return appendFloat(dst, v.f)
+		return appendFloat(dst, v.float())
 	case vBool:
-		return strconv.AppendBool(dst, v.t)
+		return strconv.AppendBool(dst, v.bool())
 	}
 	return dst
 }
@@ -130,36 +120,6 @@ func appendEscaped(dst []byte, s string) []byte {
 	return append(dst, s[start:]...)
 }
 
-// appendEscapedBytes is appendEscaped for a byte slice. b must not alias
-// dst's spare capacity.
-func appendEscapedBytes(dst []byte, b []byte) []byte {
-	start := 0
-	for i := 0; i < len(b); {
-		c := b[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, b[start:i]...)
-			dst = appendEscapedByte(dst, c)
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRune(b[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, b[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	return append(dst, b[start:]...)
-}
-
 func appendEscapedByte(dst []byte, c byte) []byte {
 	switch c {
 	case '"':
@@ -185,7 +145,7 @@ func addrPort(ap netip.AddrPort, withPort bool, sc *scratch) value {
 	} else {
 		sc.b = ap.Addr().AppendTo(sc.b[:0])
 	}
-	return value{kind: vBytes, b: sc.b}
+	return bytesValue(vBytes, sc.b)
 }
 
 // metadata renders DYNAMIC_METADATA(NS[:KEY...]).
@@ -225,30 +185,30 @@ func anyValue(x any, sc *scratch) value {
 	case string:
 		return value{kind: vString, s: t}
 	case bool:
-		return value{kind: vBool, t: t}
+		return boolValue(t)
 	case int:
-		return value{kind: vInt, i: int64(t)}
+		return intValue(int64(t))
 	case int32:
-		return value{kind: vInt, i: int64(t)}
+		return intValue(int64(t))
 	case int64:
-		return value{kind: vInt, i: t}
+		return intValue(t)
 	case uint32:
-		return value{kind: vUint, u: uint64(t)}
+		return uintValue(uint64(t))
 	case uint64:
-		return value{kind: vUint, u: t}
+		return uintValue(t)
 	case float32:
-		return value{kind: vFloat, f: float64(t)}
+		return floatValue(float64(t))
 	case float64:
-		return value{kind: vFloat, f: t}
+		return floatValue(t)
 	case map[string]any:
 		sc.b = appendJSONAny(sc.b[:0], t)
-		return value{kind: vJSON, b: sc.b}
+		return bytesValue(vJSON, sc.b)
 	}
 	b, err := json.Marshal(x)
 	if err != nil {
 		return value{}
 	}
-	return value{kind: vJSON, b: b}
+	return bytesValue(vJSON, b)
 }
 
 // appendJSONAny renders a metadata map with sorted keys.

@@ -289,8 +289,20 @@ func wait(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// Report queues bag for delivery. It never blocks.
-func (c *Client) Report(bag attributes.Bag) { c.batcher.add(bag) }
+// ReportBuilder returns a builder for a report bag, holding the
+// attributes of base (string maps copied, see attributes.Builder.Reset).
+// Its storage is that of reports already encoded, so that reporting costs
+// no allocation once warm. Give it to Report.
+func (c *Client) ReportBuilder(base attributes.Bag) *attributes.Builder {
+	return c.batcher.builder(base)
+}
+
+// Report queues the bag bd builds for delivery and takes bd: once the bag
+// is encoded the client resets bd and reuses its storage, string maps from
+// bd.KVs included, so the caller must use neither bd nor those maps after
+// the call. The caller never sees the bag itself, so nothing else can hold
+// it. bd may come from ReportBuilder or anywhere else. Report never blocks.
+func (c *Client) Report(bd *attributes.Builder) { c.batcher.add(bd) }
 
 // Close flushes queued reports until ctx ends, then closes the connection.
 // Records still undelivered then are counted as dropped.

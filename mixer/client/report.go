@@ -17,10 +17,12 @@ import (
 	mixerv1 "github.com/remora-mesh/remora/proto/mixer/v1"
 )
 
-// record is one queued report bag and its approximate size.
+// record is one queued report bag, its approximate size and the builder
+// whose storage it uses (recycled once the bag is encoded).
 type record struct {
 	bag  attributes.Bag
 	size int
+	bd   *attributes.Builder
 }
 
 // batcher collects report bags into batches and delivers them. Records
@@ -54,9 +56,15 @@ type batcher struct {
 
 	// Owned by the sender goroutine: the batch being sent, encoded
 	// straight to wire bytes with buffers kept from batch to batch.
-	enc  attributes.ReportEncoder
-	bags []attributes.Bag
-	wire []byte
+	enc      attributes.ReportEncoder
+	bags     []attributes.Bag
+	builders []*attributes.Builder
+	wire     []byte
+
+	// builders holds report builders whose bags have been encoded (or
+	// dropped): nothing refers to their storage any more, so builder
+	// hands them out again after Reset.
+	pool sync.Pool
 
 	wake chan struct{} // capacity 1: something is ready, or closing
 	done chan struct{} // closed when the sender exits
@@ -96,8 +104,30 @@ func recordSize(bag attributes.Bag) int {
 // waiting is the number of records waiting. Called with mu held.
 func (b *batcher) waiting() int { return len(b.queue) - b.head }
 
-// add queues bag, dropping the oldest waiting records if the queue is full.
-func (b *batcher) add(bag attributes.Bag) {
+// builder returns a report builder holding base's attributes, reusing
+// the storage of an encoded report when there is one.
+func (b *batcher) builder(base attributes.Bag) *attributes.Builder {
+	bd, _ := b.pool.Get().(*attributes.Builder)
+	if bd == nil {
+		bd = new(attributes.Builder)
+	}
+	bd.Reset(base)
+	return bd
+}
+
+// recycle makes the storage of builders whose bags nothing uses any more
+// available to builder.
+func (b *batcher) recycle(bds []*attributes.Builder) {
+	for _, bd := range bds {
+		bd.Reset(attributes.Bag{}) // drop the references to the old bag's values
+		b.pool.Put(bd)
+	}
+}
+
+// add queues the bag bd builds, dropping the oldest waiting records if the
+// queue is full. The batcher owns bd from then on.
+func (b *batcher) add(bd *attributes.Builder) {
+	bag := bd.Build()
 	size := recordSize(bag)
 	b.mu.Lock()
 	if b.closing {
@@ -105,7 +135,7 @@ func (b *batcher) add(bag attributes.Bag) {
 		b.m.reportRecordsDropped.Inc()
 		return
 	}
-	b.queue = append(b.queue, record{bag: bag, size: size})
+	b.queue = append(b.queue, record{bag: bag, size: size, bd: bd})
 	b.bytes += size
 	b.makeRoom()
 	open := b.waiting() - b.ready
@@ -215,10 +245,12 @@ func (b *batcher) run() {
 			continue
 		}
 		bags := slices.Grow(b.bags[:0], n)[:n]
+		bds := b.builders[:0]
 		size := 0
 		for i := range bags {
 			r := &b.queue[b.head+i]
 			bags[i], size = r.bag, size+r.size
+			bds = append(bds, r.bd)
 			*r = record{}
 		}
 		b.head += n
@@ -228,9 +260,15 @@ func (b *batcher) run() {
 		b.compact()
 		b.mu.Unlock()
 
-		delivered := b.send(bags)
+		// Encode once; the bytes are all a retry needs, so the bags'
+		// storage goes back to the pool before the first attempt.
+		b.wire = b.enc.Append(b.wire[:0], bags, b.sem, attributes.GlobalWordCount())
 		clear(bags)
 		b.bags = bags
+		b.recycle(bds)
+		clear(bds)
+		b.builders = bds
+		delivered := b.send(n)
 		b.mu.Lock()
 		if delivered {
 			b.inflight, b.inflightBytes = 0, 0
@@ -249,10 +287,10 @@ func (b *batcher) run() {
 	}
 }
 
-// send delivers one batch, retrying with backoff until it succeeds or the
-// batcher is stopped. It reports whether the batch was delivered.
-func (b *batcher) send(bags []attributes.Bag) bool {
-	b.wire = b.enc.Append(b.wire[:0], bags, b.sem, attributes.GlobalWordCount())
+// send delivers the batch of n records encoded in b.wire, retrying with
+// backoff until it succeeds or the batcher is stopped. It reports whether
+// the batch was delivered.
+func (b *batcher) send(n int) bool {
 	req := &wireReport{b.wire}
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.Timeout.D())
@@ -271,7 +309,7 @@ func (b *batcher) send(bags []attributes.Bag) bool {
 		if b.ctx.Err() != nil {
 			return false
 		}
-		b.log.Debug("report failed, will retry", zap.Int("records", len(bags)), zap.Int("attempt", attempt), zap.Error(err))
+		b.log.Debug("report failed, will retry", zap.Int("records", n), zap.Int("attempt", attempt), zap.Error(err))
 		if !wait(b.ctx, backoffWait(attempt, b.cfg.BaseRetryWait.D(), b.cfg.MaxRetryWait.D())) {
 			return false
 		}

@@ -63,7 +63,7 @@ func TestReportFlushBySize(t *testing.T) {
 	srv := newTestServer(t)
 	c, _ := newClient(t, srv, Config{Report: ReportConfig{MaxBatchEntries: 3, MaxBatchTime: 1e12}}, nil)
 	for i := range 6 {
-		c.Report(reportBag(i))
+		c.Report(c.ReportBuilder(reportBag(i)))
 	}
 	first, second := nextBatch(t, srv), nextBatch(t, srv)
 	if len(first) != 3 || len(second) != 3 {
@@ -80,7 +80,7 @@ func TestReportFlushBySize(t *testing.T) {
 func TestReportFlushByTimer(t *testing.T) {
 	srv := newTestServer(t)
 	c, _ := newClient(t, srv, Config{Report: ReportConfig{MaxBatchEntries: 100, MaxBatchTime: config5ms}}, nil)
-	c.Report(reportBag(1))
+	c.Report(c.ReportBuilder(reportBag(1)))
 	if got := receive(t, srv, 1); ids(got)[0] != "r1" {
 		t.Fatalf("got %v", ids(got))
 	}
@@ -102,7 +102,7 @@ func TestReportEncodings(t *testing.T) {
 			}
 			c, _ := newClient(t, srv, Config{Report: ReportConfig{MaxBatchEntries: 4, Encoding: enc}}, nil)
 			for i := range 4 {
-				c.Report(reportBag(i))
+				c.Report(c.ReportBuilder(reportBag(i)))
 			}
 			got := receive(t, srv, 4)
 			for i, b := range got {
@@ -134,7 +134,7 @@ func TestReportRetriesFailedBatches(t *testing.T) {
 	}
 	c, _ := newClient(t, srv, Config{Report: ReportConfig{MaxBatchEntries: 2, BaseRetryWait: 1e6, MaxRetryWait: 2e6}}, nil)
 	for i := range 4 {
-		c.Report(reportBag(i))
+		c.Report(c.ReportBuilder(reportBag(i)))
 	}
 	if got := ids(receive(t, srv, 4)); got[0] != "r0" || got[3] != "r3" {
 		t.Fatalf("got %v", got)
@@ -156,7 +156,7 @@ func TestReportSurvivesServerRestart(t *testing.T) {
 	c.batcher.mu.Lock()
 	c.batcher.delivered = func(n int) { acked <- n }
 	c.batcher.mu.Unlock()
-	c.Report(reportBag(0))
+	c.Report(c.ReportBuilder(reportBag(0)))
 	c.Flush()
 	receive(t, srv, 1)
 	// Stop only once the client has the acknowledgement: a batch whose
@@ -165,7 +165,7 @@ func TestReportSurvivesServerRestart(t *testing.T) {
 
 	srv.stop()
 	for i := 1; i <= 20; i++ {
-		c.Report(reportBag(i))
+		c.Report(c.ReportBuilder(reportBag(i)))
 	}
 	c.Flush()
 	srv.start(srv.addr)
@@ -195,11 +195,11 @@ func TestReportQueueBound(t *testing.T) {
 		return nil
 	}
 	c, reg := newClient(t, srv, Config{Report: ReportConfig{MaxBatchEntries: 2, MaxQueueEntries: 6}}, nil)
-	c.Report(reportBag(0))
-	c.Report(reportBag(1)) // batch r0,r1 goes out and blocks in the server
+	c.Report(c.ReportBuilder(reportBag(0)))
+	c.Report(c.ReportBuilder(reportBag(1))) // batch r0,r1 goes out and blocks in the server
 	<-blocked
 	for i := 2; i < 12; i++ {
-		c.Report(reportBag(i))
+		c.Report(c.ReportBuilder(reportBag(i)))
 	}
 	// 2 in flight + 4 waiting fit; r2..r7 were dropped as the oldest waiting.
 	if d := testutil.ToFloat64(c.m.reportRecordsDropped); d != 6 {
@@ -227,8 +227,8 @@ func TestCloseFlushes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Report(reportBag(1))
-	c.Report(reportBag(2))
+	c.Report(c.ReportBuilder(reportBag(1)))
+	c.Report(c.ReportBuilder(reportBag(2)))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := c.Close(ctx); err != nil {
@@ -241,7 +241,7 @@ func TestCloseFlushes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Report(reportBag(3))
+	c.Report(c.ReportBuilder(reportBag(3)))
 	short, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel2()
 	if err := c.Close(short); err == nil {
@@ -250,8 +250,63 @@ func TestCloseFlushes(t *testing.T) {
 	if d := testutil.ToFloat64(c.m.reportRecordsDropped); d != 1 {
 		t.Fatalf("dropped %v, want 1", d)
 	}
-	c.Report(reportBag(4)) // after Close: dropped, counted, no panic
+	c.Report(c.ReportBuilder(reportBag(4))) // after Close: dropped, counted, no panic
 	if d := testutil.ToFloat64(c.m.reportRecordsDropped); d != 2 {
 		t.Fatalf("dropped %v, want 2", d)
+	}
+}
+
+// TestReportRecycledBuildersDeliverIntact reports from several goroutines
+// through recycled builders, each record with a string map in the
+// builder's own storage, while batches are encoded and their builders
+// recycled. Every record must arrive exactly as it was built: a builder
+// reused before its bag was encoded would show up as a changed or
+// duplicated record (and as a data race under -race).
+func TestReportRecycledBuildersDeliverIntact(t *testing.T) {
+	srv := newTestServer(t)
+	c, _ := newClient(t, srv, Config{Report: ReportConfig{MaxBatchEntries: 7, MaxBatchTime: config5ms}}, nil)
+	const writers, each = 4, 150
+	base := attributes.BagOf(map[string]attributes.Value{
+		attributes.DestinationLabels: attributes.StringMapValue(attributes.StringMapOf(map[string]string{"app": "reviews", "version": "v2"})),
+		attributes.ContextProtocol:   attributes.String("http"),
+	})
+	want := func(id string) attributes.Bag {
+		bd := attributes.NewBuilderFrom(base, 3)
+		bd.Set(attributes.RequestID, attributes.String(id))
+		bd.Set(attributes.RequestHeaders, attributes.StringMapValue(attributes.StringMapOf(map[string]string{"x-request-id": id, ":path": "/" + id})))
+		return bd.Build()
+	}
+	done := make(chan struct{})
+	for w := range writers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range each {
+				id := strconv.Itoa(w) + "-" + strconv.Itoa(i)
+				bd := c.ReportBuilder(base)
+				bd.Set(attributes.RequestID, attributes.String(id))
+				kvs := append(bd.KVs(2), attributes.KV{Key: "x-request-id", Value: id}, attributes.KV{Key: ":path", Value: "/" + id})
+				bd.Set(attributes.RequestHeaders, attributes.StringMapValue(attributes.NewStringMap(kvs)))
+				c.Report(bd)
+			}
+		}()
+	}
+	for range writers {
+		<-done
+	}
+	got := receive(t, srv, writers*each)
+	seen := map[string]bool{}
+	for _, b := range got {
+		v, _ := b.Get(attributes.RequestID)
+		id := v.StringValue()
+		if seen[id] {
+			t.Fatalf("record %q arrived twice", id)
+		}
+		seen[id] = true
+		if !b.Equal(want(id)) {
+			t.Fatalf("record %q changed:\n%s\nwant\n%s", id, b, want(id))
+		}
+	}
+	if len(seen) != writers*each {
+		t.Fatalf("%d distinct records, want %d", len(seen), writers*each)
 	}
 }

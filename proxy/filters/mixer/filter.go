@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
@@ -177,8 +178,17 @@ func forwardBag(id Identity, extra attributes.Bag) attributes.Bag {
 }
 
 func (factory) NewFilter(cfg any, cb filter.Callbacks) filter.StreamFilter {
-	return &Filter{c: cfg.(*compiled), cb: cb}
+	f, _ := filterPool.Get().(*Filter)
+	if f == nil {
+		f = new(Filter)
+	}
+	f.c, f.cb = cfg.(*compiled), cb
+	return f
 }
+
+// filterPool holds Filters whose streams have ended, with the storage of
+// their check bags, for the next streams (see reporter.Log and release).
+var filterPool sync.Pool
 
 func (factory) NewLogHandler(cfg any) filter.AccessLogHandler {
 	return &reporter{c: cfg.(*compiled)}
@@ -196,12 +206,31 @@ type streamState struct {
 }
 
 // Filter is the mixer filter for one stream.
+//
+// Filters are pooled: the filter's access-log handler (reporter.Log), the
+// last one to read the stream's state, releases it once the report bag is
+// built. The check bag lives in bd's storage and is reclaimed by the next
+// stream's Reset; that is safe because nothing keeps it beyond the
+// stream: the check client and its cache copy what they need (the cache
+// key bytes, the request's compressed form) before Check returns, and the
+// report bag copies the check bag's attributes and string maps into
+// storage of its own (client.ReportBuilder).
 type Filter struct {
 	filter.PassThrough
 	c     *compiled
 	cb    filter.Callbacks
 	state *streamState // &st once DecodeHeaders ran
 	st    streamState  // in the filter: one allocation per stream, not two
+	bd    attributes.Builder
+}
+
+// release returns f to the pool. The caller guarantees that the stream is
+// over and that nothing refers to f or its check bag any more.
+func (f *Filter) release() {
+	f.st = streamState{}
+	f.c, f.cb, f.state = nil, nil, nil
+	f.bd.Reset(attributes.Bag{}) // drop the references to the stream's values
+	filterPool.Put(f)
 }
 
 // DecodeHeaders builds the request's attributes, checks them, and either
@@ -221,21 +250,28 @@ func (f *Filter) DecodeHeaders(headers *filter.HeaderMap, endStream bool) filter
 		direction = attributes.ReporterInbound
 	}
 
-	bd := attributes.NewBuilder(40)
+	// The identity bag is sorted already: it is the builder's base, and
+	// only the request's own attributes are sorted and merged into it.
+	bd := &f.bd
+	identity, forwarded := c.outbound, false
 	if direction == attributes.ReporterInbound {
+		identity = c.inbound
 		if h, ok := headers.Get(attributes.ForwardedHeader); ok {
 			headers.Del(attributes.ForwardedHeader) // never leaks to the application
 			if !c.cfg.IgnoreForwardedAttributes {
 				if fwd, err := attributes.DecodeForwarded(h, c.cfg.MaxForwardedSize); err == nil {
-					bd.Merge(fwd)
+					// The caller's attributes first, our identity over them.
+					bd.Reset(fwd)
+					bd.Merge(identity)
+					forwarded = true
 				} else {
 					c.log.Debug("ignoring forwarded attributes", zap.Error(err))
 				}
 			}
 		}
-		bd.Merge(c.inbound)
-	} else {
-		bd.Merge(c.outbound)
+	}
+	if !forwarded {
+		bd.Reset(identity)
 	}
 	if svc != nil {
 		bd.Merge(svc.MixerAttributes.Bag())
@@ -264,7 +300,7 @@ func (f *Filter) DecodeHeaders(headers *filter.HeaderMap, endStream bool) filter
 		}
 	}
 	f.state = st
-	f.cb.StreamInfo().SetFilterState(stateKey, st)
+	f.cb.StreamInfo().SetFilterState(stateKey, f)
 	if !check {
 		return filter.Continue
 	}
@@ -337,68 +373,113 @@ func codeName(c codes.Code) string {
 	return b.String()
 }
 
-// requestAttributes adds the connection and request attributes.
+// requestAttributes adds the connection and request attributes. They are
+// set in name order, so that the builder's sort of them is a single pass;
+// the header and query maps go into the builder's KVs storage.
 func requestAttributes(bd *attributes.Builder, h *filter.HeaderMap, info *filter.StreamInfo, conn filter.ConnectionInfo, direction string) {
-	if ap := info.DownstreamRemoteAddress; ap.IsValid() {
-		bd.Set(attributes.SourceIP, attributes.IPAddress(ap.Addr()))
-		bd.Set(attributes.SourcePort, attributes.Int64(int64(ap.Port())))
-	}
-	if ap := info.DownstreamLocalAddress; ap.IsValid() {
-		bd.Set(attributes.DestinationIP, attributes.IPAddress(ap.Addr()))
-		bd.Set(attributes.DestinationPort, attributes.Int64(int64(ap.Port())))
-	}
+	fields := h.Fields()
+	rh := readRequestHeaders(fields)
 	mtls := info.DownstreamTLS && conn.PeerCertificatePresented
 	bd.Set(attributes.ConnectionMTLS, attributes.Bool(mtls))
 	if info.RequestedServerName != "" {
 		bd.Set(attributes.ConnectionRequestedServerName, attributes.String(info.RequestedServerName))
 	}
-	if direction == attributes.ReporterInbound && info.DownstreamPeerURISAN != "" {
-		// Istio's principals drop the spiffe:// scheme.
-		bd.Set(attributes.SourcePrincipal, attributes.String(strings.TrimPrefix(info.DownstreamPeerURISAN, "spiffe://")))
+	protocol := attributes.ProtocolHTTP
+	if strings.HasPrefix(rh.contentType, "application/grpc") {
+		protocol = attributes.ProtocolGRPC
+	}
+	bd.Set(attributes.ContextProtocol, attributes.String(protocol))
+	if ap := info.DownstreamLocalAddress; ap.IsValid() {
+		bd.Set(attributes.DestinationIP, attributes.IPAddress(ap.Addr()))
+		bd.Set(attributes.DestinationPort, attributes.Int64(int64(ap.Port())))
 	}
 
-	kvs := make([]attributes.KV, 0, h.Len())
-	for _, f := range h.Fields() {
+	kvs := bd.KVs(len(fields))
+	for _, f := range fields {
 		kvs = append(kvs, attributes.KV{Key: f.Name, Value: f.Value})
 	}
 	bd.Set(attributes.RequestHeaders, attributes.StringMapValue(joinRepeated(kvs)))
-
-	path := h.Path()
+	setNonEmpty(bd, attributes.RequestHost, rh.authority)
+	setNonEmpty(bd, attributes.RequestID, rh.requestID)
+	setNonEmpty(bd, attributes.RequestMethod, rh.method)
+	path := rh.path
 	bd.Set(attributes.RequestPath, attributes.String(path))
 	urlPath, query, hasQuery := strings.Cut(path, "?")
-	bd.Set(attributes.RequestURLPath, attributes.String(urlPath))
 	if hasQuery {
 		if values, err := url.ParseQuery(query); err == nil && len(values) > 0 {
-			q := make([]attributes.KV, 0, len(values))
+			q := bd.KVs(len(values))
 			for k, vs := range values {
 				q = append(q, attributes.KV{Key: k, Value: vs[0]})
 			}
 			bd.Set(attributes.RequestQueryParams, attributes.StringMapValue(attributes.NewStringMap(q)))
 		}
 	}
-	setNonEmpty(bd, attributes.RequestHost, h.Authority())
-	setNonEmpty(bd, attributes.RequestMethod, h.Method())
-	scheme := h.Scheme()
+	setNonEmpty(bd, attributes.RequestReferer, rh.referer)
+	scheme := rh.scheme
 	if scheme == "" {
-		scheme = h.Value("x-forwarded-proto")
+		scheme = rh.forwardedProto
 	}
 	setNonEmpty(bd, attributes.RequestScheme, scheme)
-	setNonEmpty(bd, attributes.RequestUserAgent, h.Value("user-agent"))
-	setNonEmpty(bd, attributes.RequestReferer, h.Value("referer"))
-	setNonEmpty(bd, attributes.RequestID, h.Value("x-request-id"))
-	if !info.StartTime.IsZero() {
-		bd.Set(attributes.RequestTime, attributes.Timestamp(info.StartTime))
-	}
-	if cl, ok := h.Get("content-length"); ok {
-		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+	if rh.contentLength != "" {
+		if n, err := strconv.ParseInt(rh.contentLength, 10, 64); err == nil && n >= 0 {
 			bd.Set(attributes.RequestSize, attributes.Int64(n))
 		}
 	}
-	protocol := attributes.ProtocolHTTP
-	if strings.HasPrefix(h.Value("content-type"), "application/grpc") {
-		protocol = attributes.ProtocolGRPC
+	if !info.StartTime.IsZero() {
+		bd.Set(attributes.RequestTime, attributes.Timestamp(info.StartTime))
 	}
-	bd.Set(attributes.ContextProtocol, attributes.String(protocol))
+	bd.Set(attributes.RequestURLPath, attributes.String(urlPath))
+	setNonEmpty(bd, attributes.RequestUserAgent, rh.userAgent)
+
+	if ap := info.DownstreamRemoteAddress; ap.IsValid() {
+		bd.Set(attributes.SourceIP, attributes.IPAddress(ap.Addr()))
+		bd.Set(attributes.SourcePort, attributes.Int64(int64(ap.Port())))
+	}
+	if direction == attributes.ReporterInbound && info.DownstreamPeerURISAN != "" {
+		// Istio's principals drop the spiffe:// scheme.
+		bd.Set(attributes.SourcePrincipal, attributes.String(strings.TrimPrefix(info.DownstreamPeerURISAN, "spiffe://")))
+	}
+}
+
+// requestHeaders are the request header values requestAttributes reads:
+// the first value of each name, as HeaderMap.Get gives it.
+type requestHeaders struct {
+	authority, method, path, scheme, forwardedProto string
+	contentType, contentLength, requestID, referer  string
+	userAgent                                       string
+}
+
+// readRequestHeaders reads them in one pass over the fields instead of a
+// lookup each. It walks backwards, so that of a repeated name the first
+// value is the one left.
+func readRequestHeaders(fields []filter.HeaderField) requestHeaders {
+	var r requestHeaders
+	for i := len(fields) - 1; i >= 0; i-- {
+		f := &fields[i]
+		switch f.Name {
+		case filter.HeaderAuthority:
+			r.authority = f.Value
+		case filter.HeaderMethod:
+			r.method = f.Value
+		case filter.HeaderPath:
+			r.path = f.Value
+		case filter.HeaderScheme:
+			r.scheme = f.Value
+		case "x-forwarded-proto":
+			r.forwardedProto = f.Value
+		case "content-type":
+			r.contentType = f.Value
+		case "content-length":
+			r.contentLength = f.Value
+		case "x-request-id":
+			r.requestID = f.Value
+		case "referer":
+			r.referer = f.Value
+		case "user-agent":
+			r.userAgent = f.Value
+		}
+	}
+	return r
 }
 
 // joinRepeated makes a string map of header fields, joining the values of
@@ -424,40 +505,31 @@ func setNonEmpty(bd *attributes.Builder, name, v string) {
 }
 
 // reporter is the filter's access-log handler: it completes the stream's
-// bag with the response attributes and queues it for reporting.
+// bag with the response attributes and queues it for reporting. It is the
+// last reader of the stream's Filter and releases it to the pool.
 type reporter struct{ c *compiled }
 
 func (r *reporter) Log(info *filter.StreamInfo) {
-	st, _ := info.FilterState(stateKey).(*streamState)
-	if st == nil || !st.report {
+	f, _ := info.FilterState(stateKey).(*Filter)
+	if f == nil {
 		return
 	}
-	bd := attributes.NewBuilderFrom(st.bag, 16)
-	bd.Set(attributes.ResponseCode, attributes.Int64(int64(info.ResponseCode)))
-	bd.Set(attributes.RequestSize, attributes.Int64(int64(info.BytesReceived)))
-	bd.Set(attributes.RequestTotalSize, attributes.Int64(int64(info.BytesReceived)+int64(info.RequestHeaders.ByteSize())))
-	bd.Set(attributes.ResponseSize, attributes.Int64(int64(info.BytesSent)))
-	bd.Set(attributes.ResponseTotalSize, attributes.Int64(int64(info.BytesSent)+int64(info.ResponseHeaders.ByteSize())))
-	if info.ResponseHeaders.Len() > 0 {
-		kvs := make([]attributes.KV, 0, info.ResponseHeaders.Len())
-		for _, f := range info.ResponseHeaders.Fields() {
-			kvs = append(kvs, attributes.KV{Key: f.Name, Value: f.Value})
-		}
-		bd.Set(attributes.ResponseHeaders, attributes.StringMapValue(joinRepeated(kvs)))
+	if st := &f.st; st.report {
+		r.report(info, st)
 	}
-	if !info.StartTime.IsZero() {
-		bd.Set(attributes.ResponseTime, attributes.Timestamp(info.StartTime.Add(info.LastDownstreamTxByteSent)))
+	// Only the handler of the filter's own config releases it: with two
+	// mixer filters in a chain, the later one's state is the one stored,
+	// and its handler runs last. Nothing reads the state after that.
+	if f.c == r.c {
+		info.SetFilterState(stateKey, nil)
+		f.release()
 	}
-	bd.Set(attributes.ResponseDuration, attributes.Duration(info.LastDownstreamTxByteSent))
-	if s, ok := grpcStatus(info); ok {
-		bd.Set(attributes.ResponseGRPCStatus, attributes.String(s))
-		if m := firstValue(info, "grpc-message"); m != "" {
-			bd.Set(attributes.ResponseGRPCMessage, attributes.String(m))
-		}
-	}
-	if info.ResponseFlags != 0 {
-		bd.Set(attributes.ContextProxyErrorCode, attributes.String(info.ResponseFlags.String()))
-	}
+}
+
+// report builds the report bag from the check bag and the response (set
+// in name order, see requestAttributes) and hands it to the client.
+func (r *reporter) report(info *filter.StreamInfo, st *streamState) {
+	bd := r.c.client.ReportBuilder(st.bag)
 	if st.checked {
 		bd.Set(attributes.CheckCacheHit, attributes.Bool(st.cacheHit))
 		if st.code != codes.OK {
@@ -467,7 +539,32 @@ func (r *reporter) Log(info *filter.StreamInfo) {
 			bd.Set(attributes.CheckErrorMessage, attributes.String(st.message))
 		}
 	}
-	r.c.client.Report(bd.Build())
+	if info.ResponseFlags != 0 {
+		bd.Set(attributes.ContextProxyErrorCode, attributes.String(info.ResponseFlags.String()))
+	}
+	bd.Set(attributes.RequestSize, attributes.Int64(int64(info.BytesReceived)))
+	bd.Set(attributes.RequestTotalSize, attributes.Int64(int64(info.BytesReceived)+int64(info.RequestHeaders.ByteSize())))
+	bd.Set(attributes.ResponseCode, attributes.Int64(int64(info.ResponseCode)))
+	bd.Set(attributes.ResponseDuration, attributes.Duration(info.LastDownstreamTxByteSent))
+	if s, ok := grpcStatus(info); ok {
+		if m := firstValue(info, "grpc-message"); m != "" {
+			bd.Set(attributes.ResponseGRPCMessage, attributes.String(m))
+		}
+		bd.Set(attributes.ResponseGRPCStatus, attributes.String(s))
+	}
+	if n := info.ResponseHeaders.Len(); n > 0 {
+		kvs := bd.KVs(n)
+		for _, f := range info.ResponseHeaders.Fields() {
+			kvs = append(kvs, attributes.KV{Key: f.Name, Value: f.Value})
+		}
+		bd.Set(attributes.ResponseHeaders, attributes.StringMapValue(joinRepeated(kvs)))
+	}
+	bd.Set(attributes.ResponseSize, attributes.Int64(int64(info.BytesSent)))
+	if !info.StartTime.IsZero() {
+		bd.Set(attributes.ResponseTime, attributes.Timestamp(info.StartTime.Add(info.LastDownstreamTxByteSent)))
+	}
+	bd.Set(attributes.ResponseTotalSize, attributes.Int64(int64(info.BytesSent)+int64(info.ResponseHeaders.ByteSize())))
+	r.c.client.Report(bd)
 }
 
 // grpcStatus returns grpc-status from the trailers, or from the headers of

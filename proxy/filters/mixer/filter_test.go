@@ -373,3 +373,79 @@ func TestFailPolicyWithServerDown(t *testing.T) {
 		})
 	}
 }
+
+// TestReportsOfConcurrentStreams sends concurrent requests, most of them
+// answered from the check cache, each with its own trace header and query,
+// and checks that every report record describes exactly its own request.
+// The filter and its reports reuse pooled storage from stream to stream: a
+// check or report bag recycled while still in use would show up here as a
+// record mixing two requests, a duplicate, or a changed string map.
+func TestReportsOfConcurrentStreams(t *testing.T) {
+	mixer := newPolicyServer(t)
+	var be seen
+	base := startProxy(t, "inbound", mixer.addr, "close", startBackend(t, &be))
+	const workers, each = 4, 25
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for i := range each {
+				trace := fmt.Sprintf("%d-%d", w, i)
+				req, err := http.NewRequest("GET", fmt.Sprintf("%s/reviews/%d?q=%s", base, w, trace), nil)
+				if err != nil {
+					errs <- err
+					return
+				}
+				req.Header.Set("x-trace", trace)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					errs <- fmt.Errorf("request %s: status %d", trace, resp.StatusCode)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	labels := attributes.StringMapOf(map[string]string{"app": "reviews", "version": "v2"})
+	seenTraces := map[string]bool{}
+	for range workers * each {
+		bag := mixer.nextReport(t)
+		hdrs, _ := bag.Get(attributes.RequestHeaders)
+		trace, _ := hdrs.StringMapValue().Get("x-trace")
+		if seenTraces[trace] {
+			t.Fatalf("two records for request %q", trace)
+		}
+		seenTraces[trace] = true
+		var w, i int
+		if _, err := fmt.Sscanf(trace, "%d-%d", &w, &i); err != nil {
+			t.Fatalf("record with x-trace %q:\n%s", trace, bag)
+		}
+		path, _ := bag.Get(attributes.RequestPath)
+		urlPath, _ := bag.Get(attributes.RequestURLPath)
+		query, _ := bag.Get(attributes.RequestQueryParams)
+		q, _ := query.StringMapValue().Get("q")
+		hpath, _ := hdrs.StringMapValue().Get(":path")
+		dl, _ := bag.Get(attributes.DestinationLabels)
+		code, _ := bag.Get(attributes.ResponseCode)
+		respHdrs, _ := bag.Get(attributes.ResponseHeaders)
+		ct, _ := respHdrs.StringMapValue().Get("content-type")
+		wantPath := fmt.Sprintf("/reviews/%d?q=%s", w, trace)
+		if path.StringValue() != wantPath || hpath != wantPath || urlPath.StringValue() != fmt.Sprintf("/reviews/%d", w) ||
+			q != trace || !dl.StringMapValue().Equal(labels) || code.Int64Value() != 200 || !strings.HasPrefix(ct, "text/plain") {
+			t.Fatalf("record of request %q does not describe it:\n%s", trace, bag)
+		}
+	}
+	if mixer.checkCount() >= workers*each {
+		t.Fatalf("%d checks reached the server: the cache never answered", mixer.checkCount())
+	}
+}

@@ -201,7 +201,7 @@ func (s *TCPSession) send(event string, recv, sent uint64, flags filter.Response
 	if !s.report {
 		return
 	}
-	bd := attributes.NewBuilderFrom(s.base, 12)
+	bd := s.t.c.client.ReportBuilder(s.base)
 	bd.Set(attributes.ConnectionEvent, attributes.String(event))
 	bd.Set(attributes.ConnectionReceivedBytes, attributes.Int64(int64(recv-s.recv)))
 	bd.Set(attributes.ConnectionReceivedBytesTotal, attributes.Int64(int64(recv)))
@@ -221,5 +221,5 @@ func (s *TCPSession) send(event string, recv, sent uint64, flags filter.Response
 			bd.Set(attributes.CheckErrorMessage, attributes.String(s.message))
 		}
 	}
-	s.t.c.client.Report(bd.Build())
+	s.t.c.client.Report(bd)
 }
