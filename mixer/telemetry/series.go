@@ -136,11 +136,6 @@ func splitKey(k string, n int) []string {
 	return values
 }
 
-// observe records v in the series for key, whose hash is h.
-func (m *metric) observe(key []byte, h uint64, v float64, now int64) {
-	m.observeIn(nil, key, h, v, now)
-}
-
 // cacheWays is the size of a metric's seriesCache.
 const cacheWays = 16
 
@@ -153,8 +148,8 @@ type seriesCache [cacheWays]struct {
 	s *series
 }
 
-// observeIn is observe with the series looked up in c first (nil: no
-// cache).
+// observeIn records v in the series for key, whose hash is h, looking
+// the series up in c first (nil: no cache).
 func (m *metric) observeIn(c *seriesCache, key []byte, h uint64, v float64, now int64) {
 	if math.IsNaN(v) || (m.kind == kindCounter && v < 0) {
 		return
