@@ -3,7 +3,6 @@ package server
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -68,19 +67,7 @@ func BenchmarkDirectHTTP1KeepAlive(b *testing.B) {
 // upstream pool → HTTP/1.1 upstream, 1 KiB request and response bodies.
 func BenchmarkProxyHTTP1KeepAlive(b *testing.B) {
 	ln, payload := benchUpstream(b)
-	cfg := fmt.Sprintf(`
-admin: {address: "-"}
-listeners:
-- name: main
-  address: 127.0.0.1:0
-  filter_chains:
-  - http_connection_manager:
-      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: up}}]}]}
-clusters:
-- name: up
-  endpoints: [{address: %s}]
-`, ln.Addr())
-	s := startProxy(b, cfg)
+	s := startRouteAll(b, ln.Addr())
 	runClient(b, "http://"+s.ListenerAddr("main").String()+"/bench", payload)
 }
 
@@ -170,19 +157,7 @@ func BenchmarkProxyHTTP1RawClientChunked(b *testing.B) {
 
 func benchRawClient(b *testing.B, req []byte, bytesPerOp int64) {
 	ln := rawUpstream(b)
-	cfg := fmt.Sprintf(`
-admin: {address: "-"}
-listeners:
-- name: main
-  address: 127.0.0.1:0
-  filter_chains:
-  - http_connection_manager:
-      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: up}}]}]}
-clusters:
-- name: up
-  endpoints: [{address: %s}]
-`, ln.Addr())
-	s := startProxy(b, cfg)
+	s := startRouteAll(b, ln.Addr())
 	c, err := net.Dial("tcp", s.ListenerAddr("main").String())
 	if err != nil {
 		b.Fatal(err)

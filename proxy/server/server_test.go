@@ -149,6 +149,24 @@ func startProxy(t testing.TB, yml string) *Server {
 	return s
 }
 
+// startRouteAll starts a proxy whose one listener "main" routes every
+// request to the upstream at addr (cluster "up").
+func startRouteAll(t testing.TB, addr net.Addr) *Server {
+	t.Helper()
+	return startProxy(t, fmt.Sprintf(`
+admin: {address: "-"}
+listeners:
+- name: main
+  address: 127.0.0.1:0
+  filter_chains:
+  - http_connection_manager:
+      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: up}}]}]}
+clusters:
+- name: up
+  endpoints: [{address: %s}]
+`, addr))
+}
+
 func backend(t *testing.T) *httptest.Server {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/slow") {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -102,18 +101,7 @@ func TestStalePooledConnection(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			up := newStaleUpstream(t)
-			s := startProxy(t, fmt.Sprintf(`
-admin: {address: "-"}
-listeners:
-- name: main
-  address: 127.0.0.1:0
-  filter_chains:
-  - http_connection_manager:
-      route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: up}}]}]}
-clusters:
-- name: up
-  endpoints: [{address: %s}]
-`, up.ln.Addr()))
+			s := startRouteAll(t, up.ln.Addr())
 			c, err := net.Dial("tcp", s.ListenerAddr("main").String())
 			if err != nil {
 				t.Fatal(err)
