@@ -285,8 +285,8 @@ func (s *stream) runInline() {
 	s.unlock()
 }
 
-// downstreamGone ends the stream when the client went away while the
-// response pump runs inline (waitDone does it otherwise).
+// downstreamGone ends the stream when the client went away, unless it
+// completed already or a local reply is about to complete it.
 func (s *stream) downstreamGone() {
 	s.mu.Lock()
 	if !s.completed && !s.replyWaiting.Load() {
@@ -486,13 +486,7 @@ func (s *stream) waitDone() {
 			s.unlock()
 		case <-s.ctxDone():
 			// The downstream went away (the request's own context).
-			s.mu.Lock()
-			if !s.completed && !s.replyWaiting.Load() {
-				s.info.SetResponseFlag(filter.DownstreamConnectionTermination)
-				s.m.metrics.rxReset.Inc()
-				s.complete(true)
-			}
-			s.unlock()
+			s.downstreamGone()
 			// Completed now, or a pending reply completes it.
 			<-s.done
 			return
