@@ -71,12 +71,16 @@ func (e *env) markdown() string {
 	p("- Every proxy gets %d workers (nginx `worker_processes`, HAProxy `nbthread`, `GOMAXPROCS` for\n", o.workers)
 	p("  Caddy, remora and OPA), keeps upstream connections alive and logs nothing per request, except\n")
 	p("  remora-full, whose file access log is part of what is measured.\n")
-	p("- Throughput: wrk, %d threads, %d connections, %s per run, HTTP/1.1 keep-alive, after a %s warm-up.\n",
-		o.threads, o.conns, secs(o.duration), o.warmup)
+	p("- Order, per proxy: a %s warm-up with fortio at the latency rate, the latency run, the resource run,\n", o.warmup)
+	p("  then the throughput run, so that the resident memory read at the resource rate is not what a\n")
+	p("  maximum-rate burst left behind (the peak of the whole scenario is shown as VmHWM).\n")
+	p("- Throughput: wrk, %d threads, %d connections, %s per run, HTTP/1.1 keep-alive.\n",
+		o.threads, o.conns, secs(o.duration))
 	p("- Latency (Istio's method): fortio, %d qps, %d connections, %s per run, histogram resolution\n", o.latQPS, o.latConns, secs(o.latDur))
 	p("  %g s; *added* latency is the proxy's percentile minus the direct connection's percentile.\n", o.resolution)
 	p("- Resources: CPU seconds (utime+stime of every process of the proxy, from `/proc/PID/stat`)\n")
-	p("  per 1,000 requests, and RSS (`VmRSS`, `VmHWM` from `/proc/PID/status`) after %s at %d qps,\n", secs(o.latDur), o.resQPS)
+	p("  per 1,000 requests, RSS (`VmRSS` from `/proc/PID/status`) after %s at %d qps, and the peak\n", secs(o.latDur), o.resQPS)
+	p("  (`VmHWM`) at the end of the scenario,\n")
 	p("  summed over the proxy's processes (nginx: master and workers, so shared pages count once per process).\n")
 	p("- Server: %d concurrent callers in a closed loop for %s per run (the harness's own load generator,\n", o.srvConns, secs(o.duration))
 	p("  grpc-go with Remora's generated Mixer types and go-control-plane's ext_authz v3 types; net/http\n")
@@ -206,7 +210,7 @@ func (e *env) httpTables(b *strings.Builder) {
 	}
 
 	p("\n### Resources\n\n")
-	p("CPU seconds per 1,000 requests (= vCPU per 1,000 requests/s) of the proxy's processes; RSS after the %d qps run.\n\n", e.o.resQPS)
+	p("CPU seconds per 1,000 requests (= vCPU per 1,000 requests/s) of the proxy's processes; RSS after the %d qps run, peak RSS at the end of the scenario (after the throughput run).\n\n", e.o.resQPS)
 	p("| path | CPU s / 1k req at %d qps | at %d qps | at max rate (wrk) | RSS MiB at %d qps | peak RSS MiB (VmHWM) | achieved qps of the %d qps run |\n", e.o.latQPS, e.o.resQPS, e.o.resQPS, e.o.resQPS)
 	p("|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, pd := range proxies {
@@ -348,7 +352,7 @@ func (e *env) targets(b *strings.Builder) {
 	}
 	if runs, ok := res.http["remora-full"]; ok && e.o.resQPS == 2000 {
 		rss := median(runs, func(r httpRun) float64 { return float64(r.rss) })
-		row("sidecar ≤ 25 MB RSS at 2,000 rps", fmb(int64(rss))+" MiB", verdict(rss > 0 && rss <= 25<<20))
+		row("sidecar ≤ 25 MB RSS at 2,000 rps", fmt.Sprintf("%s MiB (%.1f MB)", fmb(int64(rss)), rss/1e6), verdict(rss > 0 && rss <= 25e6))
 		cpu := median(runs, func(r httpRun) float64 { return r.cpuRes })
 		row("sidecar ≤ 0.1 vCPU per 1,000 rps", fnum(cpu, 3)+" vCPU per 1,000 rps (at 2,000 rps)", verdict(cpu >= 0 && cpu <= 0.1))
 	} else {

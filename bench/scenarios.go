@@ -272,44 +272,52 @@ func (e *env) measureProxy(ctx context.Context, pd proxyDef, r int) error {
 		}
 	}
 
-	// Warm-up: connections, pools, caches (the check cache of remora-full).
-	wu, err := e.wrk(ctx, pd.name+"-warmup", url, e.o.warmup)
+	// Warm-up: connections, pools, caches (the check cache of remora-full),
+	// at the latency run's rate. The fixed-rate runs come first and the
+	// throughput run last, so that the resident memory read at the
+	// resource rate is that rate's, not what a maximum-rate burst left
+	// behind (VmHWM keeps the peak of the whole scenario).
+	wu, err := e.fortio(ctx, pd.name+"-warmup", url, e.o.latQPS, e.o.latConns, e.o.warmup, false)
 	if err != nil {
 		return err
 	}
-
-	// Throughput.
-	u0 := rp.usage()
-	w, err := e.wrk(ctx, pd.name, url, e.o.duration)
-	if err != nil {
-		return err
-	}
-	u1 := rp.usage()
-	m.rps, m.errors = w.rps, w.errors
-	m.total = wu.requests + w.requests
-	m.cpuMax = cpuPer1k(u0, u1, w.requests)
+	m.total = wu.count
 
 	// Latency by Istio's method, and resources at that rate.
+	u0 := rp.usage()
 	f, err := e.fortio(ctx, pd.name+"-latency", url, e.o.latQPS, e.o.latConns, e.o.latDur, false)
 	if err != nil {
 		return err
 	}
-	u2 := rp.usage()
+	u1 := rp.usage()
 	m.lat, m.latQPS, m.latErrors = f.pct, f.qps, f.errors
 	m.total += f.count
-	m.cpu1k = cpuPer1k(u1, u2, f.count)
+	m.cpu1k = cpuPer1k(u0, u1, f.count)
 
 	// Resources at resource-qps.
 	f2, err := e.fortio(ctx, pd.name+"-resources", url, e.o.resQPS, e.o.latConns, e.o.latDur, false)
 	if err != nil {
 		return err
 	}
-	u3 := rp.usage()
-	m.cpuRes = cpuPer1k(u2, u3, f2.count)
+	u2 := rp.usage()
+	m.cpuRes = cpuPer1k(u1, u2, f2.count)
 	m.total += f2.count
 	m.resQPS = f2.qps
+	if u2 != nil {
+		m.rss = u2.rss
+	}
+
+	// Throughput.
+	w, err := e.wrk(ctx, pd.name, url, e.o.duration)
+	if err != nil {
+		return err
+	}
+	u3 := rp.usage()
+	m.rps, m.errors = w.rps, w.errors
+	m.total += w.requests
+	m.cpuMax = cpuPer1k(u2, u3, w.requests)
 	if u3 != nil {
-		m.rss, m.hwm = u3.rss, u3.hwm
+		m.hwm = u3.hwm
 	}
 	if rp != nil {
 		for _, h := range rp.helpers {
