@@ -162,6 +162,18 @@ type checkCache struct {
 	head    cacheEntry // sentinel: head.next is the most recently used
 	keyPool sync.Pool
 	m       *metrics
+	// flights are the server calls under way for a key: a request that
+	// misses while another one is asking about the same referenced
+	// values waits for that answer instead of asking again, so that an
+	// expiring entry of a busy key costs one call, not one per
+	// concurrent request.
+	flights map[string]*flight
+}
+
+// flight is one server call that concurrent misses of its key wait for.
+type flight struct {
+	key  string
+	done chan struct{} // closed when the call's answer is in the cache, or failed
 }
 
 func newCheckCache(max int, now func() time.Time, m *metrics) *checkCache {
@@ -170,6 +182,7 @@ func newCheckCache(max int, now func() time.Time, m *metrics) *checkCache {
 		now:     now,
 		entries: make(map[string]*cacheEntry, min(max, 1024)),
 		m:       m,
+		flights: map[string]*flight{},
 	}
 	c.head.next, c.head.prev = &c.head, &c.head
 	c.keyPool.New = func() any { b := make([]byte, 0, 512); return &b }
@@ -177,13 +190,55 @@ func newCheckCache(max int, now func() time.Time, m *metrics) *checkCache {
 }
 
 // lookup returns a cached result for bag. A hit uses one of the entry's
-// remaining uses.
-func (c *checkCache) lookup(bag attributes.Bag) (Result, bool) {
+// remaining uses. On a miss whose key an earlier decision defined (the
+// values of its referenced attributes), lookup also returns the key's
+// flight: lead is true when the caller is the first to miss and must ask
+// the server and then call land; otherwise the caller may wait for the
+// flight's done and peek. A miss no earlier decision keys returns no
+// flight.
+func (c *checkCache) lookup(bag attributes.Bag) (r Result, hit bool, f *flight, lead bool) {
 	bp := c.keyPool.Get().(*[]byte)
 	defer c.keyPool.Put(bp)
-	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	e, missKey := c.findLocked(bag, bp, true)
+	if e != nil {
+		c.m.cacheHits.Inc()
+		return c.useLocked(e), true, nil, false
+	}
+	c.m.cacheMisses.Inc()
+	if missKey == nil {
+		return Result{}, false, nil, false
+	}
+	if f := c.flights[string(missKey)]; f != nil {
+		c.m.cacheCoalesced.Inc()
+		return Result{}, false, f, false
+	}
+	f = &flight{key: string(missKey), done: make(chan struct{})}
+	c.flights[f.key] = f
+	return Result{}, false, f, true
+}
+
+// peek is lookup for a caller that waited for a flight: a hit uses one of
+// the entry's uses; nothing is counted (its lookup was).
+func (c *checkCache) peek(bag attributes.Bag) (Result, bool) {
+	bp := c.keyPool.Get().(*[]byte)
+	defer c.keyPool.Put(bp)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, _ := c.findLocked(bag, bp, false); e != nil {
+		return c.useLocked(e), true
+	}
+	return Result{}, false
+}
+
+// findLocked returns the live entry for bag, dropping expired ones on the
+// way, or, when there is none and wantMiss is set, a copy of the first
+// key an earlier decision defines for bag (nil when none does). bp is
+// scratch space for keys.
+func (c *checkCache) findLocked(bag attributes.Bag, bp *[]byte, wantMiss bool) (*cacheEntry, []byte) {
+	now := c.now()
+	var missKey []byte
 	for i := len(c.refSets) - 1; i >= 0; i-- {
 		key, ok := c.refSets[i].key((*bp)[:0], bag)
 		*bp = key[:0]
@@ -191,29 +246,40 @@ func (c *checkCache) lookup(bag attributes.Bag) (Result, bool) {
 			continue
 		}
 		e := c.entries[string(key)]
-		if e == nil {
-			continue
+		if e != nil && now.Before(e.expires) {
+			return e, nil
 		}
-		if !now.Before(e.expires) {
+		if e != nil {
 			c.remove(e)
-			continue
 		}
-		e.usesLeft--
-		if e.usesLeft <= 0 {
-			c.remove(e)
-		} else {
-			c.moveToFront(e)
+		if wantMiss && missKey == nil {
+			missKey = append(make([]byte, 0, len(key)), key...)
 		}
-		c.m.cacheHits.Inc()
-		return e.result, true
 	}
-	c.m.cacheMisses.Inc()
-	return Result{}, false
+	return nil, missKey
 }
 
-// insert caches result for bag under the referenced attributes ra, valid
-// for validFor and uses. A decision the server marks as not cacheable
-// (zero duration or uses) is not stored.
+// useLocked takes one use of e and returns its result.
+func (c *checkCache) useLocked(e *cacheEntry) Result {
+	e.usesLeft--
+	if e.usesLeft <= 0 {
+		c.remove(e)
+	} else {
+		c.moveToFront(e)
+	}
+	return e.result
+}
+
+// land ends a flight its leader started: whatever the server answered is
+// in the cache (or nothing is, when the call failed), and its waiters look
+// again.
+func (c *checkCache) land(f *flight) {
+	c.mu.Lock()
+	delete(c.flights, f.key)
+	c.mu.Unlock()
+	close(f.done)
+}
+
 func (c *checkCache) insert(bag attributes.Bag, ra *mixerv1.ReferencedAttributes, globalWordCount uint32, result Result, validFor time.Duration, uses int32) error {
 	if validFor <= 0 || uses <= 0 || ra == nil {
 		return nil

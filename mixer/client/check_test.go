@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -346,5 +348,68 @@ func TestConfigValidate(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in\n%v", want, err)
 		}
+	}
+}
+
+func TestCheckCacheCoalescesConcurrentMisses(t *testing.T) {
+	// An entry of a busy key expires while waiters pile up: the first
+	// miss asks the server, the others wait for its answer — unless that
+	// answer cannot be cached, when each asks for itself.
+	const waiters = 7
+	refs := []ref{{name: attributes.RequestPath}}
+	allow := func(attributes.Bag) codes.Code { return codes.OK }
+	tests := []struct {
+		name       string
+		validFor   time.Duration // of the refreshed decision
+		uses       int32
+		wantServer int // calls after the prime call
+	}{
+		{"a cacheable answer serves every waiter", time.Minute, 100, 1},
+		{"an answer for the asking call only: the waiters ask for themselves", 0, 1, 1 + waiters},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newTestServer(t)
+			clock := &fakeClock{now: time.Unix(1e9, 0)}
+			s.check = policy(t, refs, time.Minute, 100, allow)
+			c, _ := newClient(t, s, Config{}, clock.Now)
+			ctx := context.Background()
+			if r := c.Check(ctx, request("/a", "", "prime"), nil); !r.Allowed() {
+				t.Fatalf("prime: %+v", r)
+			}
+			clock.Advance(2 * time.Minute) // the entry expires, its key stays known
+
+			release := make(chan struct{})
+			refresh := policy(t, refs, tt.validFor, tt.uses, allow)
+			s.mu.Lock()
+			s.check = func(req *mixerv1.CheckRequest) (*mixerv1.CheckResponse, error) {
+				<-release
+				return refresh(req)
+			}
+			s.mu.Unlock()
+
+			results := make(chan Result, waiters+1)
+			for i := 0; i <= waiters; i++ {
+				go func() { results <- c.Check(ctx, request("/a", "", strconv.Itoa(i)), nil) }()
+			}
+			// Release the server once every request but the leader waits.
+			deadline := time.Now().Add(5 * time.Second)
+			for testutil.ToFloat64(c.m.cacheCoalesced) < waiters {
+				if time.Now().After(deadline) {
+					close(release)
+					t.Fatalf("coalesced = %v, want %d", testutil.ToFloat64(c.m.cacheCoalesced), waiters)
+				}
+				runtime.Gosched()
+			}
+			close(release)
+			for i := 0; i <= waiters; i++ {
+				if r := <-results; !r.Allowed() {
+					t.Errorf("check %d: %+v", i, r)
+				}
+			}
+			if got := s.checkCount() - 1; got != tt.wantServer {
+				t.Errorf("server calls after the prime = %d, want %d", got, tt.wantServer)
+			}
+		})
 	}
 }

@@ -170,9 +170,24 @@ func transportCredentials(t *TLSConfig) (credentials.TransportCredentials, error
 // failures are turned into an answer by the fail policy.
 func (c *Client) Check(ctx context.Context, bag attributes.Bag, quotas map[string]int64) Result {
 	if c.cache != nil && len(quotas) == 0 {
-		if r, ok := c.cache.lookup(bag); ok {
+		r, hit, f, lead := c.cache.lookup(bag)
+		if hit {
 			c.count(r)
 			return r
+		}
+		if lead {
+			defer c.cache.land(f)
+		} else if f != nil {
+			// Another request is asking about the same values: its
+			// answer serves this one too, unless it could not be cached.
+			select {
+			case <-f.done:
+				if r, ok := c.cache.peek(bag); ok {
+					c.count(r)
+					return r
+				}
+			case <-ctx.Done():
+			}
 		}
 	}
 	gwc := attributes.GlobalWordCount()

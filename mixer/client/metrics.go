@@ -11,8 +11,8 @@ import (
 // (one per listener, say) share the same series: registering a metric that
 // already exists reuses it, so the numbers are per process.
 type metrics struct {
-	cacheHits, cacheMisses, cacheEvictions prometheus.Counter
-	cacheEntries                           prometheus.Gauge
+	cacheHits, cacheMisses, cacheEvictions, cacheCoalesced prometheus.Counter
+	cacheEntries                                           prometheus.Gauge
 
 	checkOK, checkDenied, checkFailOpen, checkFailClose prometheus.Counter
 	checkRetries                                        prometheus.Counter
@@ -62,6 +62,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.checkRetries = counter("check_retries_total", "Check attempts retried after a transport failure.")
 	m.cacheHits = counter("check_cache_hits_total", "Checks answered from the decision cache.")
 	m.cacheMisses = counter("check_cache_misses_total", "Checks the decision cache could not answer.")
+	m.cacheCoalesced = counter("check_cache_coalesced_total", "Cache misses that waited for another request's server call about the same attribute values instead of making their own.")
 	m.cacheEvictions = counter("check_cache_evictions_total", "Cached decisions evicted to respect the size bound.")
 	m.cacheEntries = gauge("check_cache_entries", "Decisions in the cache.")
 
