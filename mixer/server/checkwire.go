@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/remora-mesh/remora/attributes"
 	mixerv1 "github.com/remora-mesh/remora/proto/mixer/v1"
@@ -61,9 +62,16 @@ func (c *checkCall) release() {
 	checkCalls.Put(c)
 }
 
-// rawResponse is a response marshalled once and sent as it is: data is
-// msg's wire form. Both are shared by every answer and never modified.
+// rawResponse is a response marshalled once and sent as it is: out holds
+// msg's wire form as the codec returns it (grpc only reads the slice and
+// frees its SliceBuffer, a no-op). Both are shared by every answer and
+// never modified.
 type rawResponse struct {
-	data []byte
-	msg  *mixerv1.CheckResponse
+	out mem.BufferSlice
+	msg proto.Message
+}
+
+// newRawResponse wraps data, the wire form of msg.
+func newRawResponse(data []byte, msg proto.Message) *rawResponse {
+	return &rawResponse{out: mem.BufferSlice{mem.SliceBuffer(data)}, msg: msg}
 }

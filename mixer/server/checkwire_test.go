@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/remora-mesh/remora/attributes"
+	authv3 "github.com/remora-mesh/remora/proto/envoy/service/auth/v3"
 	mixerv1 "github.com/remora-mesh/remora/proto/mixer/v1"
 )
 
@@ -123,6 +124,80 @@ func TestCheckWireMalformed(t *testing.T) {
 			err := ts.conn.Invoke(ctxT(t), mixerv1.Mixer_Check_FullMethodName, &tt.data, &out, grpc.ForceCodecV2(rawCheckCodec{}))
 			if status.Code(err) != codes.Internal || err.Error() != want.Error() {
 				t.Fatalf("error %v, want %v", err, want)
+			}
+		})
+	}
+}
+
+// objectPolicy answers with an object decision: headers, removals,
+// response headers and dynamic metadata when allowed, a 401 otherwise.
+const objectPolicy = `package envoy.authz
+
+import rego.v1
+
+default allow := {"allowed": false, "http_status": 401, "body": "login", "headers": {"www-authenticate": "Bearer"}}
+
+allow := {
+	"allowed": true,
+	"headers": {"x-user": input.attributes.request.http.headers["x-user"], "x-tags": ["a", "b"]},
+	"request_headers_to_remove": ["authorization"],
+	"response_headers_to_add": {"x-checked": "yes"},
+	"dynamic_metadata": {"user": input.attributes.request.http.headers["x-user"], "level": 3, "nested": {"k": [1, "x"]}},
+} if input.attributes.request.http.headers["x-user"]
+`
+
+// TestRenderedAnswersMatch: with the decision cache on, repeated requests
+// are answered from a rendering made once per cached decision; over both
+// APIs every answer must equal the one a server without the cache gives.
+func TestRenderedAnswersMatch(t *testing.T) {
+	ts := start(t, policyConfig(objectPolicy), Options{}, nil)
+	refCfg := policyConfig(objectPolicy)
+	refCfg.Policy.DecisionCache.Disabled = true
+	ref, err := New(context.Background(), refCfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ref.Close() })
+	refAuthz, refMixer := &authzService{s: ref}, &mixerService{s: ref}
+	normalize := func(r *authv3.CheckResponse) *authv3.CheckResponse {
+		r = proto.Clone(r).(*authv3.CheckResponse)
+		if st := r.GetStatus(); st != nil {
+			st.Message = decisionID.ReplaceAllString(st.Message, "(decision)")
+		}
+		return r
+	}
+	for _, user := range []string{"alice", "bob", ""} {
+		t.Run("user="+user, func(t *testing.T) {
+			hdrs := map[string]string{"authorization": "Bearer x"}
+			mh := headers("authorization", "Bearer x")
+			if user != "" {
+				hdrs["x-user"] = user
+				mh = headers("authorization", "Bearer x", "x-user", user)
+			}
+			areq, mreq := authzRequest("GET", "/", hdrs), checkRequest("GET", "/", mh)
+			wantA, err := refAuthz.Check(ctxT(t), areq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantM, err := refMixer.Check(ctxT(t), mreq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				gotA, err := ts.authz.Check(ctxT(t), areq)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !proto.Equal(normalize(gotA), normalize(wantA)) {
+					t.Fatalf("ext_authz call %d:\n got %v\nwant %v", i, gotA, wantA)
+				}
+				gotM, err := ts.mixer.Check(ctxT(t), mreq)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !sameCheckResponse(gotM, wantM) {
+					t.Fatalf("mixer call %d:\n got %v\nwant %v", i, gotM, wantM)
+				}
 			}
 		})
 	}

@@ -57,7 +57,7 @@ func (m *mixerService) Check(ctx context.Context, req *mixerv1.CheckRequest) (*m
 		return nil, err
 	}
 	if r, ok := resp.(*rawResponse); ok {
-		return r.msg, nil
+		return r.msg.(*mixerv1.CheckResponse), nil
 	}
 	return resp.(*mixerv1.CheckResponse), nil
 }
@@ -83,7 +83,7 @@ func (m *mixerService) check(ctx context.Context, bag attributes.Bag, gwc uint32
 	resp := &mixerv1.CheckResponse{Precondition: precondition(d, gwc)}
 	if reuse {
 		if data, err := proto.Marshal(resp); err == nil {
-			d.SetRendered(policy.RenderMixer, uint64(gwc), &rawResponse{data: data, msg: resp})
+			d.SetRendered(policy.RenderMixer, uint64(gwc), newRawResponse(data, resp))
 		}
 		return resp, nil
 	}
@@ -202,7 +202,7 @@ func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 // shared and never modified; anything else goes through the proto codec.
 func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if r, ok := v.(*rawResponse); ok {
-		return mem.BufferSlice{mem.SliceBuffer(r.data)}, nil
+		return r.out, nil
 	}
 	return c.CodecV2.Marshal(v)
 }
