@@ -338,6 +338,7 @@ func sameDecision(a, b *Decision) bool {
 	x, y := *a, *b
 	x.ID, y.ID = "", ""
 	x.Referenced, y.Referenced = nil, nil
+	x.memo, y.memo = nil, nil // the renderings of a cached decision
 	return reflect.DeepEqual(x, y) && slices.Equal(a.Referenced, b.Referenced)
 }
 

@@ -136,6 +136,9 @@ func (c *decisionCache) put(key []byte, d *Decision, now time.Time) {
 		return
 	}
 	ttl := min(c.ttl, d.ValidDuration)
+	if d.memo == nil {
+		d.memo = new(memo) // before Eval returns d: d is still the engine's
+	}
 	s := c.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/remora-mesh/remora/attributes"
@@ -46,6 +47,53 @@ type Decision struct {
 	Cacheable     bool
 	ValidDuration time.Duration
 	ValidUseCount int32
+
+	// memo holds callers' renderings of a decision the cache stores; the
+	// copies the cache hands out share it. Nil for any other decision.
+	memo *memo
+}
+
+// Render slots: each API that renders decisions has its own.
+const (
+	RenderMixer = iota
+	RenderExtAuthz
+	renderSlots
+)
+
+// memo is a cached decision's renderings, one per slot.
+type memo struct {
+	slots [renderSlots]atomic.Pointer[rendering]
+}
+
+type rendering struct {
+	key uint64
+	v   any
+}
+
+// Rendered returns what SetRendered stored in slot under key, nil when
+// nothing or something under another key is stored there. A rendering is
+// kept only with a decision held by the decision cache, so that every
+// answer the cache serves reuses it; the values must be immutable. It is
+// safe for concurrent use.
+func (d *Decision) Rendered(slot int, key uint64) any {
+	if d.memo == nil {
+		return nil
+	}
+	if r := d.memo.slots[slot].Load(); r != nil && r.key == key {
+		return r.v
+	}
+	return nil
+}
+
+// SetRendered stores v, the caller's rendering of d for key (say, the
+// peer's global word count), in slot, replacing any other. It does nothing
+// when d is not held by the decision cache. v must not depend on anything
+// but d and key (in particular not on d.ID, which differs per answer) and
+// must never be modified afterwards. It is safe for concurrent use.
+func (d *Decision) SetRendered(slot int, key uint64, v any) {
+	if d.memo != nil {
+		d.memo.slots[slot].Store(&rendering{key: key, v: v})
+	}
 }
 
 // HeaderValue is one header of a decision.

@@ -207,6 +207,7 @@ func TestObjectDecision(t *testing.T) {
 		Cacheable:              true,
 		ValidDuration:          30 * time.Second,
 		ValidUseCount:          50,
+		memo:                   d.memo, // the decision is cached: it has room for renderings
 	}
 	if !reflect.DeepEqual(d, want) {
 		t.Errorf("allowed decision:\n got %+v\nwant %+v", d, want)
@@ -222,6 +223,7 @@ func TestObjectDecision(t *testing.T) {
 		Cacheable:     true,
 		ValidDuration: DefaultValidDuration,
 		ValidUseCount: DefaultValidUseCount,
+		memo:          d.memo,
 	}
 	if !reflect.DeepEqual(d, want) {
 		t.Errorf("denied decision:\n got %+v\nwant %+v", d, want)

@@ -5,14 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sync"
 
 	corev3 "github.com/remora-mesh/remora/proto/envoy/config/core/v3"
 	authv3 "github.com/remora-mesh/remora/proto/envoy/service/auth/v3"
 	typev3 "github.com/remora-mesh/remora/proto/envoy/type/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/remora-mesh/remora/policy"
@@ -23,22 +26,91 @@ import (
 type authzService struct {
 	authv3.UnimplementedAuthorizationServer
 	s *Server
+
+	infoOnce sync.Once
+	info     *grpc.UnaryServerInfo // Check's, for the interceptors
+}
+
+// authzServiceDesc is envoy.service.auth.v3.Authorization as the generated
+// descriptor describes it, with a Check handler that may answer with a
+// *rawResponse (an allowed answer of a cached decision, marshalled once).
+var authzServiceDesc = grpc.ServiceDesc{
+	ServiceName: "envoy.service.auth.v3.Authorization",
+	HandlerType: (*authv3.AuthorizationServer)(nil),
+	Methods:     []grpc.MethodDesc{{MethodName: "Check", Handler: authzCheckHandler}},
+	Streams:     []grpc.StreamDesc{},
+	Metadata:    "envoy/service/auth/v3/external_auth.proto",
+}
+
+// registerAuthz registers a on s.
+func registerAuthz(s *grpc.Server, a *authzService) { s.RegisterService(&authzServiceDesc, a) }
+
+// authzCheckHandler is the generated Check handler's equivalent.
+func authzCheckHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	in := new(authv3.CheckRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	a := srv.(*authzService)
+	if interceptor == nil {
+		return a.check(ctx, in)
+	}
+	return interceptor(ctx, in, a.checkInfo(), a.checkUnary)
+}
+
+// checkInfo is the interceptors' description of Check, built once.
+func (a *authzService) checkInfo() *grpc.UnaryServerInfo {
+	a.infoOnce.Do(func() {
+		a.info = &grpc.UnaryServerInfo{Server: a, FullMethod: authv3.Authorization_Check_FullMethodName}
+	})
+	return a.info
+}
+
+func (a *authzService) checkUnary(ctx context.Context, req any) (any, error) {
+	return a.check(ctx, req.(*authv3.CheckRequest))
 }
 
 // Check evaluates the policy on the request's attribute context. An
 // evaluation failure is an RPC error, which Envoy handles by its
 // failure_mode_allow setting; a denial is an OK RPC with a DeniedHttpResponse.
+//
+// The response may be shared with other answers of the same cached
+// decision: the caller must not modify it.
 func (a *authzService) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	resp, err := a.check(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if r, ok := resp.(*rawResponse); ok {
+		return r.msg.(*authv3.CheckResponse), nil
+	}
+	return resp.(*authv3.CheckResponse), nil
+}
+
+// check answers req: a *authv3.CheckResponse, or the *rawResponse rendered
+// once for an allowed cached decision (an allowed answer does not name
+// the decision ID) and reused.
+func (a *authzService) check(ctx context.Context, req *authv3.CheckRequest) (any, error) {
 	s := a.s
 	bag := s.withPeerPrincipal(ctx, policy.BagFromCheckRequest(req))
 	d, err := s.evaluate(ctx, "ext_authz", bag)
 	if err != nil {
 		return nil, err
 	}
+	if d.Allowed {
+		if r, ok := d.Rendered(policy.RenderExtAuthz, 0).(*rawResponse); ok {
+			return r, nil
+		}
+	}
 	resp, err := authzResponse(d)
 	if err != nil {
 		s.metrics.decision("ext_authz", "error")
 		return nil, status.Error(codes.Internal, "mixer: ext_authz: "+err.Error())
+	}
+	if d.Allowed {
+		if data, err := proto.Marshal(resp); err == nil {
+			d.SetRendered(policy.RenderExtAuthz, 0, newRawResponse(data, resp))
+		}
 	}
 	return resp, nil
 }

@@ -27,6 +27,9 @@ import (
 type mixerService struct {
 	mixerv1.UnimplementedMixerServer
 	s *Server
+
+	infoOnce sync.Once
+	info     *grpc.UnaryServerInfo // Check's, for the interceptors
 }
 
 // Check decodes the request's attributes, evaluates the policy and, when
@@ -38,6 +41,9 @@ type mixerService struct {
 // its network fail policy (fail-open or fail-close) exactly as when the
 // server is unreachable, and caches nothing. A denial is a successful RPC
 // whose precondition status is PERMISSION_DENIED.
+//
+// The response may be shared with other answers of the same cached
+// decision: the caller must not modify it.
 func (m *mixerService) Check(ctx context.Context, req *mixerv1.CheckRequest) (*mixerv1.CheckResponse, error) {
 	s := m.s
 	gwc := req.GetGlobalWordCount()
@@ -46,21 +52,50 @@ func (m *mixerService) Check(ctx context.Context, req *mixerv1.CheckRequest) (*m
 		s.metrics.decodeErrors.WithLabelValues("check").Inc()
 		return nil, status.Error(codes.InvalidArgument, "mixer: check: "+err.Error())
 	}
+	resp, err := m.check(ctx, bag, gwc, req.GetQuotas())
+	if err != nil {
+		return nil, err
+	}
+	if r, ok := resp.(*rawResponse); ok {
+		return r.msg.(*mixerv1.CheckResponse), nil
+	}
+	return resp.(*mixerv1.CheckResponse), nil
+}
+
+// check answers a decoded Check request: a *mixerv1.CheckResponse, or the
+// *rawResponse rendered once for a cached decision and reused.
+func (m *mixerService) check(ctx context.Context, bag attributes.Bag, gwc uint32, quotas map[string]*mixerv1.CheckRequest_QuotaParams) (any, error) {
+	s := m.s
 	bag = s.withPeerPrincipal(ctx, bag)
 	d, err := s.evaluate(ctx, "mixer", bag)
 	if err != nil {
 		return nil, err
 	}
+	// An allowed answer without quotas depends on the decision and the
+	// peer's word count only (a denial names the per-answer decision ID):
+	// rendered once per cached decision.
+	reuse := d.Allowed && len(quotas) == 0
+	if reuse {
+		if r, ok := d.Rendered(policy.RenderMixer, uint64(gwc)).(*rawResponse); ok {
+			return r, nil
+		}
+	}
 	resp := &mixerv1.CheckResponse{Precondition: precondition(d, gwc)}
-	if d.Allowed && len(req.GetQuotas()) > 0 {
-		resp.Quotas = make(map[string]*mixerv1.CheckResponse_QuotaResult, len(req.GetQuotas()))
-		names := make([]string, 0, len(req.GetQuotas()))
-		for name := range req.GetQuotas() {
+	if reuse {
+		if data, err := proto.Marshal(resp); err == nil {
+			d.SetRendered(policy.RenderMixer, uint64(gwc), newRawResponse(data, resp))
+		}
+		return resp, nil
+	}
+	if d.Allowed && len(quotas) > 0 {
+		resp.Quotas = make(map[string]*mixerv1.CheckResponse_QuotaResult, len(quotas))
+		names := make([]string, 0, len(quotas))
+		for name := range quotas {
 			names = append(names, name)
 		}
 		sort.Strings(names) // a stable charging order
 		for _, name := range names {
-			qp := req.GetQuotas()[name]
+			qp := quotas[name]
 			r := s.quotas.Alloc(name, bag, qp.GetAmount(), qp.GetBestEffort())
 			label := name
 			if !s.quotas.Has(name) {
@@ -149,14 +184,27 @@ func newServerCodec() serverCodec {
 
 // Unmarshal implements encoding.CodecV2. A *rawReport takes a reference to
 // the received buffer when the message arrived in one (the usual case),
-// and a pooled copy otherwise; its handler frees it.
+// and a pooled copy otherwise; its handler frees it. A *checkCall decodes
+// the request (see Check decoding).
 func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	if r, ok := v.(*rawReport); ok {
+	switch r := v.(type) {
+	case *rawReport:
 		r.buf = data.MaterializeToBuffer(mem.DefaultBufferPool())
 		r.data = r.buf.ReadOnlyData()
 		return nil
+	case *checkCall:
+		return r.unmarshal(data, c.CodecV2)
 	}
 	return c.CodecV2.Unmarshal(data, v)
+}
+
+// Marshal implements encoding.CodecV2: a *rawResponse is its bytes,
+// shared and never modified; anything else goes through the proto codec.
+func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if r, ok := v.(*rawResponse); ok {
+		return r.out, nil
+	}
+	return c.CodecV2.Marshal(v)
 }
 
 // mixerServiceDesc is istio.mixer.v1.Mixer as mixerv1.Mixer_ServiceDesc
@@ -175,20 +223,40 @@ var mixerServiceDesc = grpc.ServiceDesc{
 // registerMixer registers m on s for both Mixer methods.
 func registerMixer(s *grpc.Server, m *mixerService) { s.RegisterService(&mixerServiceDesc, m) }
 
-// checkHandler is the generated Check handler's equivalent.
+// checkHandler is the generated Check handler's equivalent, for requests
+// decoded by the codec into a pooled *checkCall (see Check decoding).
 func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-	in := new(mixerv1.CheckRequest)
-	if err := dec(in); err != nil {
+	c := checkCalls.Get().(*checkCall)
+	defer c.release() // the answer refers to nothing in c
+	if err := dec(c); err != nil {
 		return nil, err
 	}
 	m := srv.(*mixerService)
 	if interceptor == nil {
-		return m.Check(ctx, in)
+		return m.checkCall(ctx, c)
 	}
-	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: mixerv1.Mixer_Check_FullMethodName}
-	return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
-		return m.Check(ctx, req.(*mixerv1.CheckRequest))
+	return interceptor(ctx, c, m.checkInfo(), m.checkUnary)
+}
+
+// checkInfo is the interceptors' description of Check, built once.
+func (m *mixerService) checkInfo() *grpc.UnaryServerInfo {
+	m.infoOnce.Do(func() {
+		m.info = &grpc.UnaryServerInfo{Server: m, FullMethod: mixerv1.Mixer_Check_FullMethodName}
 	})
+	return m.info
+}
+
+// checkUnary is the interceptors' handler of Check; req is a *checkCall.
+func (m *mixerService) checkUnary(ctx context.Context, req any) (any, error) {
+	return m.checkCall(ctx, req.(*checkCall))
+}
+
+// checkCall answers a request as the codec decoded it.
+func (m *mixerService) checkCall(ctx context.Context, c *checkCall) (any, error) {
+	if c.req != nil {
+		return m.Check(ctx, c.req)
+	}
+	return m.check(ctx, c.bag, c.gwc, nil)
 }
 
 // reportHandler receives the request as a *rawReport.

@@ -12,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	alsv3 "github.com/remora-mesh/remora/proto/envoy/service/accesslog/v3"
-	authv3 "github.com/remora-mesh/remora/proto/envoy/service/auth/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -162,7 +161,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Server, error) {
 	}
 	s.grpc = grpc.NewServer(sopts...)
 	registerMixer(s.grpc, &mixerService{s: s})
-	authv3.RegisterAuthorizationServer(s.grpc, &authzService{s: s})
+	registerAuthz(s.grpc, &authzService{s: s})
 	if s.als != nil {
 		alsv3.RegisterAccessLogServiceServer(s.grpc, s.als)
 	}
