@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/remora-mesh/remora/internal/sockio"
 	"github.com/remora-mesh/remora/internal/tlsconfig"
 	"github.com/remora-mesh/remora/proxy/config"
 	"github.com/remora-mesh/remora/proxy/filter"
@@ -199,7 +200,8 @@ func (l *chanListener) hand(c net.Conn) bool {
 	}
 }
 
-// countedConn releases a connection slot and the active gauge once.
+// countedConn releases a connection slot and the active gauge once. Conn
+// is the accepted socket with sockio's reads and writes.
 type countedConn struct {
 	net.Conn
 	once    sync.Once
@@ -319,7 +321,7 @@ func (l *listener) admit(c net.Conn) *countedConn {
 	}
 	l.metrics.cxTotal.WithLabelValues(name).Inc()
 	l.metrics.cxActive.WithLabelValues(name).Inc()
-	cc := &countedConn{Conn: c}
+	cc := &countedConn{Conn: sockio.Wrap(c)}
 	cc.release = func() {
 		l.untrack(cc)
 		l.metrics.cxActive.WithLabelValues(name).Dec()

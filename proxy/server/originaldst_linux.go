@@ -8,6 +8,8 @@ import (
 	"net/netip"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/remora-mesh/remora/internal/sockio"
 )
 
 // ip6tSoOriginalDst is IP6T_SO_ORIGINAL_DST from
@@ -26,7 +28,7 @@ func originalDstSupported() error { return nil }
 // it) fails with ENOENT; a connection that was not rewritten returns its
 // own local address.
 func originalDst(c net.Conn) (netip.AddrPort, error) {
-	tc, ok := c.(*net.TCPConn)
+	tc, ok := sockio.TCP(c)
 	if !ok {
 		return netip.AddrPort{}, fmt.Errorf("original_dst: %T is not a TCP connection", c)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/remora-mesh/remora/internal/sockio"
 	"github.com/remora-mesh/remora/proxy/filter"
 	"github.com/remora-mesh/remora/proxy/filters/mixer"
 	"github.com/remora-mesh/remora/proxy/upstream"
@@ -304,11 +305,11 @@ func (s *session) idleCheckLocked(d, o *direction, n int64, now time.Time) bool 
 }
 
 // copyOnce copies src to dst until EOF (nil error) or an error. Between
-// two *net.TCPConn it is ReadFrom, which splices on Linux; otherwise it
-// copies through a pooled buffer taken on first use.
+// two TCP sockets it is (*net.TCPConn).ReadFrom, which splices on Linux;
+// otherwise it copies through a pooled buffer taken on first use.
 func copyOnce(dst, src net.Conn, buf **[]byte) (int64, error) {
-	if dt, ok := dst.(*net.TCPConn); ok {
-		if st, ok := src.(*net.TCPConn); ok {
+	if dt, ok := sockio.TCP(dst); ok {
+		if st, ok := sockio.TCP(src); ok {
 			return dt.ReadFrom(st)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/remora-mesh/remora/internal/config"
+	"github.com/remora-mesh/remora/internal/sockio"
 	"github.com/remora-mesh/remora/proxy/filter"
 )
 
@@ -55,8 +56,8 @@ func TestDialTCP(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, ok := tc.NetConn().(*net.TCPConn); !ok {
-			t.Errorf("NetConn is %T, want *net.TCPConn (zero-copy path)", tc.NetConn())
+		if _, ok := sockio.TCP(tc.NetConn()); !ok {
+			t.Errorf("NetConn is %T, want a TCP socket (zero-copy path)", tc.NetConn())
 		}
 		if _, err := tc.Write([]byte("ping")); err != nil {
 			t.Fatal(err)

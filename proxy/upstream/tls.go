@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/remora-mesh/remora/internal/sockio"
 	"github.com/remora-mesh/remora/internal/tlsconfig"
 )
 
@@ -85,8 +86,12 @@ func (e *tlsError) Unwrap() error { return e.err }
 // negotiated another is a failure too.
 func (c *Cluster) dialHost(ctx context.Context, h *Host, alpn []string) (net.Conn, error) {
 	nc, err := c.dialContext(ctx, "tcp", h.addr)
-	if err != nil || c.tls == nil {
-		return nc, err
+	if err != nil {
+		return nil, err
+	}
+	nc = sockio.Wrap(nc)
+	if c.tls == nil {
+		return nc, nil
 	}
 	if alpn == nil {
 		alpn = c.tls.alpn

@@ -1,0 +1,365 @@
+//go:build linux
+
+package sockio
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// pair returns the two ends of a loopback TCP connection, both closed
+// when the test ends.
+func pair(t testing.TB) (client, server *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- res{c, err}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { c.Close(); r.c.Close() })
+	return c.(*net.TCPConn), r.c.(*net.TCPConn)
+}
+
+// flavours runs f on a plain *net.TCPConn and on its Wrap, so that every
+// behaviour is checked against the standard library's as the oracle.
+func flavours(t *testing.T, f func(t *testing.T, wrap func(net.Conn) net.Conn)) {
+	t.Run("net", func(t *testing.T) { f(t, func(c net.Conn) net.Conn { return c }) })
+	t.Run("sockio", func(t *testing.T) { f(t, Wrap) })
+}
+
+func TestWrap(t *testing.T) {
+	c, _ := pair(t)
+	w := Wrap(c)
+	if runtime.GOOS == "linux" {
+		if _, ok := w.(*Conn); !ok {
+			t.Fatalf("Wrap(*net.TCPConn) = %T, want *Conn", w)
+		}
+	}
+	if tc, ok := TCP(w); !ok || tc != c {
+		t.Fatalf("TCP(Wrap(c)) = %v, %v; want c", tc, ok)
+	}
+	if tc, ok := TCP(c); !ok || tc != c {
+		t.Fatalf("TCP(c) = %v, %v; want c", tc, ok)
+	}
+	p1, p2 := net.Pipe()
+	defer p1.Close()
+	defer p2.Close()
+	if w := Wrap(p1); w != p1 {
+		t.Fatalf("Wrap(pipe) = %T, want the pipe itself", w)
+	}
+	if _, ok := TCP(p1); ok {
+		t.Fatal("TCP(pipe) reported a TCP connection")
+	}
+}
+
+func TestReadWrite(t *testing.T) {
+	flavours(t, func(t *testing.T, wrap func(net.Conn) net.Conn) {
+		c, s := pair(t)
+		wc, ws := wrap(c), wrap(s)
+		if n, err := wc.Write(nil); n != 0 || err != nil {
+			t.Fatalf("Write(nil) = %d, %v", n, err)
+		}
+		if n, err := wc.Read(nil); n != 0 || err != nil {
+			t.Fatalf("Read(nil) = %d, %v", n, err)
+		}
+		msg := []byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		if n, err := wc.Write(msg); n != len(msg) || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(ws, got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("read %q, want %q", got, msg)
+		}
+		if err := s.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := wc.Read(got); n != 0 || err != io.EOF {
+			t.Fatalf("Read at the peer's FIN = %d, %v; want 0, io.EOF", n, err)
+		}
+	})
+}
+
+// TestLargeWrite writes more than the socket buffers hold while the peer
+// reads slowly, so writes return EAGAIN and wait for writability.
+func TestLargeWrite(t *testing.T) {
+	flavours(t, func(t *testing.T, wrap func(net.Conn) net.Conn) {
+		c, s := pair(t)
+		_ = c.SetWriteBuffer(16 << 10)
+		_ = s.SetReadBuffer(16 << 10)
+		wc := wrap(c)
+		data := make([]byte, 8<<20+123)
+		for i := range data {
+			data[i] = byte(i*7 + i>>9)
+		}
+		want := sha256.Sum256(data)
+		done := make(chan [32]byte, 1)
+		go func() {
+			h := sha256.New()
+			buf := make([]byte, 3000) // small reads: the writer fills the buffers first
+			_, _ = io.CopyBuffer(h, readerOnly{wrap(s)}, buf)
+			var sum [32]byte
+			copy(sum[:], h.Sum(nil))
+			done <- sum
+		}()
+		n, err := wc.Write(data)
+		if n != len(data) || err != nil {
+			t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(data))
+		}
+		if err := c.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if got := <-done; got != want {
+			t.Fatal("the peer read different bytes")
+		}
+	})
+}
+
+type readerOnly struct{ io.Reader }
+
+// TestErrors checks that errors have the standard library's shape: a
+// *net.OpError with Op "read"/"write" that errors.Is the condition.
+func TestErrors(t *testing.T) {
+	cases := []struct {
+		name   string
+		op     string
+		target error
+		run    func(t *testing.T, c net.Conn, raw, peer *net.TCPConn) error
+	}{
+		{"read deadline", "read", os.ErrDeadlineExceeded, func(t *testing.T, c net.Conn, _, _ *net.TCPConn) error {
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+			_, err := c.Read(make([]byte, 10))
+			return err
+		}},
+		{"read after close", "read", net.ErrClosed, func(t *testing.T, c net.Conn, _, _ *net.TCPConn) error {
+			c.Close()
+			_, err := c.Read(make([]byte, 10))
+			return err
+		}},
+		{"close while reading", "read", net.ErrClosed, func(t *testing.T, c net.Conn, raw, _ *net.TCPConn) error {
+			errc := make(chan error, 1)
+			go func() {
+				_, err := c.Read(make([]byte, 10))
+				errc <- err
+			}()
+			// Wait until the reader is parked in the poller: the
+			// goroutine's Read cannot return before data or close.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			waitBlocked(ctx, t)
+			c.Close()
+			return <-errc
+		}},
+		{"read reset", "read", syscall.ECONNRESET, func(t *testing.T, c net.Conn, _, peer *net.TCPConn) error {
+			_ = peer.SetLinger(0)
+			if _, err := peer.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			// Unread data at close makes the kernel send RST.
+			if _, err := c.Read(make([]byte, 1)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Write([]byte("unread")); err != nil {
+				t.Fatal(err)
+			}
+			waitUnread(t, peer)
+			peer.Close()
+			_, err := c.Read(make([]byte, 10))
+			return err
+		}},
+		{"write deadline", "write", os.ErrDeadlineExceeded, func(t *testing.T, c net.Conn, raw, _ *net.TCPConn) error {
+			_ = raw.SetWriteBuffer(4 << 10)
+			_ = c.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
+			_, err := c.Write(make([]byte, 64<<20)) // the peer never reads
+			return err
+		}},
+		{"write after reset", "write", syscall.EPIPE, func(t *testing.T, c net.Conn, _, peer *net.TCPConn) error {
+			_ = peer.SetLinger(0)
+			peer.Close()
+			// The first write may be accepted before the RST arrives;
+			// then ECONNRESET, then EPIPE.
+			var err error
+			for range 100 {
+				if _, err = c.Write([]byte("x")); err != nil && errors.Is(err, syscall.EPIPE) {
+					break
+				}
+				if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+					break
+				}
+				_ = c.SetReadDeadline(time.Now().Add(time.Millisecond))
+				_, _ = c.Read(make([]byte, 1)) // let the RST be processed
+			}
+			return err
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			flavours(t, func(t *testing.T, wrap func(net.Conn) net.Conn) {
+				c, s := pair(t)
+				err := tc.run(t, wrap(c), c, s)
+				var oe *net.OpError
+				if !errors.As(err, &oe) || oe.Op != tc.op {
+					t.Fatalf("error %v (%T), want a *net.OpError with Op %q", err, err, tc.op)
+				}
+				if !errors.Is(err, tc.target) {
+					t.Fatalf("error %v is not %v", err, tc.target)
+				}
+				if oe.Source == nil || oe.Addr == nil {
+					t.Fatalf("error %v lacks its addresses", err)
+				}
+				if errors.Is(tc.target, os.ErrDeadlineExceeded) {
+					var ne net.Error
+					if !errors.As(err, &ne) || !ne.Timeout() {
+						t.Fatalf("error %v is not a net.Error timeout", err)
+					}
+				}
+			})
+		})
+	}
+}
+
+// waitBlocked waits until some goroutine is blocked in the poller (a
+// network wait), polling the goroutine dump without sleeping.
+func waitBlocked(ctx context.Context, t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for ctx.Err() == nil {
+		n := runtime.Stack(buf, true)
+		if bytes.Contains(buf[:n], []byte("[IO wait")) {
+			return
+		}
+		runtime.Gosched()
+	}
+	t.Fatal("no goroutine blocked in the poller")
+}
+
+// waitUnread waits until c's receive queue holds data (SIOCINQ), so that
+// closing c resets the connection.
+func waitUnread(t *testing.T, c *net.TCPConn) {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		var n int
+		_ = rc.Control(func(fd uintptr) { n = inq(fd) })
+		if n > 0 {
+			return
+		}
+		runtime.Gosched()
+	}
+	t.Fatal("peer never received the unread bytes")
+}
+
+// TestConcurrent reads and writes one connection from several goroutines
+// at once (net.Conn allows it); the race detector checks the shared state.
+func TestConcurrent(t *testing.T) {
+	c, s := pair(t)
+	wc, ws := Wrap(c), Wrap(s)
+	const writers, each = 4, 200
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if _, err := wc.Write([]byte("0123456789")); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	var mu sync.Mutex
+	total := 0
+	var rg sync.WaitGroup
+	for range 3 {
+		rg.Add(1)
+		go func() {
+			defer rg.Done()
+			buf := make([]byte, 7)
+			for {
+				n, err := ws.Read(buf)
+				mu.Lock()
+				total += n
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	_ = c.CloseWrite()
+	rg.Wait()
+	if total != writers*each*10 {
+		t.Fatalf("read %d bytes, want %d", total, writers*each*10)
+	}
+}
+
+// BenchmarkPingPong is one 1 KiB request and response per iteration over
+// loopback, the shape of a proxied keep-alive exchange.
+func BenchmarkPingPong(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		wrap func(net.Conn) net.Conn
+	}{{"net", func(c net.Conn) net.Conn { return c }}, {"sockio", Wrap}} {
+		b.Run(bc.name, func(b *testing.B) {
+			c, s := pair(b)
+			wc, ws := bc.wrap(c), bc.wrap(s)
+			go func() {
+				buf := make([]byte, 1024)
+				for {
+					if _, err := io.ReadFull(ws, buf); err != nil {
+						return
+					}
+					if _, err := ws.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+			buf := make([]byte, 1024)
+			b.ReportAllocs()
+			b.SetBytes(2048)
+			for b.Loop() {
+				if _, err := wc.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(wc, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
