@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/remora-mesh/remora/internal/sockio"
 	corev3 "github.com/remora-mesh/remora/proto/envoy/config/core/v3"
 	datav3 "github.com/remora-mesh/remora/proto/envoy/data/accesslog/v3"
 	alsv3 "github.com/remora-mesh/remora/proto/envoy/service/accesslog/v3"
@@ -74,6 +75,7 @@ func newGRPCSink(name string, cfg *GRPCConfig, opts Options) (*grpcSink, error) 
 	if len(dial) == 0 {
 		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
+	dial = append([]grpc.DialOption{grpc.WithContextDialer(sockio.DialContext)}, dial...)
 	dial = append(dial, grpc.WithConnectParams(grpc.ConnectParams{
 		Backoff: backoff.Config{
 			BaseDelay:  cfg.ReconnectBaseInterval.D(),

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/remora-mesh/remora/attributes"
+	"github.com/remora-mesh/remora/internal/sockio"
 	"github.com/remora-mesh/remora/internal/tlsconfig"
 	mixerv1 "github.com/remora-mesh/remora/proto/mixer/v1"
 )
@@ -120,6 +121,7 @@ func New(cfg Config, opts Options) (*Client, error) {
 		return nil, err
 	}
 	dial := append([]grpc.DialOption{
+		grpc.WithContextDialer(sockio.DialContext),
 		grpc.WithTransportCredentials(creds),
 		// Reconnect quickly after a server restart: the default backoff
 		// grows to two minutes, far too long for a sidecar.

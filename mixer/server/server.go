@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/remora-mesh/remora/attributes"
+	"github.com/remora-mesh/remora/internal/sockio"
 	"github.com/remora-mesh/remora/mixer/quota"
 	"github.com/remora-mesh/remora/mixer/telemetry"
 	"github.com/remora-mesh/remora/policy"
@@ -230,7 +231,7 @@ func (s *Server) Serve(ctx context.Context, grpcLis, monLis net.Listener) error 
 	s.log.Info("serving", zap.String("grpc", grpcLis.Addr().String()), zap.String("monitoring", monLis.Addr().String()),
 		zap.Bool("tls", s.cfg.GRPC.TLS.Enabled()))
 	errc := make(chan error, 2)
-	go func() { errc <- s.grpc.Serve(grpcLis) }()
+	go func() { errc <- s.grpc.Serve(sockio.Listener(grpcLis)) }()
 	go func() {
 		if err := s.http.Serve(monLis); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err

@@ -35,6 +35,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/remora-mesh/remora/internal/config"
+	"github.com/remora-mesh/remora/internal/sockio"
 	"github.com/remora-mesh/remora/internal/tlsconfig"
 	"github.com/remora-mesh/remora/proxy/filter"
 )
@@ -162,7 +163,7 @@ func (factory) ParseConfig(node *yaml.Node, env filter.Env) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ext_authz: grpc_service: %w", err)
 	}
-	conn, err := grpc.NewClient(cfg.GRPCService.Address, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(cfg.GRPCService.Address, grpc.WithContextDialer(sockio.DialContext), grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, fmt.Errorf("ext_authz: grpc_service.address: %w", err)
 	}
