@@ -257,6 +257,8 @@ func run(ctx context.Context, o options, ps *procs) error {
 	e := &env{o: o, ps: ps, peers: pr, dir: dir, remora: remora, sidecar: sidecar, remoraVersion: remoraVersion,
 		res: newResults(), commands: map[string]string{}, configs: map[string]string{}}
 	e.res.started = started
+	cpu0, cpuErr := readCPUAccount()
+	measuring := time.Now()
 	if err := e.startUpstreams(ctx); err != nil {
 		return err
 	}
@@ -277,6 +279,9 @@ func run(ctx context.Context, o options, ps *procs) error {
 	}
 	e.res.finished = time.Now()
 	e.stopUpstreams()
+	if cpu1, err := readCPUAccount(); err == nil && cpuErr == nil {
+		e.res.foreign = cpu1.since(cpu0, time.Since(measuring))
+	}
 	md := e.markdown()
 	if o.out == "" {
 		fmt.Print(md)

@@ -194,3 +194,34 @@ func TestGoBenchTargets(t *testing.T) {
 		t.Error("an allocation does not fail the target")
 	}
 }
+
+func TestForeignCPU(t *testing.T) {
+	before := cpuAccount{machine: 100, steal: 1, own: 40}
+	cases := []struct {
+		name  string
+		after cpuAccount
+		wall  time.Duration
+		want  string
+	}{
+		{"quiet", cpuAccount{machine: 160.2, steal: 1, own: 100}, 100 * time.Second, "Nothing else ran while the harness measured: programs other than the harness and the processes it started used 0.2 CPU seconds in all (0.2 % of one core)."},
+		{"busy", cpuAccount{machine: 260, steal: 31, own: 100}, 100 * time.Second, "Other work shared the machine: programs other than the harness and the processes it started used 100 CPU seconds while it measured, 1.00 cores on average, so the figures are lower and noisier than on a quiet machine. The hypervisor took 30 CPU seconds (steal time) for other guests."},
+		{"tick rounding", cpuAccount{machine: 159.99, steal: 1, own: 100}, 10 * time.Second, "Nothing else ran while the harness measured: programs other than the harness and the processes it started used 0.0 CPU seconds in all (0.0 % of one core)."},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := foreignText(tc.after.since(before, tc.wall)); got != tc.want {
+				t.Errorf("got  %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+	if got := foreignText(foreignCPU{}); !strings.Contains(got, "not measured") {
+		t.Errorf("unmeasured run: %s", got)
+	}
+	a, err := readCPUAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.machine <= 0 || a.own <= 0 {
+		t.Errorf("readCPUAccount = %+v, want positive busy and own CPU", a)
+	}
+}

@@ -344,3 +344,59 @@ func kbField(line string) int64 {
 	n, _ := strconv.ParseInt(f[1], 10, 64)
 	return n << 10
 }
+
+// cpuAccount is one reading of the machine's busy CPU time and of the
+// harness's own, with every child it has waited for, so that a run can
+// tell how much CPU other programs took while it measured.
+type cpuAccount struct {
+	machine float64 // CPU seconds all CPUs spent busy (user, nice, system, irq, softirq)
+	steal   float64 // CPU seconds the hypervisor gave to other guests
+	own     float64 // CPU seconds of the harness and its reaped children
+}
+
+func readCPUAccount() (cpuAccount, error) {
+	var a cpuAccount
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return a, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return a, fmt.Errorf("bench: /proc/stat: unexpected first line %q", line)
+	}
+	var t [8]float64
+	for i := range t {
+		if t[i], err = strconv.ParseFloat(f[i+1], 64); err != nil {
+			return a, fmt.Errorf("bench: /proc/stat: field %d: %w", i+1, err)
+		}
+	}
+	// user nice system idle iowait irq softirq steal
+	a.machine = (t[0] + t[1] + t[2] + t[5] + t[6]) / clockTick
+	a.steal = t[7] / clockTick
+	for _, who := range []int{syscall.RUSAGE_SELF, syscall.RUSAGE_CHILDREN} {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(who, &ru); err != nil {
+			return a, err
+		}
+		a.own += tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
+	}
+	return a, nil
+}
+
+func tvSeconds(tv syscall.Timeval) float64 { return float64(tv.Sec) + float64(tv.Usec)/1e6 }
+
+// foreignCPU is what other programs took between two readings: CPU
+// seconds, and the average number of cores over wall.
+type foreignCPU struct {
+	seconds, cores, steal float64
+	ok                    bool
+}
+
+func (a cpuAccount) since(b cpuAccount, wall time.Duration) foreignCPU {
+	s := (a.machine - b.machine) - (a.own - b.own)
+	if s < 0 {
+		s = 0 // tick rounding
+	}
+	return foreignCPU{seconds: s, cores: s / wall.Seconds(), steal: a.steal - b.steal, ok: wall > 0}
+}

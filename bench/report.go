@@ -45,9 +45,8 @@ func (e *env) markdown() string {
 	p("Measured %s, %d run(s) of every scenario, medians reported (throughput also shows the\n",
 		res.started.UTC().Format("2006-01-02 15:04 MST"), o.runs)
 	p("min–max over the runs); the whole run took %s.\n\n", res.finished.Sub(res.started).Round(time.Second))
-	p("**Read the numbers with their conditions.** The machine is a shared 2-core virtual machine on which\n")
-	p("other engineers were building and testing at the same time, and the load generators (wrk, fortio,\n")
-	p("h2load, the harness's own gRPC/HTTP client) run on the same two cores as the proxy, the upstream and\n")
+	p("**Read the numbers with their conditions.** %s The load generators (wrk, fortio,\n", foreignText(res.foreign))
+	p("h2load, the harness's own gRPC/HTTP client) run on the same cores as the proxy, the upstream and\n")
 	p("the server under test. Absolute figures are therefore far below what these programs do on dedicated\n")
 	p("hardware and vary from run to run; the ratios between peers measured in the same run are the\n")
 	p("meaningful part, and even they favour whichever program needs the least CPU per request, because\n")
@@ -412,4 +411,23 @@ func (e *env) targets(b *strings.Builder) {
 	e.outageTarget(row)
 	p("\nPer core means per CPU-second of the server process. Both servers' p99 are measured with the same\n")
 	p("%d callers on the same machine, saturated and at %d/s.\n\n", e.o.srvConns, e.o.srvQPS)
+}
+
+// foreignText says how much CPU programs other than the harness and its
+// children took while it measured: /proc/stat's busy time minus the
+// harness's own rusage (its children's included).
+func foreignText(f foreignCPU) string {
+	if !f.ok {
+		return "The machine is a virtual machine that may be shared with other work (not measured in this run)."
+	}
+	steal := ""
+	if f.steal >= 1 {
+		steal = fmt.Sprintf(" The hypervisor took %.0f CPU seconds (steal time) for other guests.", f.steal)
+	}
+	if f.cores < 0.05 {
+		return fmt.Sprintf("Nothing else ran while the harness measured: programs other than the harness and the processes it started used %.1f CPU seconds in all (%.1f %% of one core).%s",
+			f.seconds, 100*f.cores, steal)
+	}
+	return fmt.Sprintf("Other work shared the machine: programs other than the harness and the processes it started used %.0f CPU seconds while it measured, %.2f cores on average, so the figures are lower and noisier than on a quiet machine.%s",
+		f.seconds, f.cores, steal)
 }

@@ -48,6 +48,7 @@ type results struct {
 	goBench           map[string]goBenchResult // by benchmark name
 	unavailable       map[string]string
 	notes             [][2]string // scenario, caveat
+	foreign           foreignCPU  // CPU other programs took while the harness measured
 }
 
 func newResults() *results {
