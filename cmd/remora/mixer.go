@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -65,6 +67,7 @@ func runMixer(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if embedded {
 		log.Info("no policy path configured: serving the embedded default policy", zap.String("module", policy.DefaultPolicyFile))
 	}
+	applyRuntime(cfg.Runtime, log)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := server.New(ctx, cfg, server.Options{Logger: log, Registry: reg})
@@ -73,6 +76,16 @@ func runMixer(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer srv.Close()
 	return srv.Run(ctx)
+}
+
+// applyRuntime sets the process's GC target from runtime.gc_percent,
+// unless the GOGC environment variable already set it.
+func applyRuntime(rc server.RuntimeConfig, log *zap.Logger) {
+	if v, ok := os.LookupEnv("GOGC"); ok {
+		log.Info("GOGC is set in the environment: runtime.gc_percent is not applied", zap.String("GOGC", v))
+		return
+	}
+	debug.SetGCPercent(rc.GCPercent)
 }
 
 // mixerConfig loads the configuration, applies the flags and the defaults

@@ -8,8 +8,13 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/remora-mesh/remora/mixer/server"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -105,5 +110,22 @@ func TestMixerRunsAndStops(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), `"msg":"serving"`) || !strings.Contains(stderr.String(), `"msg":"stopped"`) {
 		t.Errorf("logs lack serving/stopped:\n%s", stderr.String())
+	}
+}
+
+func TestApplyRuntime(t *testing.T) {
+	prev := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(prev)
+
+	t.Setenv("GOGC", "150") // restored at the end; set here, the config is ignored
+	applyRuntime(server.RuntimeConfig{GCPercent: 400}, zap.NewNop())
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("with GOGC set, GC percent = %d, want it left at 100", got)
+	}
+
+	os.Unsetenv("GOGC")
+	applyRuntime(server.RuntimeConfig{GCPercent: 400}, zap.NewNop())
+	if got := debug.SetGCPercent(100); got != 400 {
+		t.Errorf("without GOGC, GC percent = %d, want runtime.gc_percent's 400", got)
 	}
 }

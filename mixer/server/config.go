@@ -29,6 +29,7 @@ const (
 	DefaultKeepaliveTimeout     = 10 * time.Second
 	DefaultKeepaliveMinTime     = 10 * time.Second
 	DefaultLogLevel             = "info"
+	DefaultGCPercent            = 400
 )
 
 // Config is the whole `remora mixer` configuration.
@@ -42,6 +43,20 @@ type Config struct {
 	// AccessLogService configures the Envoy access-log service served on
 	// the gRPC port (see als.go).
 	AccessLogService AccessLogServiceConfig `yaml:"access_log_service"`
+	Runtime          RuntimeConfig          `yaml:"runtime"`
+}
+
+// RuntimeConfig tunes the Go runtime of the `remora mixer` process; the
+// command applies it (a Server never changes process-wide settings).
+type RuntimeConfig struct {
+	// GCPercent is the garbage collector's target, as GOGC: a collection
+	// starts when the heap has grown by this percentage of what the last
+	// one left live. Policy evaluation allocates quickly from a live heap
+	// of a few MB, so Go's default (100) collects tens of times a second;
+	// each collection also shrinks the stacks that OPA's evaluator has to
+	// grow again. Default 400; the GOGC environment variable, when set,
+	// wins.
+	GCPercent int `yaml:"gc_percent"`
 }
 
 // AccessLogServiceConfig configures envoy.service.accesslog.v3
@@ -136,6 +151,7 @@ func (c *Config) ApplyDefaults() {
 	if c.AccessLogService.File != nil {
 		c.AccessLogService.File.ApplyDefaults()
 	}
+	setInt(&c.Runtime.GCPercent, DefaultGCPercent)
 }
 
 func setStr(p *string, d string) {
@@ -219,6 +235,9 @@ func (c *Config) Validate() error {
 		if err := f.Validate("access_log_service.file"); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if c.Runtime.GCPercent < 1 {
+		add("runtime.gc_percent", "must be at least 1, got %d", c.Runtime.GCPercent)
 	}
 	return errors.Join(errs...)
 }

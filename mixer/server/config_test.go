@@ -58,6 +58,7 @@ policy: {query: "not a ref ("}
 quotas: [{name: q}]
 telemetry:
   metrics: [{name: x, kind: summary}]
+runtime: {gc_percent: -1}
 `
 	c, err = ParseConfig([]byte(bad))
 	if err != nil {
@@ -78,6 +79,7 @@ telemetry:
 		"policy.query:",
 		"quotas[0].max_amount: must be positive",
 		`telemetry.metrics[0].kind: unknown kind "summary"`,
+		"runtime.gc_percent: must be at least 1, got -1",
 	} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error lacks %q:\n%v", w, err)
