@@ -36,6 +36,14 @@ type Conn struct {
 	wn      int
 	werr    syscall.Errno
 	writeFn func(fd uintptr) bool
+
+	// WriteOnRead's bytes: pending (under wmu) until a Read takes them
+	// into rw, which its callback writes before it waits for data.
+	pbuf        []byte
+	pending     []byte
+	rw          []byte
+	rwerr       syscall.Errno
+	writeReadFn func(fd uintptr) bool
 }
 
 // Wrap returns c with raw-syscall reads and writes when c is a
@@ -52,6 +60,7 @@ func Wrap(c net.Conn) net.Conn {
 	sc := &Conn{TCPConn: tc, rc: rc}
 	sc.readFn = sc.read
 	sc.writeFn = sc.write
+	sc.writeReadFn = sc.writeRead
 	return sc
 }
 
@@ -84,6 +93,58 @@ func (c *Conn) read(fd uintptr) bool {
 	}
 }
 
+// writeRead is the poller's read callback of a Read that first writes
+// rw: once rw is out it waits for readability without trying a read(2)
+// that could only find nothing yet. The wait cannot miss the answer: the
+// poller cleared the socket's readiness before this first call, so data
+// that arrives after the write makes it ready again. It returns with rw
+// partly unwritten when the socket cannot take more (EAGAIN), for Read to
+// finish the write the usual way.
+func (c *Conn) writeRead(fd uintptr) bool {
+	if len(c.rw) == 0 {
+		return c.read(fd)
+	}
+	for len(c.rw) > 0 {
+		p := c.rw
+		if len(p) > maxRawWrite {
+			p = p[:maxRawWrite]
+		}
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch e {
+		case 0:
+			c.rw = c.rw[n:]
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return true
+		default:
+			c.rwerr = e
+			c.rw = nil
+			return true
+		}
+	}
+	return false
+}
+
+// WriteOnRead arranges for p to be written by the next Read (or before
+// the next Write), which then waits for the peer's answer without first
+// trying a read(2): a client that sends a request and reads its response
+// saves the read that would find nothing yet. p is copied. A write error
+// is the Read's error, a *net.OpError whose Op is "write"; Close drops
+// bytes not written yet.
+func (c *Conn) WriteOnRead(p []byte) {
+	c.wmu.Lock()
+	c.pbuf = append(c.pbuf[:0], p...)
+	c.pending = c.pbuf
+	c.wmu.Unlock()
+}
+
+// takePending returns the bytes WriteOnRead left (wmu held).
+func (c *Conn) takePending() []byte {
+	p := c.pending
+	c.pending = nil
+	return p
+}
+
 // write is the poller's callback: false asks it to wait for writability.
 func (c *Conn) write(fd uintptr) bool {
 	for len(c.wp) > 0 {
@@ -114,11 +175,34 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	c.rmu.Lock()
+	defer c.rmu.Unlock()
 	c.rp, c.rn, c.rerr = p, 0, 0
-	err := c.rc.Read(c.readFn)
+	defer func() { c.rp = nil }()
+	c.wmu.Lock()
+	c.rw = c.takePending()
+	c.wmu.Unlock()
+	var err error
+	if len(c.rw) > 0 {
+		c.rwerr = 0
+		err = c.rc.Read(c.writeReadFn)
+		switch {
+		case c.rwerr != 0:
+			return 0, c.opError("write", os.NewSyscallError("write", c.rwerr))
+		case err == nil && len(c.rw) > 0: // the socket was full
+			rest := c.rw
+			c.rw = nil
+			if _, err := c.Write(rest); err != nil {
+				return 0, err
+			}
+			err = c.rc.Read(c.readFn) // tries a read first: data may be there already
+		case err != nil && len(c.rw) > 0:
+			c.rw = nil
+			return 0, c.opError("write", err)
+		}
+	} else {
+		err = c.rc.Read(c.readFn)
+	}
 	n, errno := c.rn, c.rerr
-	c.rp = nil
-	c.rmu.Unlock()
 	switch {
 	case err != nil:
 		return 0, c.opError("read", err)
@@ -137,6 +221,20 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return 0, nil
 	}
 	c.wmu.Lock()
+	if pend := c.takePending(); len(pend) > 0 {
+		// WriteOnRead's bytes go first.
+		c.wp, c.wn, c.werr = pend, 0, 0
+		err := c.rc.Write(c.writeFn)
+		errno := c.werr
+		c.wp = nil
+		if err != nil || errno != 0 {
+			c.wmu.Unlock()
+			if err == nil {
+				err = os.NewSyscallError("write", errno)
+			}
+			return 0, c.opError("write", err)
+		}
+	}
 	c.wp, c.wn, c.werr = p, 0, 0
 	err := c.rc.Write(c.writeFn)
 	n, errno := c.wn, c.werr

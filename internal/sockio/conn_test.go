@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -332,9 +333,10 @@ func TestConcurrent(t *testing.T) {
 // loopback, the shape of a proxied keep-alive exchange.
 func BenchmarkPingPong(b *testing.B) {
 	for _, bc := range []struct {
-		name string
-		wrap func(net.Conn) net.Conn
-	}{{"net", func(c net.Conn) net.Conn { return c }}, {"sockio", Wrap}} {
+		name        string
+		wrap        func(net.Conn) net.Conn
+		writeOnRead bool
+	}{{"net", func(c net.Conn) net.Conn { return c }, false}, {"sockio", Wrap, false}, {"sockio-WriteOnRead", Wrap, true}} {
 		b.Run(bc.name, func(b *testing.B) {
 			c, s := pair(b)
 			wc, ws := bc.wrap(c), bc.wrap(s)
@@ -353,7 +355,9 @@ func BenchmarkPingPong(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(2048)
 			for b.Loop() {
-				if _, err := wc.Write(buf); err != nil {
+				if bc.writeOnRead {
+					wc.(*Conn).WriteOnRead(buf)
+				} else if _, err := wc.Write(buf); err != nil {
 					b.Fatal(err)
 				}
 				if _, err := io.ReadFull(wc, buf); err != nil {
@@ -362,4 +366,125 @@ func BenchmarkPingPong(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestWriteOnRead: the bytes go out with the next Read (or ahead of the
+// next Write), however large, and errors say which direction failed.
+func TestWriteOnRead(t *testing.T) {
+	ask := func(t *testing.T, c *Conn, q []byte) {
+		t.Helper()
+		c.WriteOnRead(q)
+	}
+	// answer reads n bytes, hands them over and answers "ok".
+	answer := func(s net.Conn, n int) <-chan []byte {
+		got := make(chan []byte, 1)
+		go func() {
+			// Small reads: one as large as the whole request makes the
+			// kernel's tiny test windows crawl.
+			var b bytes.Buffer
+			if _, err := io.CopyBuffer(&b, readerOnly{io.LimitReader(s, int64(n))}, make([]byte, 3000)); err != nil || b.Len() != n {
+				got <- nil
+				return
+			}
+			got <- b.Bytes()
+			s.Write([]byte("ok"))
+		}()
+		return got
+	}
+	t.Run("request and response", func(t *testing.T) {
+		c, s := pair(t)
+		wc := Wrap(c).(*Conn)
+		for i := range 3 {
+			q := []byte(fmt.Sprintf("GET /%d HTTP/1.1\r\n\r\n", i))
+			got := answer(s, len(q))
+			ask(t, wc, q)
+			q[0] = 'X' // WriteOnRead copied it
+			buf := make([]byte, 2)
+			if _, err := io.ReadFull(wc, buf); err != nil || string(buf) != "ok" {
+				t.Fatalf("read %q, %v", buf, err)
+			}
+			if b := <-got; string(b) != fmt.Sprintf("GET /%d HTTP/1.1\r\n\r\n", i) {
+				t.Fatalf("peer read %q", b)
+			}
+		}
+	})
+	t.Run("larger than the socket buffers", func(t *testing.T) {
+		c, s := pair(t)
+		_ = c.SetWriteBuffer(16 << 10)
+		_ = s.SetReadBuffer(16 << 10)
+		wc := Wrap(c).(*Conn)
+		q := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+		got := answer(s, len(q))
+		ask(t, wc, q)
+		buf := make([]byte, 2)
+		if _, err := io.ReadFull(wc, buf); err != nil || string(buf) != "ok" {
+			t.Fatalf("read %q, %v", buf, err)
+		}
+		if b := <-got; !bytes.Equal(b, q) {
+			t.Fatal("the peer read different bytes")
+		}
+	})
+	t.Run("ahead of a write", func(t *testing.T) {
+		c, s := pair(t)
+		wc := Wrap(c).(*Conn)
+		ask(t, wc, []byte("first "))
+		if _, err := wc.Write([]byte("second")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len("first second"))
+		if _, err := io.ReadFull(s, buf); err != nil || string(buf) != "first second" {
+			t.Fatalf("peer read %q, %v", buf, err)
+		}
+	})
+	t.Run("dropped by close", func(t *testing.T) {
+		c, s := pair(t)
+		wc := Wrap(c).(*Conn)
+		ask(t, wc, []byte("never sent"))
+		wc.Close()
+		if b, err := io.ReadAll(s); len(b) != 0 || err != nil {
+			t.Fatalf("peer read %q, %v; want nothing, then EOF", b, err)
+		}
+	})
+	t.Run("read deadline after the write", func(t *testing.T) {
+		c, s := pair(t)
+		wc := Wrap(c).(*Conn)
+		ask(t, wc, []byte("ping"))
+		_ = wc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		_, err := wc.Read(make([]byte, 4))
+		var oe *net.OpError
+		if !errors.As(err, &oe) || oe.Op != "read" || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Read = %v, want a read deadline error", err)
+		}
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(s, buf); err != nil || string(buf) != "ping" {
+			t.Fatalf("peer read %q, %v; the write must have gone out", buf, err)
+		}
+	})
+	t.Run("closed connection", func(t *testing.T) {
+		c, _ := pair(t)
+		wc := Wrap(c).(*Conn)
+		wc.Close()
+		ask(t, wc, []byte("x"))
+		_, err := wc.Read(make([]byte, 1))
+		var oe *net.OpError
+		if !errors.As(err, &oe) || oe.Op != "write" || !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Read = %v, want a write error on a closed connection", err)
+		}
+	})
+	t.Run("reset peer", func(t *testing.T) {
+		c, s := pair(t)
+		wc := Wrap(c).(*Conn)
+		_ = s.SetLinger(0)
+		s.Close()
+		// Let the reset arrive: a read sees it.
+		if _, err := wc.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("read after the peer's reset: %v", err)
+		}
+		ask(t, wc, []byte("x"))
+		_, err := wc.Read(make([]byte, 1))
+		var oe *net.OpError
+		if !errors.As(err, &oe) || oe.Op != "write" || !errors.Is(err, syscall.EPIPE) {
+			t.Fatalf("Read = %v, want the write's EPIPE", err)
+		}
+	})
 }

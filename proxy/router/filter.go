@@ -220,7 +220,8 @@ func (f *Filter) DecodeHeaders(h *filter.HeaderMap, endStream bool) filter.Statu
 	// The connection manager keeps the upgrade header only on an HTTP/1.1
 	// upgrade request (WebSocket ...). A route timeout or the stream's
 	// destruction resets the upstream stream, which unblocks the pump.
-	f.opts = upstream.StreamOptions{Protocol: info.Protocol, Info: info, Upgrade: h.Has("upgrade"), ResetOnCancel: true}
+	f.opts = upstream.StreamOptions{Protocol: info.Protocol, Info: info, Upgrade: h.Has("upgrade"), ResetOnCancel: true,
+		SendWithRead: true} // the exchange reads the response headers next
 	if len(e.hashPolicies) > 0 {
 		f.opts.LB = e.hashKey(h, info)
 	}

@@ -257,7 +257,8 @@ func (f *Filter) openAttempt(ctx context.Context, first bool) (upstream.Stream, 
 	body, trailers, done := r.body, r.trailers, r.reqDone
 	r.mu.Unlock()
 	info := f.cb.StreamInfo()
-	opts := upstream.StreamOptions{Protocol: info.Protocol, Info: info, Upgrade: r.headers.Has("upgrade")}
+	opts := upstream.StreamOptions{Protocol: info.Protocol, Info: info, Upgrade: r.headers.Has("upgrade"),
+		SendWithRead: true}
 	if len(f.entry.hashPolicies) > 0 {
 		opts.LB = f.entry.hashKey(r.headers, info)
 	}

@@ -48,6 +48,14 @@ type StreamOptions struct {
 	// for liveness however recently it was used: the request retries one
 	// that failed with ErrStaleConnection.
 	ProbeConnection bool
+	// SendWithRead lets a request that is all head (no body, no upgrade,
+	// no Expect) on a plaintext HTTP/1.1 connection go out with the
+	// stream's ReadHeaders instead of in NewStream: the head is written
+	// from inside the wait for its answer, which saves a read(2) that
+	// could only find nothing yet (sockio.Conn.WriteOnRead). Only a caller
+	// that reads the response headers right after NewStream may set it:
+	// the upstream sees nothing before that read.
+	SendWithRead bool
 }
 
 // hostSet is an immutable snapshot of a cluster's hosts with the load
@@ -270,6 +278,7 @@ func (c *Cluster) NewStream(ctx context.Context, headers *filter.HeaderMap, endS
 		return s, nil
 	}
 	pc.h1.watchCtx = !opts.ResetOnCancel
+	pc.h1.sendWithRead = opts.SendWithRead
 	err = pc.h1.start(headers, endStream, opts.Upgrade)
 	s := h1handle{&pc.h1, pc.h1.gen}
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,9 @@ type h1stream struct {
 	pc *pconn
 	br *bufio.Reader
 	bw *bufio.Writer
+	// out is bw's writer: the connection, or, for the flush of a request
+	// that ends with its head, the connection's WriteOnRead.
+	out h1out
 	// wake interrupts a blocked read (made once per connection).
 	wake func()
 
@@ -42,6 +46,8 @@ type h1stream struct {
 	reqChunked   bool
 	reqRemaining int64 // Content-Length bytes still to send; -1 without one
 	raw          bool  // upgraded: bytes pass through unframed
+
+	sendWithRead bool // StreamOptions.SendWithRead
 
 	// Reader side.
 	watchCtx  bool // ReadHeaders wakes itself when its context ends
@@ -63,9 +69,30 @@ func (s *h1stream) init(pc *pconn) {
 	nc := pc.nc
 	s.wake = func() { nc.SetReadDeadline(aLongTimeAgo) }
 	if pc.cc == nil {
+		s.out.nc = nc
+		s.out.wor, _ = nc.(interface{ WriteOnRead([]byte) })
 		s.br = bufio.NewReaderSize(pc.nc, 4096)
-		s.bw = bufio.NewWriterSize(pc.nc, 4096)
+		s.bw = bufio.NewWriterSize(&s.out, 4096)
 	}
+}
+
+// h1out writes to the connection, except that the flush made with
+// deferred set hands the bytes to wor: the ReadHeaders that follows sends
+// them and waits for the response without a read that could only find
+// nothing yet.
+type h1out struct {
+	nc       net.Conn
+	wor      interface{ WriteOnRead([]byte) }
+	deferred bool
+}
+
+func (o *h1out) Write(p []byte) (int, error) {
+	if o.deferred {
+		o.deferred = false
+		o.wor.WriteOnRead(p)
+		return len(p), nil
+	}
+	return o.nc.Write(p)
 }
 
 // start begins an exchange: it resets the per-request state and writes the
@@ -90,13 +117,12 @@ func (s *h1stream) start(headers *filter.HeaderMap, endStream, upgrade bool) err
 	}
 	tunnel := upgrade || s.method == "CONNECT"
 	if endStream || tunnel || headers.Value("expect") != "" {
-		if err := s.bw.Flush(); err != nil {
-			s.failed.Store(true)
-			if s.reused && connGone(err) {
-				s.pc.pool.sawStale()
-				err = fmt.Errorf("%w: %w", ErrStaleConnection, err)
-			}
-			return &Error{Flag: filter.UpstreamConnectionTermination, Reason: "write failed", Err: err}
+		// A request that is all head goes out with ReadHeaders' wait.
+		s.out.deferred = s.sendWithRead && endStream && !tunnel && s.out.wor != nil && headers.Value("expect") == ""
+		err := s.bw.Flush()
+		s.out.deferred = false
+		if err != nil {
+			return s.writeFailed(err)
 		}
 		s.headFlushed = true
 	}
@@ -349,6 +375,9 @@ func (s *h1stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 		if ctx.Err() != nil {
 			return nil, false, s.pc.pool.host.headersCancelled(ctx)
 		}
+		if isWriteError(err) { // the head went out with this read (h1out)
+			return nil, false, s.writeFailed(err)
+		}
 		if s.reused && connGone(err) {
 			s.pc.pool.sawStale()
 			return nil, false, &Error{Flag: filter.UpstreamConnectionTermination, Reason: "connection termination",
@@ -399,6 +428,23 @@ func (s *h1stream) ReadHeaders(ctx context.Context) (*filter.HeaderMap, bool, er
 
 // connGone reports whether err is the peer's close or reset of the
 // connection (as opposed to a timeout or a local close).
+// writeFailed is the error of a request head that could not be written:
+// on a reused connection the upstream closed, a stale connection.
+func (s *h1stream) writeFailed(err error) error {
+	s.failed.Store(true)
+	if s.reused && connGone(err) {
+		s.pc.pool.sawStale()
+		err = fmt.Errorf("%w: %w", ErrStaleConnection, err)
+	}
+	return &Error{Flag: filter.UpstreamConnectionTermination, Reason: "write failed", Err: err}
+}
+
+// isWriteError reports an error of a write system call.
+func isWriteError(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "write"
+}
+
 func connGone(err error) bool {
 	return err == io.EOF || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }

@@ -3,6 +3,7 @@ package upstream
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -400,29 +401,33 @@ func TestIdleConnectionClosedByUpstream(t *testing.T) {
 			t.Fatalf("upstream_cx_stale %d, want 0", n)
 		}
 	})
-	t.Run("within the window: stale, then probed", func(t *testing.T) {
-		srv, c := closeIdle(t, time.Hour)
-		s, err := c.NewStream(testCtx(t), reqHeaders("GET", "/", "web"), true, StreamOptions{})
-		if err != nil {
-			t.Fatalf("NewStream: %v", err)
-		}
-		_, _, err = s.ReadHeaders(testCtx(t))
-		s.Reset()
-		var ue *Error
-		if !errors.Is(err, ErrStaleConnection) || !errors.As(err, &ue) || ue.Flag != filter.UpstreamConnectionTermination {
-			t.Fatalf("ReadHeaders on the stale connection: %v, want UC ErrStaleConnection", err)
-		}
-		if n := statOf(c, statCxStale); n != 1 {
-			t.Fatalf("upstream_cx_stale %d, want 1", n)
-		}
-		rh, _, _ := roundTrip(t, c, reqHeaders("GET", "/", "web"), nil, StreamOptions{ProbeConnection: true})
-		if rh.Status() != "200" {
-			t.Fatalf("status %s", rh.Status())
-		}
-		if n := srv.conns.Load(); n != 2 {
-			t.Fatalf("server saw %d connections, want 2", n)
-		}
-	})
+	// The head goes out in NewStream, or with ReadHeaders' wait
+	// (SendWithRead): either way the request meets the closed connection.
+	for _, withRead := range []bool{false, true} {
+		t.Run(fmt.Sprintf("within the window: stale, then probed, SendWithRead %v", withRead), func(t *testing.T) {
+			srv, c := closeIdle(t, time.Hour)
+			s, err := c.NewStream(testCtx(t), reqHeaders("GET", "/", "web"), true, StreamOptions{SendWithRead: withRead})
+			if err != nil {
+				t.Fatalf("NewStream: %v", err)
+			}
+			_, _, err = s.ReadHeaders(testCtx(t))
+			s.Reset()
+			var ue *Error
+			if !errors.Is(err, ErrStaleConnection) || !errors.As(err, &ue) || ue.Flag != filter.UpstreamConnectionTermination {
+				t.Fatalf("ReadHeaders on the stale connection: %v, want UC ErrStaleConnection", err)
+			}
+			if n := statOf(c, statCxStale); n != 1 {
+				t.Fatalf("upstream_cx_stale %d, want 1", n)
+			}
+			rh, _, _ := roundTrip(t, c, reqHeaders("GET", "/", "web"), nil, StreamOptions{ProbeConnection: true})
+			if rh.Status() != "200" {
+				t.Fatalf("status %s", rh.Status())
+			}
+			if n := srv.conns.Load(); n != 2 {
+				t.Fatalf("server saw %d connections, want 2", n)
+			}
+		})
+	}
 }
 
 // TestStaleConnectionProbesThePool: once a request met a stale
@@ -730,5 +735,36 @@ func TestResetFromAnotherGoroutine(t *testing.T) {
 				t.Fatalf("rq_reset %d, requests breaker %d", statOf(c, statRqReset), c.rqRB.cur.Load())
 			}
 		})
+	}
+}
+
+// TestSendWithRead: requests whose head goes out with ReadHeaders' wait
+// (SendWithRead) on one reused connection, with and without a body (a
+// request with a body is written as usual), answer like any other.
+func TestSendWithRead(t *testing.T) {
+	srv := newCountingServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.RequestURI(), b)
+	}))
+	m := newTestManager(t, Options{}, staticCluster("web", srv.addr()))
+	c := m.Cluster("web")
+	for i, tc := range []struct {
+		method, path string
+		body         []byte
+		want         string
+	}{
+		{"GET", "/a?x=1", nil, "GET /a?x=1 "},
+		{"DELETE", "/b", nil, "DELETE /b "},
+		{"POST", "/c", []byte("payload"), "POST /c payload"},
+		{"GET", "/" + strings.Repeat("long", 2000), nil, "GET /" + strings.Repeat("long", 2000) + " "},
+		{"GET", "/d", nil, "GET /d "},
+	} {
+		rh, body, _ := roundTrip(t, c, reqHeaders(tc.method, tc.path, "web"), tc.body, StreamOptions{SendWithRead: true})
+		if rh.Status() != "200" || string(body) != tc.want {
+			t.Fatalf("request %d: %s %q, want 200 %q", i, rh.Status(), body, tc.want)
+		}
+	}
+	if n := srv.conns.Load(); n != 1 {
+		t.Fatalf("server saw %d connections, want 1 (reused)", n)
 	}
 }
