@@ -33,7 +33,6 @@ type Conn struct {
 	readFn  func(fd uintptr) bool
 	wmu     sync.Mutex
 	wp      []byte
-	wn      int
 	werr    syscall.Errno
 	writeFn func(fd uintptr) bool
 
@@ -104,25 +103,11 @@ func (c *Conn) writeRead(fd uintptr) bool {
 	if len(c.rw) == 0 {
 		return c.read(fd)
 	}
-	for len(c.rw) > 0 {
-		p := c.rw
-		if len(p) > maxRawWrite {
-			p = p[:maxRawWrite]
-		}
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		switch e {
-		case 0:
-			c.rw = c.rw[n:]
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return true
-		default:
-			c.rwerr = e
-			c.rw = nil
-			return true
-		}
+	full, e := drain(fd, &c.rw)
+	if e != 0 {
+		c.rwerr, c.rw = e, nil
 	}
-	return false
+	return e != 0 || full
 }
 
 // WriteOnRead arranges for p to be written by the next Read (or before
@@ -147,25 +132,32 @@ func (c *Conn) takePending() []byte {
 
 // write is the poller's callback: false asks it to wait for writability.
 func (c *Conn) write(fd uintptr) bool {
-	for len(c.wp) > 0 {
-		p := c.wp
-		if len(p) > maxRawWrite {
-			p = p[:maxRawWrite]
+	full, e := drain(fd, &c.wp)
+	c.werr = e
+	return e != 0 || !full
+}
+
+// drain writes *p with write(2), at most maxRawWrite bytes at a time,
+// until it is empty, the socket is full (EAGAIN: full true) or a call
+// fails (errno).
+func drain(fd uintptr, p *[]byte) (full bool, errno syscall.Errno) {
+	for len(*p) > 0 {
+		q := *p
+		if len(q) > maxRawWrite {
+			q = q[:maxRawWrite]
 		}
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&q[0])), uintptr(len(q)))
 		switch e {
 		case 0:
-			c.wn += int(n)
-			c.wp = c.wp[n:]
+			*p = (*p)[n:]
 		case syscall.EINTR:
 		case syscall.EAGAIN:
-			return false
+			return true, 0
 		default:
-			c.werr = e
-			return true
+			return false, e
 		}
 	}
-	return true
+	return false, 0
 }
 
 // Read reads as net.TCPConn's Read does: io.EOF at the peer's end of
@@ -223,7 +215,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	if pend := c.takePending(); len(pend) > 0 {
 		// WriteOnRead's bytes go first.
-		c.wp, c.wn, c.werr = pend, 0, 0
+		c.wp, c.werr = pend, 0
 		err := c.rc.Write(c.writeFn)
 		errno := c.werr
 		c.wp = nil
@@ -235,9 +227,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 			return 0, c.opError("write", err)
 		}
 	}
-	c.wp, c.wn, c.werr = p, 0, 0
+	c.wp, c.werr = p, 0
 	err := c.rc.Write(c.writeFn)
-	n, errno := c.wn, c.werr
+	n, errno := len(p)-len(c.wp), c.werr
 	c.wp = nil
 	c.wmu.Unlock()
 	switch {
