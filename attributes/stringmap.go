@@ -22,7 +22,7 @@ type StringMap struct {
 // NewStringMap returns a map over kvs. It takes ownership of kvs, sorts it
 // by key and, when a key repeats, keeps the last entry for it.
 func NewStringMap(kvs []KV) StringMap {
-	slices.SortStableFunc(kvs, func(a, b KV) int { return strings.Compare(a.Key, b.Key) })
+	SortKVs(kvs)
 	// Keep the last of equal keys: walk forward, overwrite while equal.
 	j := 0
 	for i := range kvs {
@@ -35,6 +35,21 @@ func NewStringMap(kvs []KV) StringMap {
 	}
 	clear(kvs[j:])
 	return StringMap{kvs: kvs[:j]}
+}
+
+// SortKVs sorts kvs by key, stably: of entries with one key, the first
+// stays first. A few entries (a request's headers) are sorted by
+// insertion, which costs one comparison per entry when they come sorted.
+func SortKVs(kvs []KV) {
+	if len(kvs) > 24 {
+		slices.SortStableFunc(kvs, func(a, b KV) int { return strings.Compare(a.Key, b.Key) })
+		return
+	}
+	for i := 1; i < len(kvs); i++ {
+		for j := i; j > 0 && kvs[j].Key < kvs[j-1].Key; j-- {
+			kvs[j], kvs[j-1] = kvs[j-1], kvs[j]
+		}
+	}
 }
 
 // StringMapOf returns a map holding the entries of m.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -406,11 +407,7 @@ func requestAttributes(bd *attributes.Builder, h *filter.HeaderMap, info *filter
 	bd.Set(attributes.RequestPath, attributes.String(path))
 	urlPath, query, hasQuery := strings.Cut(path, "?")
 	if hasQuery {
-		if values, err := url.ParseQuery(query); err == nil && len(values) > 0 {
-			q := bd.KVs(len(values))
-			for k, vs := range values {
-				q = append(q, attributes.KV{Key: k, Value: vs[0]})
-			}
+		if q, ok := appendQuery(bd.KVs(strings.Count(query, "&")+1), query); ok && len(q) > 0 {
 			bd.Set(attributes.RequestQueryParams, attributes.StringMapValue(attributes.NewStringMap(q)))
 		}
 	}
@@ -483,20 +480,57 @@ func readRequestHeaders(fields []filter.HeaderField) requestHeaders {
 }
 
 // joinRepeated makes a string map of header fields, joining the values of
-// a repeated name with commas as HTTP allows.
+// a repeated name with commas, in their order, as HTTP allows. A stable
+// sort puts a repeated name's fields next to each other in order.
 func joinRepeated(kvs []attributes.KV) attributes.StringMap {
-	for i := 1; i < len(kvs); i++ {
-		for j := 0; j < i; j++ {
-			if kvs[j].Key == kvs[i].Key {
-				kvs[j].Value += "," + kvs[i].Value
-				kvs = append(kvs[:i], kvs[i+1:]...)
-				i--
-				break
-			}
+	attributes.SortKVs(kvs)
+	n := 0
+	for i := range kvs {
+		if n > 0 && kvs[n-1].Key == kvs[i].Key {
+			kvs[n-1].Value += "," + kvs[i].Value
+			continue
+		}
+		kvs[n] = kvs[i]
+		n++
+	}
+	clear(kvs[n:])
+	return attributes.NewStringMap(kvs[:n])
+}
+
+// appendQuery appends the parameters of a URL query to kvs as
+// url.ParseQuery and its first value per name would give them, and
+// reports false where ParseQuery fails (a malformed escape, a semicolon).
+// A query without escapes ('%', '+') or semicolons is split here without
+// ParseQuery's map; any other goes through ParseQuery.
+func appendQuery(kvs []attributes.KV, query string) ([]attributes.KV, bool) {
+	if strings.ContainsAny(query, "%+;") || strings.Count(query, "&") >= maxFastQueryParams {
+		values, err := url.ParseQuery(query)
+		if err != nil {
+			return kvs, false
+		}
+		for k, vs := range values {
+			kvs = append(kvs, attributes.KV{Key: k, Value: vs[0]})
+		}
+		return kvs, true
+	}
+	first := len(kvs)
+	for query != "" {
+		var pair string
+		pair, query, _ = strings.Cut(query, "&")
+		if pair == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		if !slices.ContainsFunc(kvs[first:], func(kv attributes.KV) bool { return kv.Key == k }) {
+			kvs = append(kvs, attributes.KV{Key: k, Value: v}) // the first value wins
 		}
 	}
-	return attributes.NewStringMap(kvs)
+	return kvs, true
 }
+
+// maxFastQueryParams bounds the parameters appendQuery splits itself (its
+// duplicate check is quadratic); longer queries go through ParseQuery.
+const maxFastQueryParams = 32
 
 func setNonEmpty(bd *attributes.Builder, name, v string) {
 	if v != "" {
