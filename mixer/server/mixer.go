@@ -185,7 +185,8 @@ func newServerCodec() serverCodec {
 // Unmarshal implements encoding.CodecV2. A *rawReport takes a reference to
 // the received buffer when the message arrived in one (the usual case),
 // and a pooled copy otherwise; its handler frees it. A *checkCall decodes
-// the request (see Check decoding).
+// the request (see Check decoding), as does an *authzCall (see ext_authz
+// Check decoding).
 func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch r := v.(type) {
 	case *rawReport:
@@ -193,6 +194,8 @@ func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		r.data = r.buf.ReadOnlyData()
 		return nil
 	case *checkCall:
+		return r.unmarshal(data, c.CodecV2)
+	case *authzCall:
 		return r.unmarshal(data, c.CodecV2)
 	}
 	return c.CodecV2.Unmarshal(data, v)
