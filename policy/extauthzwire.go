@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -72,7 +73,7 @@ const (
 // UTF-8 in a string field, any field number the decoder does not know (in
 // any message), a known field with an unexpected wire type, a message
 // field that occurs twice (protobuf merges the occurrences), non-empty
-// metadata contexts, a non-empty header_map, addresses other than socket
+// metadata contexts, addresses other than socket
 // addresses with a port value, and timestamps with unknown fields.
 //
 // The zero CheckRequestDecoder is ready to use; it is not safe for
@@ -83,6 +84,7 @@ type CheckRequestDecoder struct {
 	labels    []attributes.KV // source labels
 	dstLabels []attributes.KV
 	exts      []attributes.KV
+	hmap      []attributes.KV // header_map entries, keys lower-cased
 }
 
 // wireReq is what one request's fields decode to, before the bag is built.
@@ -95,7 +97,8 @@ type wireReq struct {
 	id, method, path, host     string
 	scheme, protocol, body     string
 	size                       int64
-	headers, exts              []attributes.KV
+	headers, exts, hmap        []attributes.KV
+	seenHeaderMap              bool
 	srcLabels, dstLabels       []attributes.KV
 	seenSrc, seenDst, seenReq  bool
 	seenTLS, seenHTTP, seenTim bool
@@ -122,6 +125,7 @@ func (c *CheckRequestDecoder) Decode(data []byte) (bag attributes.Bag, ok bool) 
 	var r wireReq
 	r.headers, r.exts = c.headers[:0], c.exts[:0]
 	r.srcLabels, r.dstLabels = c.labels[:0], c.dstLabels[:0]
+	r.hmap = c.hmap[:0]
 	seen := false
 	okDec := decodeMessage(s, func(num protowire.Number, typ protowire.Type, v string, _ uint64) bool {
 		if num != crAttributes || typ != protowire.BytesType || seen {
@@ -133,6 +137,7 @@ func (c *CheckRequestDecoder) Decode(data []byte) (bag attributes.Bag, ok bool) 
 	// Keep the grown slices for the next request.
 	c.headers, c.exts = r.headers[:0], r.exts[:0]
 	c.labels, c.dstLabels = r.srcLabels[:0], r.dstLabels[:0]
+	c.hmap = r.hmap[:0]
 	if !okDec {
 		return attributes.Bag{}, false
 	}
@@ -147,6 +152,7 @@ func (c *CheckRequestDecoder) Reset() {
 	clear(c.exts[:cap(c.exts)])
 	clear(c.labels[:cap(c.labels)])
 	clear(c.dstLabels[:cap(c.dstLabels)])
+	clear(c.hmap[:cap(c.hmap)])
 }
 
 // unsafeBytes is s's bytes, read only.
@@ -200,7 +206,11 @@ func (c *CheckRequestDecoder) build(r *wireReq) attributes.Bag {
 	if r.size != 0 {
 		bd.Set(attributes.RequestSize, attributes.Int64(r.size))
 	}
-	hm := setMap(attributes.RequestHeaders, r.headers)
+	headers := r.headers
+	if len(headers) == 0 && len(r.hmap) > 0 {
+		headers = joinHeaderMap(r.hmap)
+	}
+	hm := setMap(attributes.RequestHeaders, headers)
 	ua, _ := hm.Get("user-agent")
 	setString(attributes.RequestUserAgent, ua)
 	setString(attributes.RequestBody, r.body)
@@ -382,7 +392,16 @@ func (r *wireReq) http(s string) bool {
 		case httpRawBody:
 			return true // bytes: no validation, no attribute
 		case httpHeaderMap:
-			return v == "" // non-empty: the general path flattens it
+			if r.seenHeaderMap {
+				return false // merged occurrences: the general path
+			}
+			r.seenHeaderMap = true
+			return decodeMessage(v, func(num protowire.Number, typ protowire.Type, v string, _ uint64) bool {
+				if num != 1 || typ != protowire.BytesType { // HeaderMap.headers
+					return false
+				}
+				return appendHeaderValue(&r.hmap, v)
+			})
 		default:
 			return false
 		}
@@ -394,6 +413,53 @@ func (r *wireReq) http(s string) bool {
 		}
 		return true
 	})
+}
+
+// appendHeaderValue decodes an envoy.config.core.v3.HeaderValue onto *kvs
+// as headersFromMap reads it: the key lower-cased, the value, or the raw
+// value when the value is empty.
+func appendHeaderValue(kvs *[]attributes.KV, s string) bool {
+	var key, value, raw string
+	if !decodeMessage(s, func(num protowire.Number, typ protowire.Type, v string, _ uint64) bool {
+		if typ != protowire.BytesType {
+			return false
+		}
+		switch num {
+		case 1:
+			key = v
+		case 2:
+			value = v
+		case 3:
+			raw = v // bytes: no UTF-8 validation
+			return true
+		default:
+			return false
+		}
+		return utf8.ValidString(v)
+	}) {
+		return false
+	}
+	if value == "" {
+		value = raw
+	}
+	*kvs = append(*kvs, attributes.KV{Key: strings.ToLower(key), Value: value})
+	return true
+}
+
+// joinHeaderMap sorts kvs by key, keeping their order within a key, and
+// joins the values of a repeated key with ",", as headersFromMap does.
+func joinHeaderMap(kvs []attributes.KV) []attributes.KV {
+	slices.SortStableFunc(kvs, func(a, b attributes.KV) int { return strings.Compare(a.Key, b.Key) })
+	j := 0
+	for i := range kvs {
+		if j > 0 && kvs[j-1].Key == kvs[i].Key {
+			kvs[j-1].Value += "," + kvs[i].Value
+			continue
+		}
+		kvs[j] = kvs[i]
+		j++
+	}
+	return kvs[:j]
 }
 
 // appendMapEntry decodes a map<string, string> entry onto *kvs; a missing

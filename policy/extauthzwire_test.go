@@ -101,7 +101,12 @@ func authzWireCases(t testing.TB) []struct {
 	rawBody.Attributes.Request.Http.Query, rawBody.Attributes.Request.Http.Fragment = "a=b", "f"
 	headerMap := envoyRequest()
 	headerMap.Attributes.Request.Http.Headers = nil
-	headerMap.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "X-A", Value: "1"}, {Key: "x-a", RawValue: []byte("2")}}}
+	headerMap.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+		{Key: "X-A", Value: "1"}, {Key: "user-agent", Value: "curl"}, {Key: "x-a", RawValue: []byte("2")},
+		{Key: "content-type", Value: "application/grpc", RawValue: []byte("ignored")}, {Key: "x-b"}, {Key: "x-a", Value: "3"},
+		{Key: "x-raw", RawValue: []byte{0xff}}}}
+	bothHeaders := envoyRequest()
+	bothHeaders.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "x-not-used", Value: "1"}}}
 	metadata := envoyRequest()
 	md, _ := structpb.NewStruct(map[string]any{"k": "v"})
 	metadata.Attributes.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"f": md}}
@@ -136,7 +141,9 @@ func authzWireCases(t testing.TB) []struct {
 		{"unparsable ip", marshalAuthz(t, badIP), true},
 		{"invalid time", marshalAuthz(t, badTime), true},
 		{"raw body query fragment", marshalAuthz(t, rawBody), true},
-		{"header_map", marshalAuthz(t, headerMap), false},
+		{"header_map", marshalAuthz(t, headerMap), true},
+		{"headers and header_map", marshalAuthz(t, bothHeaders), true},
+		{"header_map twice", append(marshalAuthz(t, headerMap), marshalAuthz(t, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{HeaderMap: &corev3.HeaderMap{}}}}})...), false},
 		{"metadata", marshalAuthz(t, metadata), false},
 		{"pipe", marshalAuthz(t, pipe), false},
 		{"named port", marshalAuthz(t, named), false},

@@ -17,7 +17,7 @@ import (
 // hands the server's codec a pooled *authzCall rather than the generated
 // CheckRequest. The codec builds the request's attribute bag straight from
 // the wire bytes with policy.CheckRequestDecoder; when that decoder
-// declines (header_map, metadata contexts, a malformed request, anything
+// declines (non-empty metadata contexts, a malformed request, anything
 // it does not decode exactly as the generated code would), the codec
 // unmarshals a generated CheckRequest with grpc's proto codec, as before,
 // and the bag comes from policy.BagFromCheckRequest: a malformed request

@@ -101,7 +101,7 @@ func TestAuthzWireMatchesGenerated(t *testing.T) {
 		{"denied", envoyAuthzRequest("DELETE")},
 		{"grpc", grpcReq},
 		{"ipv6", ipv6},
-		{"header_map (generated path)", headerMap},
+		{"header_map", headerMap},
 		{"metadata (generated path)", metadata},
 		{"minimal", authzRequest("GET", "/", nil)},
 		{"empty", &authv3.CheckRequest{}},
