@@ -86,16 +86,20 @@ func (a *authzService) Check(ctx context.Context, req *authv3.CheckRequest) (*au
 	if err != nil {
 		return nil, err
 	}
-	if r, ok := resp.(*rawResponse); ok {
+	switch r := resp.(type) {
+	case *rawResponse:
 		return r.msg.(*authv3.CheckResponse), nil
+	case *deniedAnswer:
+		return authzResponse(r.d)
 	}
 	return resp.(*authv3.CheckResponse), nil
 }
 
 // check answers the request whose attributes are bag: a
-// *authv3.CheckResponse, or the *rawResponse rendered once for an allowed
+// *authv3.CheckResponse, the *rawResponse rendered once for an allowed
 // cached decision (an allowed answer does not name the decision ID) and
-// reused. The answer refers to nothing in bag.
+// reused, or a *deniedAnswer for a denial of a cached decision whose
+// deniedRendering is ready. The answer refers to nothing in bag.
 func (a *authzService) check(ctx context.Context, bag attributes.Bag) (any, error) {
 	s := a.s
 	bag = s.withPeerPrincipal(ctx, bag)
@@ -103,9 +107,14 @@ func (a *authzService) check(ctx context.Context, bag attributes.Bag) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	if d.Allowed {
-		if r, ok := d.Rendered(policy.RenderExtAuthz, 0).(*rawResponse); ok {
+	switch r := d.Rendered(policy.RenderExtAuthz, 0).(type) {
+	case *rawResponse:
+		if d.Allowed {
 			return r, nil
+		}
+	case *deniedRendering:
+		if !d.Allowed {
+			return &deniedAnswer{r: r, d: d}, nil
 		}
 	}
 	resp, err := authzResponse(d)
@@ -117,6 +126,8 @@ func (a *authzService) check(ctx context.Context, bag attributes.Bag) (any, erro
 		if data, err := proto.Marshal(resp); err == nil {
 			d.SetRendered(policy.RenderExtAuthz, 0, newRawResponse(data, resp))
 		}
+	} else if r, err := newDeniedRendering(resp); err == nil {
+		d.SetRendered(policy.RenderExtAuthz, 0, r)
 	}
 	return resp, nil
 }

@@ -202,10 +202,15 @@ func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 // Marshal implements encoding.CodecV2: a *rawResponse is its bytes,
-// shared and never modified; anything else goes through the proto codec.
+// shared and never modified; a *deniedAnswer is written from its
+// rendering (see Denied ext_authz answers); anything else goes through
+// the proto codec.
 func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if r, ok := v.(*rawResponse); ok {
+	switch r := v.(type) {
+	case *rawResponse:
 		return r.out, nil
+	case *deniedAnswer:
+		return r.marshal(), nil
 	}
 	return c.CodecV2.Marshal(v)
 }
