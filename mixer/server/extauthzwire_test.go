@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -158,4 +159,79 @@ func TestAuthzWireMalformed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzExtAuthzWire runs arbitrary bytes through the server's ext_authz
+// handler and codec, as grpc does, twice (the second answer may come from
+// the decision cache), and checks them against the generated path: the
+// same unmarshalling error when proto.Unmarshal rejects the bytes, else
+// the answer (or the error) authzService.Check gives for the unmarshalled
+// request (but for the decision ID). The echo policy puts the whole input in the
+// answer, so any difference in the bag shows.
+func FuzzExtAuthzWire(f *testing.F) {
+	cfg := policyConfig(echoPolicy)
+	s, err := New(context.Background(), cfg, Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { s.Close() })
+	a := &authzService{s: s}
+	for _, req := range []*authv3.CheckRequest{envoyAuthzRequest("GET"), envoyAuthzRequest("DELETE"), authzRequest("GET", "/", nil), {}} {
+		data, err := proto.Marshal(req)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	codec := newServerCodec()
+	normalize := func(r *authv3.CheckResponse) *authv3.CheckResponse {
+		if st := r.GetStatus(); st != nil {
+			st.Message = decisionID.ReplaceAllString(st.Message, "(decision)")
+		}
+		return r
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		in := mem.BufferSlice{mem.SliceBuffer(data)}
+		dec := func(v any) error { return codec.Unmarshal(in, v) }
+		var req authv3.CheckRequest
+		uerr := codec.CodecV2.Unmarshal(in, &req)
+		var want *authv3.CheckResponse
+		var werr error // the generated path's evaluation error
+		if uerr == nil {
+			w, err := a.Check(context.Background(), &req)
+			if err != nil {
+				werr = err
+			} else {
+				want = normalize(proto.Clone(w).(*authv3.CheckResponse))
+			}
+		}
+		for i := range 2 {
+			resp, err := authzCheckHandler(a, context.Background(), dec, nil)
+			if uerr != nil {
+				if err == nil || err.Error() != uerr.Error() {
+					t.Fatalf("call %d: error %v, want %v", i, err, uerr)
+				}
+				continue
+			}
+			if werr != nil || err != nil {
+				if err == nil || werr == nil || err.Error() != werr.Error() {
+					t.Fatalf("call %d: error %v, want %v", i, err, werr)
+				}
+				continue
+			}
+			out, err := codec.Marshal(resp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := new(authv3.CheckResponse)
+			err = proto.Unmarshal(out.Materialize(), got)
+			out.Free()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(normalize(got), want) {
+				t.Fatalf("call %d:\n got %v\nwant %v", i, got, want)
+			}
+		}
+	})
 }
