@@ -67,15 +67,19 @@ func benchmarkCheck(b *testing.B, cache bool) {
 
 // BenchmarkExtAuthzCheck is one ext_authz Check in process as the gRPC
 // server runs it (codec, handler, codec), the decision cache off.
-func BenchmarkExtAuthzCheck(b *testing.B) { benchmarkExtAuthz(b, false) }
+func BenchmarkExtAuthzCheck(b *testing.B) { benchmarkExtAuthz(b, false, "admin") }
 
 // BenchmarkExtAuthzCheckCached is BenchmarkExtAuthzCheck with the decision
 // cache on: the same request is answered from it.
-func BenchmarkExtAuthzCheckCached(b *testing.B) { benchmarkExtAuthz(b, true) }
+func BenchmarkExtAuthzCheckCached(b *testing.B) { benchmarkExtAuthz(b, true, "admin") }
 
-func benchmarkExtAuthz(b *testing.B, cache bool) {
+// BenchmarkExtAuthzCheckCachedDenied is BenchmarkExtAuthzCheckCached for a
+// request the policy denies.
+func BenchmarkExtAuthzCheckCachedDenied(b *testing.B) { benchmarkExtAuthz(b, true, "guest") }
+
+func benchmarkExtAuthz(b *testing.B, cache bool, role string) {
 	a := &authzService{s: benchServerCache(b, cache)}
-	req := authzRequest("POST", "/private/x", map[string]string{"x-role": "admin", "user-agent": "bench", "accept": "*/*"})
+	req := authzRequest("POST", "/private/x", map[string]string{"x-role": role, "user-agent": "bench", "accept": "*/*"})
 	req.Attributes.Source = &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
 		SocketAddress: &corev3.SocketAddress{Address: "10.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 51000}}}}}
 	data, err := proto.Marshal(req)

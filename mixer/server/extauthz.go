@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/remora-mesh/remora/attributes"
 	"github.com/remora-mesh/remora/policy"
 )
 
@@ -45,17 +46,20 @@ var authzServiceDesc = grpc.ServiceDesc{
 // registerAuthz registers a on s.
 func registerAuthz(s *grpc.Server, a *authzService) { s.RegisterService(&authzServiceDesc, a) }
 
-// authzCheckHandler is the generated Check handler's equivalent.
+// authzCheckHandler is the generated Check handler's equivalent, for
+// requests decoded by the codec into a pooled *authzCall (see ext_authz
+// Check decoding).
 func authzCheckHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-	in := new(authv3.CheckRequest)
-	if err := dec(in); err != nil {
+	c := authzCalls.Get().(*authzCall)
+	defer c.release() // the answer refers to nothing in c
+	if err := dec(c); err != nil {
 		return nil, err
 	}
 	a := srv.(*authzService)
 	if interceptor == nil {
-		return a.check(ctx, in)
+		return a.check(ctx, c.attributes())
 	}
-	return interceptor(ctx, in, a.checkInfo(), a.checkUnary)
+	return interceptor(ctx, c, a.checkInfo(), a.checkUnary)
 }
 
 // checkInfo is the interceptors' description of Check, built once.
@@ -66,8 +70,9 @@ func (a *authzService) checkInfo() *grpc.UnaryServerInfo {
 	return a.info
 }
 
+// checkUnary is the interceptors' handler of Check; req is an *authzCall.
 func (a *authzService) checkUnary(ctx context.Context, req any) (any, error) {
-	return a.check(ctx, req.(*authv3.CheckRequest))
+	return a.check(ctx, req.(*authzCall).attributes())
 }
 
 // Check evaluates the policy on the request's attribute context. An
@@ -77,29 +82,39 @@ func (a *authzService) checkUnary(ctx context.Context, req any) (any, error) {
 // The response may be shared with other answers of the same cached
 // decision: the caller must not modify it.
 func (a *authzService) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	resp, err := a.check(ctx, req)
+	resp, err := a.check(ctx, policy.BagFromCheckRequest(req))
 	if err != nil {
 		return nil, err
 	}
-	if r, ok := resp.(*rawResponse); ok {
+	switch r := resp.(type) {
+	case *rawResponse:
 		return r.msg.(*authv3.CheckResponse), nil
+	case *deniedAnswer:
+		return authzResponse(r.d)
 	}
 	return resp.(*authv3.CheckResponse), nil
 }
 
-// check answers req: a *authv3.CheckResponse, or the *rawResponse rendered
-// once for an allowed cached decision (an allowed answer does not name
-// the decision ID) and reused.
-func (a *authzService) check(ctx context.Context, req *authv3.CheckRequest) (any, error) {
+// check answers the request whose attributes are bag: a
+// *authv3.CheckResponse, the *rawResponse rendered once for an allowed
+// cached decision (an allowed answer does not name the decision ID) and
+// reused, or a *deniedAnswer for a denial of a cached decision whose
+// deniedRendering is ready. The answer refers to nothing in bag.
+func (a *authzService) check(ctx context.Context, bag attributes.Bag) (any, error) {
 	s := a.s
-	bag := s.withPeerPrincipal(ctx, policy.BagFromCheckRequest(req))
+	bag = s.withPeerPrincipal(ctx, bag)
 	d, err := s.evaluate(ctx, "ext_authz", bag)
 	if err != nil {
 		return nil, err
 	}
-	if d.Allowed {
-		if r, ok := d.Rendered(policy.RenderExtAuthz, 0).(*rawResponse); ok {
+	switch r := d.Rendered(policy.RenderExtAuthz, 0).(type) {
+	case *rawResponse:
+		if d.Allowed {
 			return r, nil
+		}
+	case *deniedRendering:
+		if !d.Allowed {
+			return &deniedAnswer{r: r, d: d}, nil
 		}
 	}
 	resp, err := authzResponse(d)
@@ -111,6 +126,8 @@ func (a *authzService) check(ctx context.Context, req *authv3.CheckRequest) (any
 		if data, err := proto.Marshal(resp); err == nil {
 			d.SetRendered(policy.RenderExtAuthz, 0, newRawResponse(data, resp))
 		}
+	} else if r, err := newDeniedRendering(resp); err == nil {
+		d.SetRendered(policy.RenderExtAuthz, 0, r)
 	}
 	return resp, nil
 }

@@ -185,7 +185,8 @@ func newServerCodec() serverCodec {
 // Unmarshal implements encoding.CodecV2. A *rawReport takes a reference to
 // the received buffer when the message arrived in one (the usual case),
 // and a pooled copy otherwise; its handler frees it. A *checkCall decodes
-// the request (see Check decoding).
+// the request (see Check decoding), as does an *authzCall (see ext_authz
+// Check decoding).
 func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch r := v.(type) {
 	case *rawReport:
@@ -194,15 +195,22 @@ func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return nil
 	case *checkCall:
 		return r.unmarshal(data, c.CodecV2)
+	case *authzCall:
+		return r.unmarshal(data, c.CodecV2)
 	}
 	return c.CodecV2.Unmarshal(data, v)
 }
 
 // Marshal implements encoding.CodecV2: a *rawResponse is its bytes,
-// shared and never modified; anything else goes through the proto codec.
+// shared and never modified; a *deniedAnswer is written from its
+// rendering (see Denied ext_authz answers); anything else goes through
+// the proto codec.
 func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if r, ok := v.(*rawResponse); ok {
+	switch r := v.(type) {
+	case *rawResponse:
 		return r.out, nil
+	case *deniedAnswer:
+		return r.marshal(), nil
 	}
 	return c.CodecV2.Marshal(v)
 }
