@@ -203,9 +203,9 @@ func TestForeignCPU(t *testing.T) {
 		wall  time.Duration
 		want  string
 	}{
-		{"quiet", cpuAccount{machine: 160.2, steal: 1, own: 100}, 100 * time.Second, "Nothing else ran while the harness measured: programs other than the harness and the processes it started used 0.2 CPU seconds in all (0.2 % of one core)."},
+		{"quiet", cpuAccount{machine: 160.2, steal: 1, own: 100}, 100 * time.Second, "The machine was otherwise quiet: programs other than the harness and the processes it started used 0.2 CPU seconds while it measured (0.2 % of one core; /proc/stat's busy time minus the harness's own)."},
 		{"busy", cpuAccount{machine: 260, steal: 31, own: 100}, 100 * time.Second, "Other work shared the machine: programs other than the harness and the processes it started used 100 CPU seconds while it measured, 1.00 cores on average, so the figures are lower and noisier than on a quiet machine. The hypervisor took 30 CPU seconds (steal time) for other guests."},
-		{"tick rounding", cpuAccount{machine: 159.99, steal: 1, own: 100}, 10 * time.Second, "Nothing else ran while the harness measured: programs other than the harness and the processes it started used 0.0 CPU seconds in all (0.0 % of one core)."},
+		{"tick rounding", cpuAccount{machine: 159.99, steal: 1, own: 100}, 10 * time.Second, "The machine was otherwise quiet: programs other than the harness and the processes it started used 0.0 CPU seconds while it measured (0.0 % of one core; /proc/stat's busy time minus the harness's own)."},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

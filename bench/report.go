@@ -425,7 +425,7 @@ func foreignText(f foreignCPU) string {
 		steal = fmt.Sprintf(" The hypervisor took %.0f CPU seconds (steal time) for other guests.", f.steal)
 	}
 	if f.cores < 0.05 {
-		return fmt.Sprintf("Nothing else ran while the harness measured: programs other than the harness and the processes it started used %.1f CPU seconds in all (%.1f %% of one core).%s",
+		return fmt.Sprintf("The machine was otherwise quiet: programs other than the harness and the processes it started used %.1f CPU seconds while it measured (%.1f %% of one core; /proc/stat's busy time minus the harness's own).%s",
 			f.seconds, 100*f.cores, steal)
 	}
 	return fmt.Sprintf("Other work shared the machine: programs other than the harness and the processes it started used %.0f CPU seconds while it measured, %.2f cores on average, so the figures are lower and noisier than on a quiet machine.%s",
