@@ -52,6 +52,24 @@ func SortKVs(kvs []KV) {
 	}
 }
 
+// JoinRepeated sorts kvs by key, stably, and joins the values of a
+// repeated key with "," in their order, HTTP's rule for repeated header
+// fields. It returns kvs shortened to the distinct keys (the rest cleared).
+func JoinRepeated(kvs []KV) []KV {
+	SortKVs(kvs)
+	n := 0
+	for i := range kvs {
+		if n > 0 && kvs[n-1].Key == kvs[i].Key {
+			kvs[n-1].Value += "," + kvs[i].Value
+			continue
+		}
+		kvs[n] = kvs[i]
+		n++
+	}
+	clear(kvs[n:])
+	return kvs[:n]
+}
+
 // StringMapOf returns a map holding the entries of m.
 func StringMapOf(m map[string]string) StringMap {
 	kvs := make([]KV, 0, len(m))

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"net/netip"
-	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -208,7 +207,7 @@ func (c *CheckRequestDecoder) build(r *wireReq) attributes.Bag {
 	}
 	headers := r.headers
 	if len(headers) == 0 && len(r.hmap) > 0 {
-		headers = joinHeaderMap(r.hmap)
+		headers = attributes.JoinRepeated(r.hmap) // as headersFromMap joins them
 	}
 	hm := setMap(attributes.RequestHeaders, headers)
 	ua, _ := hm.Get("user-agent")
@@ -444,22 +443,6 @@ func appendHeaderValue(kvs *[]attributes.KV, s string) bool {
 	}
 	*kvs = append(*kvs, attributes.KV{Key: strings.ToLower(key), Value: value})
 	return true
-}
-
-// joinHeaderMap sorts kvs by key, keeping their order within a key, and
-// joins the values of a repeated key with ",", as headersFromMap does.
-func joinHeaderMap(kvs []attributes.KV) []attributes.KV {
-	slices.SortStableFunc(kvs, func(a, b attributes.KV) int { return strings.Compare(a.Key, b.Key) })
-	j := 0
-	for i := range kvs {
-		if j > 0 && kvs[j-1].Key == kvs[i].Key {
-			kvs[j-1].Value += "," + kvs[i].Value
-			continue
-		}
-		kvs[j] = kvs[i]
-		j++
-	}
-	return kvs[:j]
 }
 
 // appendMapEntry decodes a map<string, string> entry onto *kvs; a missing

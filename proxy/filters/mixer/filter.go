@@ -480,21 +480,9 @@ func readRequestHeaders(fields []filter.HeaderField) requestHeaders {
 }
 
 // joinRepeated makes a string map of header fields, joining the values of
-// a repeated name with commas, in their order, as HTTP allows. A stable
-// sort puts a repeated name's fields next to each other in order.
+// a repeated name with commas, in their order, as HTTP allows.
 func joinRepeated(kvs []attributes.KV) attributes.StringMap {
-	attributes.SortKVs(kvs)
-	n := 0
-	for i := range kvs {
-		if n > 0 && kvs[n-1].Key == kvs[i].Key {
-			kvs[n-1].Value += "," + kvs[i].Value
-			continue
-		}
-		kvs[n] = kvs[i]
-		n++
-	}
-	clear(kvs[n:])
-	return attributes.NewStringMap(kvs[:n])
+	return attributes.NewStringMap(attributes.JoinRepeated(kvs))
 }
 
 // appendQuery appends the parameters of a URL query to kvs as
