@@ -3,11 +3,13 @@
 package sockio
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -16,8 +18,10 @@ import (
 const maxRawWrite = 64 << 10
 
 // Conn is a TCP connection whose Read and Write issue read(2) and write(2)
-// as raw system calls. Everything else (deadlines, addresses, Close,
-// CloseWrite, ReadFrom's splice) is the embedded *net.TCPConn's.
+// as raw system calls, and whose read deadline is handed to the poller
+// lazily (see SetReadDeadline). Everything else (write deadlines,
+// addresses, Close, CloseWrite, ReadFrom's splice) is the embedded
+// *net.TCPConn's.
 type Conn struct {
 	*net.TCPConn
 	rc syscall.RawConn
@@ -43,6 +47,14 @@ type Conn struct {
 	rw          []byte
 	rwerr       syscall.Errno
 	writeReadFn func(fd uintptr) bool
+
+	// The read deadline asked for (want) and the one the poller holds
+	// (set); zero is none. direct: TCP handed the socket out, so every
+	// deadline goes to the poller as asked.
+	dmu    sync.Mutex
+	want   time.Time
+	set    time.Time
+	direct bool
 }
 
 // Wrap returns c with raw-syscall reads and writes when c is a
@@ -63,15 +75,96 @@ func Wrap(c net.Conn) net.Conn {
 	return sc
 }
 
-// TCP returns the *net.TCPConn c is or wraps.
+// TCP returns the *net.TCPConn c is or wraps. A wrapped connection's
+// read deadline is handed to the socket first, and from then on every
+// deadline is, so that code reading the *net.TCPConn itself (splice)
+// sees the deadline asked for.
 func TCP(c net.Conn) (*net.TCPConn, bool) {
 	switch c := c.(type) {
 	case *net.TCPConn:
 		return c, true
 	case *Conn:
+		c.handOver()
 		return c.TCPConn, true
 	}
 	return nil, false
+}
+
+// WriteTo is net.TCPConn's (splice on Linux), which reads the socket
+// itself: the read deadline asked for is handed to the socket first.
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	c.handOver()
+	return c.TCPConn.WriteTo(w)
+}
+
+// handOver gives the socket the read deadline asked for and makes every
+// later one go to it directly, for code that reads the socket without
+// Read.
+func (c *Conn) handOver() {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.direct = true
+	if !c.set.Equal(c.want) {
+		_ = c.TCPConn.SetReadDeadline(c.want)
+		c.set = c.want
+	}
+}
+
+// SetReadDeadline sets the deadline of Reads as net.TCPConn's does, but
+// hands it to the poller only when it is earlier than the one the poller
+// holds. A connection server moves its idle deadline forward and clears
+// it on every request; changing the poller's timer each time costs more
+// than the rest of the bookkeeping, and the timer almost never fires. A
+// later or cleared deadline waits until the poller's fires: Read then
+// finds that the deadline asked for has not passed, hands it over and
+// goes on waiting. The error is the socket's when the deadline is handed
+// over, and nil otherwise (a closed connection's next Read reports the
+// close).
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.want = t
+	if !c.direct && (t.IsZero() || (!c.set.IsZero() && !t.Before(c.set))) {
+		return nil
+	}
+	c.set = t
+	return c.TCPConn.SetReadDeadline(t)
+}
+
+// SetDeadline sets the read deadline as SetReadDeadline does and the
+// write deadline as net.TCPConn's SetWriteDeadline does.
+func (c *Conn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.TCPConn.SetWriteDeadline(t)
+}
+
+// rawRead is c.rc.Read(fn) under the read deadline asked for: when the
+// poller's deadline passes before it, the wait goes on until it.
+func (c *Conn) rawRead(fn func(fd uintptr) bool) error {
+	for {
+		err := c.rc.Read(fn)
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || !c.extendDeadline() {
+			return err
+		}
+	}
+}
+
+// extendDeadline hands the deadline asked for to the poller after the
+// poller's own passed, and reports false when the one asked for has
+// passed too (the Read times out).
+func (c *Conn) extendDeadline() bool {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if c.direct || (!c.want.IsZero() && !time.Now().Before(c.want)) {
+		return false
+	}
+	if c.TCPConn.SetReadDeadline(c.want) != nil {
+		return false
+	}
+	c.set = c.want
+	return true
 }
 
 // read is the poller's callback: false asks it to wait for readability.
@@ -176,7 +269,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	var err error
 	if len(c.rw) > 0 {
 		c.rwerr = 0
-		err = c.rc.Read(c.writeReadFn)
+		err = c.rawRead(c.writeReadFn)
 		switch {
 		case c.rwerr != 0:
 			return 0, c.opError("write", os.NewSyscallError("write", c.rwerr))
@@ -186,13 +279,13 @@ func (c *Conn) Read(p []byte) (int, error) {
 			if _, err := c.Write(rest); err != nil {
 				return 0, err
 			}
-			err = c.rc.Read(c.readFn) // tries a read first: data may be there already
+			err = c.rawRead(c.readFn) // tries a read first: data may be there already
 		case err != nil && len(c.rw) > 0:
 			c.rw = nil
 			return 0, c.opError("write", err)
 		}
 	} else {
-		err = c.rc.Read(c.readFn)
+		err = c.rawRead(c.readFn)
 	}
 	n, errno := c.rn, c.rerr
 	switch {

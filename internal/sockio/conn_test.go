@@ -488,3 +488,164 @@ func TestWriteOnRead(t *testing.T) {
 		}
 	})
 }
+
+// passed waits, without sleeping, until t is in the past.
+func passed(t time.Time) {
+	for time.Now().Before(t.Add(time.Millisecond)) {
+		runtime.Gosched()
+	}
+}
+
+// TestReadDeadlineMoves checks deadlines that move after they were set:
+// a Read obeys the last deadline asked for, whatever the poller held
+// before (Conn hands later and cleared deadlines over lazily).
+func TestReadDeadlineMoves(t *testing.T) {
+	cases := []struct {
+		name string
+		// set moves the deadline; it returns when the Read may start.
+		set     func(c net.Conn) time.Time
+		timeout bool // the Read times out (otherwise it reads the peer's byte)
+	}{
+		{"later deadline", func(c net.Conn) time.Time {
+			early := time.Now().Add(time.Millisecond)
+			_ = c.SetReadDeadline(early)
+			_ = c.SetReadDeadline(time.Now().Add(time.Hour))
+			return early
+		}, false},
+		{"cleared deadline", func(c net.Conn) time.Time {
+			early := time.Now().Add(time.Millisecond)
+			_ = c.SetReadDeadline(early)
+			_ = c.SetReadDeadline(time.Time{})
+			return early
+		}, false},
+		{"cleared after an abort", func(c net.Conn) time.Time {
+			_ = c.SetReadDeadline(time.Unix(1, 0))
+			_ = c.SetReadDeadline(time.Time{})
+			return time.Now()
+		}, false},
+		{"earlier deadline", func(c net.Conn) time.Time {
+			_ = c.SetReadDeadline(time.Now().Add(time.Hour))
+			early := time.Now().Add(time.Millisecond)
+			_ = c.SetReadDeadline(early)
+			return early
+		}, true},
+		{"deadline passed", func(c net.Conn) time.Time {
+			_ = c.SetReadDeadline(time.Time{})
+			early := time.Now().Add(time.Millisecond)
+			_ = c.SetReadDeadline(early)
+			return early
+		}, true},
+		{"later then earlier than the first", func(c net.Conn) time.Time {
+			_ = c.SetReadDeadline(time.Now().Add(time.Hour))
+			_ = c.SetReadDeadline(time.Now().Add(2 * time.Hour))
+			early := time.Now().Add(time.Millisecond)
+			_ = c.SetReadDeadline(early)
+			return early
+		}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			flavours(t, func(t *testing.T, wrap func(net.Conn) net.Conn) {
+				c, s := pair(t)
+				w := wrap(c)
+				passed(tc.set(w))
+				if !tc.timeout {
+					if _, err := s.Write([]byte("x")); err != nil {
+						t.Fatal(err)
+					}
+				}
+				b := make([]byte, 1)
+				n, err := w.Read(b)
+				if tc.timeout {
+					if !errors.Is(err, os.ErrDeadlineExceeded) {
+						t.Fatalf("Read = %d, %v; want a deadline error", n, err)
+					}
+					return
+				}
+				if err != nil || string(b[:n]) != "x" {
+					t.Fatalf("Read = %q, %v; want the peer's byte", b[:n], err)
+				}
+			})
+		})
+	}
+}
+
+// TestReadDeadlineAbortsWaitingRead is the abort a server uses to stop a
+// pending read: a past deadline set while Read waits under a later one.
+func TestReadDeadlineAbortsWaitingRead(t *testing.T) {
+	flavours(t, func(t *testing.T, wrap func(net.Conn) net.Conn) {
+		c, _ := pair(t)
+		w := wrap(c)
+		_ = w.SetReadDeadline(time.Now().Add(time.Hour))
+		_ = w.SetReadDeadline(time.Now().Add(2 * time.Hour))
+		errc := make(chan error, 1)
+		go func() {
+			_, err := w.Read(make([]byte, 1))
+			errc <- err
+		}()
+		// The abort may come before or after the Read starts waiting:
+		// either way the Read ends with a deadline error.
+		_ = w.SetReadDeadline(time.Unix(1, 0))
+		if err := <-errc; !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("Read = %v, want a deadline error", err)
+		}
+	})
+}
+
+// TestHandOverDeadline checks that the socket TCP hands out carries the
+// deadline asked for, not the one the poller held.
+func TestHandOverDeadline(t *testing.T) {
+	for _, via := range []string{"TCP", "WriteTo"} {
+		t.Run(via, func(t *testing.T) {
+			c, s := pair(t)
+			w := Wrap(c).(*Conn)
+			early := time.Now().Add(time.Millisecond)
+			_ = w.SetReadDeadline(early)
+			_ = w.SetReadDeadline(time.Time{})
+			passed(early)
+			if _, err := s.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			if via == "WriteTo" {
+				s.CloseWrite()
+				var b bytes.Buffer
+				if n, err := w.WriteTo(&b); err != nil || b.String() != "x" {
+					t.Fatalf("WriteTo = %d, %v (%q); want the peer's byte", n, err, b.String())
+				}
+				return
+			}
+			tc, _ := TCP(w)
+			b := make([]byte, 1)
+			if n, err := tc.Read(b); err != nil || n != 1 {
+				t.Fatalf("Read on the handed-out socket = %d, %v; want the peer's byte", n, err)
+			}
+			// From now on deadlines go to the socket directly.
+			_ = w.SetReadDeadline(time.Now().Add(time.Hour))
+			early = time.Now().Add(time.Millisecond)
+			_ = w.SetReadDeadline(time.Now().Add(time.Millisecond))
+			passed(early)
+			if _, err := tc.Read(b); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("Read on the handed-out socket = %v, want a deadline error", err)
+			}
+		})
+	}
+}
+
+// BenchmarkReadDeadlineIdleCycle is a connection server's per-request
+// deadline work: an idle deadline moved forward, then cleared.
+func BenchmarkReadDeadlineIdleCycle(b *testing.B) {
+	for _, fl := range []struct {
+		name string
+		wrap func(net.Conn) net.Conn
+	}{{"net", func(c net.Conn) net.Conn { return c }}, {"sockio", Wrap}} {
+		b.Run(fl.name, func(b *testing.B) {
+			c, _ := pair(b)
+			w := fl.wrap(c)
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = w.SetReadDeadline(time.Now().Add(time.Hour))
+				_ = w.SetReadDeadline(time.Time{})
+			}
+		})
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/remora-mesh/remora/internal/mono"
 	"github.com/remora-mesh/remora/proxy/filter"
 	"github.com/remora-mesh/remora/proxy/router"
 	"go.uber.org/zap"
@@ -147,7 +148,7 @@ func (s *stream) serve(d downstream) bool {
 	s.respH.Reset()
 	info := &s.info
 	info.StartTime = now
-	s.lastActivity.Store(now.UnixNano())
+	s.lastActivity.Store(mono.Now())
 
 	scheme := "http"
 	s.remoteIP = ""
@@ -559,7 +560,7 @@ func (s *stream) stopRequestTimer() {
 	s.timerMu.Unlock()
 }
 
-func (s *stream) touch() { s.lastActivity.Store(time.Now().UnixNano()) }
+func (s *stream) touch() { s.lastActivity.Store(mono.Now()) }
 
 func (s *stream) onIdle() {
 	s.timerMu.Lock()
@@ -568,7 +569,7 @@ func (s *stream) onIdle() {
 		return
 	}
 	idle := s.m.streamIdleTimeout
-	since := time.Duration(time.Now().UnixNano() - s.lastActivity.Load())
+	since := mono.Since(s.lastActivity.Load())
 	if since < idle {
 		s.idleTimer.Reset(idle - since)
 		return

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/remora-mesh/remora/internal/mono"
 	"github.com/remora-mesh/remora/proxy/filter"
 )
 
@@ -35,8 +36,9 @@ type pool struct {
 	ctx    context.Context // cancelled by close: aborts dials
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // dial goroutines
-	// staleAt is when (UnixNano) a request last met a stale connection
-	// of this pool: for staleProbeFor after it, every reuse is probed.
+	// staleAt is when (mono.Now) a request last met a stale connection
+	// of this pool, 0 if none did: for staleProbeFor after it, every
+	// reuse is probed.
 	staleAt atomic.Int64
 
 	mu         sync.Mutex
@@ -72,7 +74,7 @@ type pconn struct {
 	inReady   bool
 	broken    bool // never reuse: error, Connection: close, unread body
 	closed    bool
-	idleSince time.Time
+	idleSince int64 // mono.Now when it last went idle
 	idleTimer *time.Timer
 
 	// Liveness peek of an idle HTTP/1.1 connection (alive_linux.go); used
@@ -119,9 +121,16 @@ const reuseProbeAfter = 5 * time.Millisecond
 // would fail the next requests too.
 const staleProbeFor = time.Second
 
+// staleRecently reports whether a request met a stale connection of p
+// within staleProbeFor before now (a mono.Now reading).
+func (p *pool) staleRecently(now int64) bool {
+	at := p.staleAt.Load()
+	return at != 0 && time.Duration(now-at) < staleProbeFor
+}
+
 // sawStale records that a request met a stale connection of p.
 func (p *pool) sawStale() {
-	p.staleAt.Store(time.Now().UnixNano())
+	p.staleAt.Store(mono.Now())
 	p.host.cluster.stats.inc(statCxStale)
 }
 
@@ -148,8 +157,8 @@ func (p *pool) acquire(ctx context.Context, probe bool) (*pconn, error) {
 		idleSince := pc.idleSince
 		p.mu.Unlock()
 		if pc.cc == nil && !probe && pc.h1.br.Buffered() == 0 {
-			now := time.Now()
-			if now.Sub(idleSince) < cl.reuseProbeAfter && now.UnixNano()-p.staleAt.Load() >= int64(staleProbeFor) {
+			now := mono.Now()
+			if time.Duration(now-idleSince) < cl.reuseProbeAfter && !p.staleRecently(now) {
 				return pc, nil
 			}
 		}
@@ -259,7 +268,7 @@ func (p *pool) serveLocked(pc *pconn) {
 		pc.inReady = true
 	}
 	if pc.active == 0 {
-		pc.idleSince = time.Now()
+		pc.idleSince = mono.Now()
 	}
 }
 
@@ -346,7 +355,7 @@ func (p *pool) dial() {
 		pc.remaining = cl.maxRequestsPerConn
 	}
 	pc.h1.init(pc)
-	pc.idleSince = time.Now()
+	pc.idleSince = mono.Now()
 	pc.idleTimer = time.AfterFunc(cl.idleTimeout, func() { p.idleCheck(pc) })
 	p.conns = append(p.conns, pc)
 	cl.stats.inc(statCxTotal)
@@ -377,7 +386,7 @@ func (p *pool) idleCheck(pc *pconn) {
 		pc.idleTimer.Reset(cl.idleTimeout)
 		return
 	}
-	if idle := time.Since(pc.idleSince); idle < cl.idleTimeout {
+	if idle := mono.Since(pc.idleSince); idle < cl.idleTimeout {
 		pc.idleTimer.Reset(cl.idleTimeout - idle)
 		return
 	}
