@@ -2,8 +2,9 @@ package hcm
 
 import (
 	"context"
-	"sync"
 	"time"
+
+	"github.com/remora-mesh/remora/internal/reusectx"
 )
 
 // streamCtx is the context of the streams of one HTTP/1 connection: it
@@ -21,18 +22,9 @@ import (
 type streamCtx struct {
 	parent context.Context
 
-	mu     sync.Mutex
-	done   chan struct{} // made on first use, kept while open
-	err    error
-	used   bool // seen outside the connection manager
-	nextID uint64
-	fns    []ctxFunc
-	hook   func() // the manager's own: run by cancel, on its goroutine
-}
-
-type ctxFunc struct {
-	id uint64
-	f  func()
+	reusectx.Core        // its mutex guards used and hook too
+	used          bool   // seen outside the connection manager
+	hook          func() // the manager's own: run by cancel, on its goroutine
 }
 
 var (
@@ -55,36 +47,26 @@ func newStreamCtx(parent context.Context) *streamCtx {
 
 // Deadline implements context.Context.
 func (c *streamCtx) Deadline() (time.Time, bool) {
-	c.mu.Lock()
+	c.Lock()
 	c.used = true
-	c.mu.Unlock()
+	c.Unlock()
 	return c.parent.Deadline()
 }
 
 // Done implements context.Context.
 func (c *streamCtx) Done() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.Lock()
+	defer c.Unlock()
 	c.used = true
-	return c.doneLocked()
-}
-
-func (c *streamCtx) doneLocked() chan struct{} {
-	if c.done == nil {
-		c.done = make(chan struct{})
-		if c.err != nil {
-			close(c.done)
-		}
-	}
-	return c.done
+	return c.DoneLocked()
 }
 
 // Err implements context.Context.
 func (c *streamCtx) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.Lock()
+	defer c.Unlock()
 	c.used = true
-	return c.err
+	return c.ErrLocked()
 }
 
 // Value implements context.Context.
@@ -94,74 +76,49 @@ func (c *streamCtx) Value(key any) any { return c.parent.Value(key) }
 // context.AfterFunc does; stop reports whether it unregistered f before
 // it ran.
 func (c *streamCtx) AfterFunc(f func()) (stop func() bool) {
-	c.mu.Lock()
+	c.Lock()
+	defer c.Unlock()
 	c.used = true
-	if c.err != nil {
-		c.mu.Unlock()
-		go f()
-		return func() bool { return false }
-	}
-	c.nextID++
-	id := c.nextID
-	c.fns = append(c.fns, ctxFunc{id: id, f: f})
-	c.mu.Unlock()
-	return func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		for i, a := range c.fns {
-			if a.id == id {
-				n := len(c.fns)
-				copy(c.fns[i:], c.fns[i+1:])
-				c.fns[n-1] = ctxFunc{}
-				c.fns = c.fns[:n-1]
-				return true
-			}
-		}
-		return false
-	}
+	return c.AfterFuncLocked(f)
 }
 
 // internalDone and internalErr are Done and Err for the connection
 // manager itself: they do not make c used.
 func (c *streamCtx) internalDone() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.doneLocked()
+	c.Lock()
+	defer c.Unlock()
+	return c.DoneLocked()
 }
 
 func (c *streamCtx) internalErr() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
+	c.Lock()
+	defer c.Unlock()
+	return c.ErrLocked()
 }
 
 // setHook makes cancel call f synchronously (nil: nothing); unlike
 // AfterFunc it does not make c used. It reports whether c has ended
 // already, in which case cancel will not call f.
 func (c *streamCtx) setHook(f func()) (ended bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.Lock()
+	defer c.Unlock()
 	c.hook = f
-	return c.err != nil
+	return c.ErrLocked() != nil
 }
 
 // cancel ends c (context.Canceled) unless it has ended.
 func (c *streamCtx) cancel() {
-	c.mu.Lock()
-	if c.err != nil {
-		c.mu.Unlock()
+	c.Lock()
+	fns, ended := c.EndLocked(context.Canceled)
+	hook := c.hook
+	if ended {
+		c.hook = nil
+	}
+	c.Unlock()
+	if !ended {
 		return
 	}
-	c.err = context.Canceled
-	if c.done != nil {
-		close(c.done)
-	}
-	fns, hook := c.fns, c.hook
-	c.fns, c.hook = nil, nil
-	c.mu.Unlock()
-	for _, a := range fns {
-		go a.f()
-	}
+	fns.Start()
 	if hook != nil {
 		hook()
 	}
@@ -171,9 +128,9 @@ func (c *streamCtx) cancel() {
 // next stream: it was neither ended nor seen outside the connection
 // manager. Otherwise it is ended now and must be replaced.
 func (c *streamCtx) release() bool {
-	c.mu.Lock()
-	keep := !c.used && c.err == nil && len(c.fns) == 0
-	c.mu.Unlock()
+	c.Lock()
+	keep := !c.used && c.IdleLocked()
+	c.Unlock()
 	if !keep {
 		c.cancel()
 	}

@@ -2,8 +2,9 @@ package router
 
 import (
 	"context"
-	"sync"
 	"time"
+
+	"github.com/remora-mesh/remora/internal/reusectx"
 )
 
 // reqCtx is the context of a Filter's upstream request: it ends when the
@@ -21,19 +22,9 @@ import (
 // A reqCtx is safe for concurrent use. It must not be used after the
 // request it was handed to has ended: the Filter reuses it.
 type reqCtx struct {
-	parent context.Context
-
-	mu       sync.Mutex
-	deadline time.Time // zero: no route timeout
-	done     chan struct{}
-	err      error
-	nextID   uint64
-	fns      []afterFunc // run once when the context ends
-}
-
-type afterFunc struct {
-	id uint64
-	f  func()
+	reusectx.Core // its mutex guards parent and deadline too
+	parent        context.Context
+	deadline      time.Time // zero: no route timeout
 }
 
 var (
@@ -49,22 +40,17 @@ var (
 // (zero for none). Callbacks still registered by the last request are
 // dropped: they belonged to an exchange that is over.
 func (c *reqCtx) reset(parent context.Context, deadline time.Time) {
-	c.mu.Lock()
+	c.Lock()
 	c.parent, c.deadline = parent, deadline
-	if c.err != nil {
-		c.done = nil // closed: the next Done makes a new one
-	}
-	c.err = nil
-	clear(c.fns)
-	c.fns = c.fns[:0]
-	c.mu.Unlock()
+	c.ResetLocked()
+	c.Unlock()
 }
 
 // Deadline implements context.Context.
 func (c *reqCtx) Deadline() (time.Time, bool) {
-	c.mu.Lock()
+	c.Lock()
 	d, parent := c.deadline, c.parent
-	c.mu.Unlock()
+	c.Unlock()
 	pd, ok := parent.Deadline()
 	if d.IsZero() || (ok && pd.Before(d)) {
 		return pd, ok
@@ -74,29 +60,23 @@ func (c *reqCtx) Deadline() (time.Time, bool) {
 
 // Done implements context.Context.
 func (c *reqCtx) Done() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.done == nil {
-		c.done = make(chan struct{})
-		if c.err != nil {
-			close(c.done)
-		}
-	}
-	return c.done
+	c.Lock()
+	defer c.Unlock()
+	return c.DoneLocked()
 }
 
 // Err implements context.Context.
 func (c *reqCtx) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
+	c.Lock()
+	defer c.Unlock()
+	return c.ErrLocked()
 }
 
 // Value implements context.Context.
 func (c *reqCtx) Value(key any) any {
-	c.mu.Lock()
+	c.Lock()
 	parent := c.parent
-	c.mu.Unlock()
+	c.Unlock()
 	return parent.Value(key)
 }
 
@@ -104,30 +84,9 @@ func (c *reqCtx) Value(key any) any {
 // context.AfterFunc does; stop reports whether it unregistered f before
 // it ran.
 func (c *reqCtx) AfterFunc(f func()) (stop func() bool) {
-	c.mu.Lock()
-	if c.err != nil {
-		c.mu.Unlock()
-		go f()
-		return func() bool { return false }
-	}
-	c.nextID++
-	id := c.nextID
-	c.fns = append(c.fns, afterFunc{id: id, f: f})
-	c.mu.Unlock()
-	return func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		for i, a := range c.fns {
-			if a.id == id {
-				n := len(c.fns)
-				copy(c.fns[i:], c.fns[i+1:])
-				c.fns[n-1] = afterFunc{}
-				c.fns = c.fns[:n-1]
-				return true
-			}
-		}
-		return false
-	}
+	c.Lock()
+	defer c.Unlock()
+	return c.AfterFuncLocked(f)
 }
 
 // cancel ends c with err unless it has ended; it reports whether this
@@ -135,26 +94,15 @@ func (c *reqCtx) AfterFunc(f func()) (stop func() bool) {
 // deadline having passed, so that a late firing of the previous request's
 // timer does nothing.
 func (c *reqCtx) cancel(err error, expired bool) bool {
-	c.mu.Lock()
-	if c.err != nil || (expired && (c.deadline.IsZero() || time.Now().Before(c.deadline))) {
-		c.mu.Unlock()
+	c.Lock()
+	if expired && (c.deadline.IsZero() || time.Now().Before(c.deadline)) {
+		c.Unlock()
 		return false
 	}
-	c.err = err
-	if c.done != nil {
-		close(c.done)
-	}
-	var run []afterFunc
-	if len(c.fns) > 0 {
-		run = append(run, c.fns...)
-		clear(c.fns)
-		c.fns = c.fns[:0]
-	}
-	c.mu.Unlock()
-	for _, a := range run {
-		go a.f()
-	}
-	return true
+	fns, ended := c.EndLocked(err)
+	c.Unlock()
+	fns.Start()
+	return ended
 }
 
 func (c *reqCtx) String() string { return "router.reqCtx" }
