@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/remora-mesh/remora/internal/mono"
+	"github.com/remora-mesh/remora/internal/weaktimer"
 	"github.com/remora-mesh/remora/proxy/filter"
 	"github.com/remora-mesh/remora/proxy/router"
 	"go.uber.org/zap"
@@ -96,7 +97,11 @@ type stream struct {
 	timerMu   sync.Mutex
 	timersOff bool
 	abortConn atomic.Bool // set by a timeout on HTTP/1: close the connection
+	// idleTimer stays pending from stream to stream (idleArmed): it is
+	// armed when none is pending, and a firing while the stream is idle
+	// or over re-arms or rests (onIdle). It holds the stream weakly.
 	idleTimer *time.Timer
+	idleArmed bool
 	reqTimer  *time.Timer
 }
 
@@ -209,14 +214,16 @@ func (s *stream) serve(d downstream) bool {
 
 	s.timerMu.Lock()
 	s.timersOff = false
-	if m.streamIdleTimeout > 0 {
-		// The timer is reused with the stream. A late firing left over
-		// from the previous stream finds fresh activity and re-arms.
+	if m.streamIdleTimeout > 0 && !s.idleArmed {
+		// A timer still pending from an earlier stream is due no later
+		// than this stream could go idle; it fires, finds fresh activity
+		// and re-arms.
 		if s.idleTimer == nil {
-			s.idleTimer = time.AfterFunc(m.streamIdleTimeout, s.onIdle)
+			s.idleTimer = weaktimer.AfterFunc(s, m.streamIdleTimeout, (*stream).onIdle)
 		} else {
 			s.idleTimer.Reset(m.streamIdleTimeout)
 		}
+		s.idleArmed = true
 	}
 	s.timerMu.Unlock()
 	s.abortConn.Store(false)
@@ -499,10 +506,7 @@ func (s *stream) waitDone() {
 // access-log handlers once and records the stream's metrics.
 func (s *stream) finishStream() bool {
 	s.timerMu.Lock()
-	s.timersOff = true
-	if s.idleTimer != nil {
-		s.idleTimer.Stop()
-	}
+	s.timersOff = true // the idle timer stays pending (see idleArmed)
 	if s.reqTimer != nil {
 		s.reqTimer.Stop()
 		s.reqTimer = nil
@@ -562,10 +566,14 @@ func (s *stream) stopRequestTimer() {
 
 func (s *stream) touch() { s.lastActivity.Store(mono.Now()) }
 
+// onIdle runs from the idle timer: it ends a stream idle for
+// stream_idle_timeout, re-arms for the rest of it otherwise, and rests
+// between streams until the next stream arms it.
 func (s *stream) onIdle() {
 	s.timerMu.Lock()
 	defer s.timerMu.Unlock()
 	if s.timersOff {
+		s.idleArmed = false
 		return
 	}
 	idle := s.m.streamIdleTimeout
@@ -574,6 +582,7 @@ func (s *stream) onIdle() {
 		s.idleTimer.Reset(idle - since)
 		return
 	}
+	s.idleArmed = false
 	s.m.metrics.idle.Inc()
 	s.timeout(filter.LocalReply{Code: 408, Body: "stream timeout", Flag: filter.StreamIdleTimeout, Details: "stream_idle_timeout"})
 }

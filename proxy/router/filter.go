@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/remora-mesh/remora/internal/mono"
+	"github.com/remora-mesh/remora/internal/weaktimer"
 	"github.com/remora-mesh/remora/proxy/filter"
 	"github.com/remora-mesh/remora/proxy/upstream"
 )
@@ -84,8 +86,15 @@ type Filter struct {
 
 // reqState is what a Filter reuses from one request to the next.
 type reqState struct {
-	ctx   reqCtx
-	timer *time.Timer   // the route timeout; fires onTimeout
+	ctx reqCtx
+	// timer is the route timeout. It stays pending from request to
+	// request (armed, due: mono.Now when it fires; under mu): a request
+	// arms it only when none is pending early enough, and a firing before
+	// the current request's deadline re-arms for the rest (onTimeout).
+	// It holds the state weakly.
+	timer *time.Timer
+	armed bool
+	due   int64
 	done  chan struct{} // cap 1: a token when the pump ends
 	// pump and pumpRetry are method values made once, so that starting
 	// the goroutine allocates nothing.
@@ -124,8 +133,36 @@ func (f *Filter) state() *reqState {
 // finds the deadline not yet passed and does nothing.
 func (rs *reqState) onTimeout() {
 	if rs.ctx.cancel(context.DeadlineExceeded, true) {
+		rs.mu.Lock()
+		rs.armed = false
+		rs.mu.Unlock()
 		rs.abort()
+		return
 	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if left, ok := rs.ctx.untilDeadline(); ok {
+		rs.timer.Reset(left)
+		rs.due = mono.Now() + int64(left)
+		return
+	}
+	rs.armed = false // no request with a route timeout: rest
+}
+
+// armTimer makes the route timer fire no later than d from now.
+func (rs *reqState) armTimer(d time.Duration) {
+	due := mono.Now() + int64(d)
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.armed && rs.due <= due {
+		return // fires first and re-arms for the rest
+	}
+	if rs.timer == nil {
+		rs.timer = weaktimer.AfterFunc(rs, d, (*reqState).onTimeout)
+	} else {
+		rs.timer.Reset(d)
+	}
+	rs.armed, rs.due = true, due
 }
 
 // abort resets the upstream stream unless it was released.
@@ -152,12 +189,9 @@ func (rs *reqState) setStream(s upstream.Stream) {
 	}
 }
 
-// stopTimer disarms the route timeout.
-func (rs *reqState) stopTimer() {
-	if rs.timer != nil {
-		rs.timer.Stop()
-	}
-}
+// stopTimer ends the request's route timeout; the timer stays pending
+// and rests when it fires.
+func (rs *reqState) stopTimer() { rs.ctx.clearDeadline() }
 
 // DecodeHeaders picks the route and opens the upstream stream.
 func (f *Filter) DecodeHeaders(h *filter.HeaderMap, endStream bool) filter.Status {
@@ -205,11 +239,7 @@ func (f *Filter) DecodeHeaders(h *filter.HeaderMap, endStream bool) filter.Statu
 	rs.mu.Unlock()
 	f.ctx = &rs.ctx
 	if e.timeout > 0 {
-		if rs.timer == nil {
-			rs.timer = time.AfterFunc(e.timeout, rs.onTimeout)
-		} else {
-			rs.timer.Reset(e.timeout)
-		}
+		rs.armTimer(e.timeout)
 	}
 	if e.retry != nil {
 		// Attempts are opened by the pump, which may retry them.

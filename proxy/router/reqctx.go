@@ -46,6 +46,26 @@ func (c *reqCtx) reset(parent context.Context, deadline time.Time) {
 	c.Unlock()
 }
 
+// untilDeadline returns the time left until the route timeout, false
+// when there is none or it has passed.
+func (c *reqCtx) untilDeadline() (time.Duration, bool) {
+	c.Lock()
+	defer c.Unlock()
+	if c.deadline.IsZero() || c.ErrLocked() != nil {
+		return 0, false
+	}
+	left := time.Until(c.deadline)
+	return left, left > 0
+}
+
+// clearDeadline ends the route timeout of a request whose exchange is
+// over: a late firing of the route timer finds no deadline.
+func (c *reqCtx) clearDeadline() {
+	c.Lock()
+	c.deadline = time.Time{}
+	c.Unlock()
+}
+
 // Deadline implements context.Context.
 func (c *reqCtx) Deadline() (time.Time, bool) {
 	c.Lock()

@@ -244,8 +244,18 @@ func TestFilterChain(t *testing.T) {
 		}
 	})
 	t.Run("stream idle timeout", func(t *testing.T) {
+		// A quick stream first: the idle timer it armed stays pending
+		// with its pooled stream, due before the hanging stream's idle
+		// timeout, and must re-arm rather than end that stream early.
+		if _, _, err := do(t, bg, "GET", "/a", ""); err != nil {
+			t.Fatal(err)
+		}
 		drainLogs()
+		start := time.Now()
 		resp, _, err := do(t, bg, "GET", "/hang/idle", "")
+		if el := time.Since(start); el < 300*time.Millisecond {
+			t.Fatalf("stream ended after %v, before its 300ms idle timeout", el)
+		}
 		if err != nil {
 			info := lastLog(t)
 			t.Fatalf("%v (log: %d %s %s)", err, info.ResponseCode, info.ResponseFlags, info.ResponseCodeDetails)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -205,5 +206,84 @@ clusters:
 	}
 	if !errors.Is(first.Err(), context.Canceled) {
 		t.Fatalf("ended context: Err = %v", first.Err())
+	}
+}
+
+// TestRouteTimeoutReusedTimer: the route timer stays pending from request
+// to request on a pooled stream. A request on the same connection times
+// out at its own route timeout: not earlier, when an earlier request's
+// timer is due first, and not later, when an earlier request armed it for
+// a longer route timeout.
+func TestRouteTimeoutReusedTimer(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/hang") {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		io.WriteString(w, "ok")
+	})}
+	ln := listenLoopback(t)
+	go up.Serve(ln)
+	defer up.Close()
+	s := startProxy(t, fmt.Sprintf(`
+admin: {address: "-"}
+listeners:
+- name: main
+  address: 127.0.0.1:0
+  filter_chains:
+  - http_connection_manager:
+      route_config:
+        virtual_hosts:
+        - name: v
+          domains: ["*"]
+          routes:
+          - {match: {prefix: /long}, route: {cluster: up, timeout: 30s}}
+          - {match: {prefix: /}, route: {cluster: up, timeout: 300ms}}
+clusters:
+- name: up
+  endpoints: [{address: %s}]
+`, ln.Addr()))
+	c, err := net.Dial("tcp", s.ListenerAddr("main").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	get := func(path string) int {
+		t.Helper()
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct{ name, before string }{
+		{"after a request with the same timeout", "/fast"},
+		{"after a request with a longer timeout", "/long"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if code := get(tc.before); code != 200 {
+				t.Fatalf("%s: %d, want 200", tc.before, code)
+			}
+			start := time.Now()
+			code := get("/hang")
+			el := time.Since(start)
+			if code != 504 {
+				t.Fatalf("/hang: %d after %v, want 504", code, el)
+			}
+			if el < 300*time.Millisecond || el > 5*time.Second {
+				t.Fatalf("/hang timed out after %v, want its own 300ms route timeout", el)
+			}
+		})
 	}
 }
