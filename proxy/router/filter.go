@@ -105,9 +105,10 @@ type reqState struct {
 	// DecodeHeaders left for it (inlinePump, inlineRetry).
 	inline atomic.Int32
 
-	// mu guards stream and released: the upstream stream is released
-	// (closed or reset) exactly once, by the pump when the exchange ends
-	// or by the route timeout or the stream's destruction.
+	// mu guards stream and released, and the timer's armed and due: the
+	// upstream stream is released (closed or reset) exactly once, by the
+	// pump when the exchange ends or by the route timeout or the stream's
+	// destruction.
 	mu       sync.Mutex
 	stream   upstream.Stream
 	released bool
@@ -129,8 +130,9 @@ func (f *Filter) state() *reqState {
 }
 
 // onTimeout runs from the route timer: it ends the request's context and
-// resets its upstream stream. A late firing of an earlier request's timer
-// finds the deadline not yet passed and does nothing.
+// resets its upstream stream once the deadline has passed. A firing
+// armed by an earlier request re-arms for the rest of the current
+// request's deadline, or rests when no request has one.
 func (rs *reqState) onTimeout() {
 	if rs.ctx.cancel(context.DeadlineExceeded, true) {
 		rs.mu.Lock()
